@@ -1,0 +1,115 @@
+"""MSDeformAttn: the one entry point every attention layer of MDQE calls.
+
+Contract (docs/INTERFACES.md, shared DESIGN.md section 3):
+    value               [N, S, M, D]      S = sum_l H_l * W_l
+    spatial_shapes      [L, 2] int64      (H_l, W_l)
+    level_start_index   [L] int64         offset of level l inside S
+    sampling_locations  [N, Lq, M, L, P, 2] normalised (x, y); outside [0, 1] allowed
+    attention_weights   [N, Lq, M, L, P]
+    -> output           [N, Lq, M * D]
+Bilinear sampling with align_corners=False (pixel = loc * W - 0.5) and zero padding.
+
+Implementations are registered by name; "torch" (the grid_sample form) is always
+present. Native kernels register themselves as "cpu" / "cuda" (mdqe/ops/native_impls.py).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+
+_IMPLS: Dict[str, Callable] = {}
+_AUTO_CHOOSERS = []  # callables (value, requires_grad) -> impl name or None
+
+
+def register_impl(name: str, fn: Callable, auto_chooser: Callable | None = None) -> None:
+    """Register an implementation; `auto_chooser(value) -> bool` says if "auto" should pick it."""
+    _IMPLS[name] = fn
+    if auto_chooser is not None:
+        _AUTO_CHOOSERS.append((name, auto_chooser))
+
+
+def available_impls() -> list:
+    _load_native()
+    return sorted(_IMPLS)
+
+
+def ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """grid_sample form (differentiable, exportable as ONNX GridSample). Shapes as in the module doc."""
+    N, S, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    grids = 2.0 * sampling_locations - 1.0
+    sampled = []
+    for lvl in range(L):
+        h, w = spatial_shapes[lvl, 0], spatial_shapes[lvl, 1]
+        start = level_start_index[lvl]
+        v = value.narrow(1, int(start), int(h * w)) if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() \
+            else value[:, start:start + h * w]
+        # [N, HW, M, D] -> [N*M, D, H, W]
+        v = v.permute(0, 2, 3, 1).reshape(N * M, D, h, w)
+        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
+        g = grids[:, :, :, lvl].permute(0, 2, 1, 3, 4).reshape(N * M, Lq, P, 2)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # [N*M, D, Lq, L, P]
+    stacked = torch.stack(sampled, dim=-2)
+    w_ = attention_weights.permute(0, 2, 1, 3, 4).reshape(N * M, 1, Lq, L, P)
+    out = (stacked * w_).sum(dim=(-1, -2))  # [N*M, D, Lq]
+    return out.reshape(N, M * D, Lq).transpose(1, 2).contiguous()
+
+
+register_impl("torch", ms_deform_attn_torch)
+
+_native_loaded = False
+
+
+def _load_native() -> None:
+    global _native_loaded
+    if _native_loaded:
+        return
+    _native_loaded = True
+    try:
+        from . import native_impls  # noqa: F401  (registers "cpu" / "cuda" when built)
+    except ImportError:
+        pass
+
+
+def check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights) -> None:
+    """Raise ValueError naming the first inconsistent argument."""
+    if value.dim() != 4:
+        raise ValueError(f"value must be [N,S,M,D], got {tuple(value.shape)}")
+    N, S, M, D = value.shape
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+        raise ValueError(f"spatial_shapes must be [L,2], got {tuple(spatial_shapes.shape)}")
+    L = spatial_shapes.shape[0]
+    if level_start_index.shape != (L,):
+        raise ValueError(f"level_start_index must be [{L}], got {tuple(level_start_index.shape)}")
+    if sampling_locations.dim() != 6 or sampling_locations.shape[0] != N or sampling_locations.shape[2] != M \
+            or sampling_locations.shape[3] != L or sampling_locations.shape[5] != 2:
+        raise ValueError(f"sampling_locations must be [N={N},Lq,M={M},L={L},P,2], got {tuple(sampling_locations.shape)}")
+    if attention_weights.shape != sampling_locations.shape[:-1]:
+        raise ValueError(f"attention_weights must be {tuple(sampling_locations.shape[:-1])}, got {tuple(attention_weights.shape)}")
+    if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        total = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
+        if total != S:
+            raise ValueError(f"value has S={S} but spatial_shapes sum to {total}")
+
+
+def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, impl: str = "auto"):
+    """Dispatch to an implementation. "auto": the ONNX export hook while exporting, a registered
+    native kernel when it can serve the call (inference on its device), else "torch"."""
+    from . import export_hooks  # local import: no cost unless exporting
+    if torch.onnx.is_in_onnx_export() and export_hooks.active_mode() is not None:
+        return export_hooks.export_ms_deform_attn(value, spatial_shapes, level_start_index,
+                                                  sampling_locations, attention_weights)
+    check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    _load_native()
+    if impl == "auto":
+        impl = "torch"
+        for name, chooser in _AUTO_CHOOSERS:
+            if chooser(value, sampling_locations, attention_weights):
+                impl = name
+                break
+    if impl not in _IMPLS:
+        raise ValueError(f"MSDeformAttn impl {impl!r} is not available here; available: {sorted(_IMPLS)}")
+    return _IMPLS[impl](value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
