@@ -1,17 +1,146 @@
-"""ONNX export of MSDeformAttn (owned by the export work, issue 4).
+"""ONNX export of MSDeformAttn (issue 4).
 
-`active_mode()` returns None (plain tracing of the torch form), "onnx" or "plugin".
-`export_ms_deform_attn(...)` emits the chosen form while torch.onnx export runs.
+`mdqe.ops.ms_deform_attn` routes every call here while `torch.onnx` export runs and
+`active_mode()` is not None. Two forms (shared DESIGN.md section 3):
+
+- ``"onnx"``: the pure-ONNX form: per level a dynamic ``Slice`` of ``value`` (start and size
+  taken from the ``level_start_index`` / ``spatial_shapes`` *tensors*, so graphs stay valid at
+  every resolution), ``Reshape`` to ``[N*M, D, H_l, W_l]`` and ``GridSample`` (bilinear, zeros,
+  align_corners=0; needs opset >= 16), weighted sum over levels and points.
+- ``"plugin"``: ONE custom node per call that the TensorRT ONNX parser maps to our plugin:
+  domain ``mdqe``, op_type ``MDQEMSDeformAttn``, attributes ``plugin_version="1"``,
+  ``plugin_namespace="mdqe"``, inputs (value, spatial_shapes, level_start_index,
+  sampling_locations, attention_weights), output ``[N, Lq, M*D]`` with the dtype of ``value``.
+
+Both the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, the one
+``export/to_onnx.py`` uses) and the torch.export-based exporter (``dynamo=True``, via
+``torch.onnx.ops.symbolic``) are supported.
+
+Usage::
+
+    with export_mode("plugin"):
+        torch.onnx.export(model, args, path, dynamo=False, ...)
 """
 from __future__ import annotations
 
-_MODE = None
+import contextlib
+import threading
+
+import torch
+
+PLUGIN_OP_TYPE = "MDQEMSDeformAttn"
+PLUGIN_DOMAIN = "mdqe"
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = "mdqe"
+PLUGIN_DOMAIN_VERSION = 1
+MODES = ("onnx", "plugin")
+
+_STATE = threading.local()
 
 
 def active_mode():
-    return _MODE
+    """None (no export hook: the torch form is traced as is), "onnx" or "plugin"."""
+    return getattr(_STATE, "mode", None)
+
+
+@contextlib.contextmanager
+def export_mode(mode: str):
+    """Select the MSDeformAttn form emitted by torch.onnx export inside the block."""
+    if mode not in MODES:
+        raise ValueError(f"MSDeformAttn export mode must be one of {MODES}, got {mode!r}")
+    previous = active_mode()
+    _STATE.mode = mode
+    try:
+        yield
+    finally:
+        _STATE.mode = previous
 
 
 def export_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Emit the active form (called by `mdqe.ops.ms_deform_attn` during export)."""
+    mode = active_mode()
+    if mode == "plugin":
+        if torch.jit.is_tracing():  # TorchScript-based exporter
+            return _PluginMSDA.apply(value, spatial_shapes, level_start_index, sampling_locations,
+                                     attention_weights, int(value.shape[2]) * int(value.shape[3]))
+        return _plugin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations,
+                                       attention_weights)
+    if mode == "onnx":
+        return ms_deform_attn_onnx_form(value, spatial_shapes, level_start_index, sampling_locations,
+                                        attention_weights)
+    raise RuntimeError(f"export_ms_deform_attn called with no export mode active (mode={mode!r})")
+
+
+def ms_deform_attn_onnx_form(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """grid_sample form written for tracing: level sizes and offsets stay tensors (dynamic
+    Slice / Reshape in the graph), only M, D, L, P (fixed by the weights) are Python ints."""
+    M, D = int(value.shape[2]), int(value.shape[3])
+    L, P = int(sampling_locations.shape[3]), int(sampling_locations.shape[4])
+    Lq = sampling_locations.shape[1]
+    grids = 2.0 * sampling_locations - 1.0                                   # [N, Lq, M, L, P, 2]
+    # [N, Lq, M, L, P, 2] -> [N, M, L, Lq, P, 2] -> [N*M, L, Lq, P, 2]
+    grids = grids.permute(0, 2, 3, 1, 4, 5).reshape(-1, L, Lq, P, 2)
+    value_t = value.permute(0, 2, 3, 1)                                       # [N, M, D, S]
+    sampled = []
+    for lvl in range(L):
+        h = spatial_shapes[lvl, 0]
+        w = spatial_shapes[lvl, 1]
+        start = level_start_index[lvl]
+        v = value_t[..., start:start + h * w]                                   # dynamic Slice
+        v = v.reshape(-1, D, h, w)                                             # [N*M, D, H_l, W_l]
+        sampled.append(torch.nn.functional.grid_sample(
+            v, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]
+    stacked = torch.stack(sampled, dim=-2)                                     # [N*M, D, Lq, L, P]
+    w_ = attention_weights.permute(0, 2, 1, 3, 4).reshape(-1, 1, Lq, L, P)    # [N*M, 1, Lq, L, P]
+    out = (stacked * w_).sum(dim=(-1, -2))                                     # [N*M, D, Lq]
+    return out.reshape(-1, M * D, Lq).transpose(1, 2)                          # [N, Lq, M*D]
+
+
+def _reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     from .ms_deform_attn import ms_deform_attn_torch
-    return ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    out = ms_deform_attn_torch(value.float(), spatial_shapes, level_start_index, sampling_locations.float(),
+                               attention_weights.float())
+    return out.to(value.dtype)
+
+
+class _PluginMSDA(torch.autograd.Function):
+    """Traced as one `mdqe::MDQEMSDeformAttn` node by the TorchScript-based exporter."""
+
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, md):
+        return _reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+    @staticmethod
+    def symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, md):
+        out = g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP_TYPE}", value, spatial_shapes, level_start_index,
+                   sampling_locations, attention_weights,
+                   plugin_version_s=PLUGIN_VERSION, plugin_namespace_s=PLUGIN_NAMESPACE)
+        # output [N, Lq, M*D], dtype of value; M*D is fixed by the weights, N and Lq may be dynamic
+        vtype, ltype = value.type(), sampling_locations.type()
+        try:
+            vs, ls = vtype.varyingSizes(), ltype.varyingSizes()
+        except RuntimeError:
+            vs, ls = None, None
+        n = vs[0] if vs is not None and len(vs) == 4 else None
+        lq = ls[1] if ls is not None and len(ls) == 6 else None
+        out.setType(vtype.with_sizes([n, lq, int(md)]))
+        return out
+
+
+def _plugin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """torch.export-based exporter: `torch.onnx.ops.symbolic` emits the custom node."""
+    N, Lq = value.shape[0], sampling_locations.shape[1]
+    MD = value.shape[2] * value.shape[3]
+    return torch.onnx.ops.symbolic(
+        f"{PLUGIN_DOMAIN}::{PLUGIN_OP_TYPE}",
+        [value, spatial_shapes, level_start_index, sampling_locations, attention_weights],
+        {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE},
+        dtype=value.dtype, shape=[N, Lq, MD], version=PLUGIN_DOMAIN_VERSION)
+
+
+def expected_msda_calls(cfg) -> dict:
+    """How many MSDeformAttn calls (= plugin nodes) each exported graph holds, from the config:
+    encoder: one self-attention per encoder layer; decoder: per layer one frame-level
+    cross-attention plus one temporal cross-attention (TCA) per feature level."""
+    return {"encoder": int(cfg.enc_layers),
+            "decoder": int(cfg.dec_layers) * (1 + int(cfg.num_feature_levels))}

@@ -1,0 +1,242 @@
+"""Run plugin-form graphs (``mdqe::MDQEMSDeformAttn`` nodes) in ONNX Runtime. Torch-free.
+
+The exported ``--msda plugin`` graphs carry one node per MSDeformAttn call in domain ``mdqe``
+with op_type ``MDQEMSDeformAttn`` (what the TensorRT ONNX parser maps to our plugin). ONNX
+Runtime pip wheels cannot load C custom ops without headers, so the node runs here as an
+onnxruntime-extensions Python op that calls the native CPU kernel
+(``runtime/native/msda.py: ms_deform_attn_cpu``). onnxruntime-extensions serves Python ops
+only in its own domain ``ai.onnx.contrib``; :func:`prepare_for_ort` therefore rewrites the
+domain of the plugin nodes in an in-memory copy (the file on disk keeps the ``mdqe`` domain
+that TensorRT needs). onnxruntime-extensions Python ops cannot take float16 tensors, so in that
+copy an fp16 plugin node becomes Cast(fp16->fp32) -> fp32 op -> Cast(fp32->fp16): the same
+numbers as the plugin's fp16 contract (fp16 in/out, fp32 accumulation).
+
+Runtime usage (no torch)::
+
+    from export.ort_custom_ops import create_session
+    sess = create_session("DIR/decoder.onnx", providers=["CPUExecutionProvider"])
+    outs = sess.run(None, feeds)
+
+``create_session(model, providers=None, sess_options=None, intra_op_num_threads=0)``
+accepts a path or an ``onnx.ModelProto`` and works for plugin-form and onnx-form graphs alike
+(onnx-form graphs are passed through untouched).
+
+If the native kernel library is not built, a numpy reference kernel is used instead, with a
+``RuntimeWarning`` (correct, but slow: a Python loop over levels).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import warnings
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+PLUGIN_OP_TYPE = "MDQEMSDeformAttn"
+PLUGIN_DOMAIN = "mdqe"
+ORT_DOMAIN = "ai.onnx.contrib"           # the only domain onnxruntime-extensions Python ops are served in
+ORT_OP_FP32 = PLUGIN_OP_TYPE
+
+_LOCK = threading.Lock()
+_REGISTERED = False
+_KERNEL = None
+_KERNEL_NAME = None
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------
+def ms_deform_attn_numpy(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Reference MSDeformAttn in numpy (slow path). Shapes as in docs/INTERFACES.md section 2;
+    bilinear sampling, align_corners=False (pixel = loc * size - 0.5), zero padding.
+    Computes in float32 (float64 accumulation per level) and returns float32 [N, Lq, M*D]."""
+    value = np.asarray(value, dtype=np.float32)
+    loc = np.asarray(sampling_locations, dtype=np.float32)
+    aw = np.asarray(attention_weights, dtype=np.float32)
+    shapes = np.asarray(spatial_shapes).astype(np.int64)
+    starts = np.asarray(level_start_index).astype(np.int64)
+    N, S, M, D = value.shape
+    _, Lq, _, L, P, _ = loc.shape
+    out = np.zeros((N, Lq, M, D), dtype=np.float64)
+    n_idx = np.arange(N)[:, None, None, None]
+    m_idx = np.arange(M)[None, None, :, None]
+    for lvl in range(L):
+        h, w = int(shapes[lvl, 0]), int(shapes[lvl, 1])
+        s0 = int(starts[lvl])
+        v = value[:, s0:s0 + h * w].reshape(N, h, w, M, D)
+        x = loc[:, :, :, lvl, :, 0].astype(np.float64) * w - 0.5          # [N, Lq, M, P]
+        y = loc[:, :, :, lvl, :, 1].astype(np.float64) * h - 0.5
+        x0, y0 = np.floor(x), np.floor(y)
+        fx, fy = x - x0, y - y0
+        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+        a = aw[:, :, :, lvl, :].astype(np.float64)                          # [N, Lq, M, P]
+        for dy, dx, cw in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            xc, yc = np.clip(xi, 0, w - 1), np.clip(yi, 0, h - 1)
+            g = v[n_idx, yc, xc, m_idx]                                      # [N, Lq, M, P, D]
+            wgt = np.where(inside, cw * a, 0.0)[..., None]
+            out += (g * wgt).sum(axis=3)
+    return out.reshape(N, Lq, M * D).astype(np.float32)
+
+
+def _native_kernel():
+    try:
+        from runtime.native import msda  # torch-free ctypes binding (kernels work)
+    except ImportError:
+        return None
+    try:
+        if not msda.is_available():
+            return None
+    except Exception:  # a broken library must not hide behind the fallback silently
+        raise
+    return msda.ms_deform_attn_cpu
+
+
+def kernel_name() -> str:
+    """"native" (runtime/native libmdqe_msda.so) or "numpy" (slow reference fallback)."""
+    _get_kernel()
+    return _KERNEL_NAME
+
+
+def _get_kernel():
+    global _KERNEL, _KERNEL_NAME
+    if _KERNEL is None:
+        fn = None if os.environ.get("MDQE_ORT_MSDA_KERNEL") == "numpy" else _native_kernel()
+        if fn is not None:
+            _KERNEL, _KERNEL_NAME = fn, "native"
+        else:
+            warnings.warn("MDQEMSDeformAttn: the native CPU kernel (libmdqe_msda.so, runtime/native/msda.py) "
+                          "is not available; using the slow numpy reference kernel", RuntimeWarning, stacklevel=3)
+            _KERNEL, _KERNEL_NAME = ms_deform_attn_numpy, "numpy"
+    return _KERNEL
+
+
+def _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    fn = _get_kernel()
+    out = fn(np.ascontiguousarray(value, dtype=np.float32), np.ascontiguousarray(spatial_shapes, dtype=np.int64),
+             np.ascontiguousarray(level_start_index, dtype=np.int64),
+             np.ascontiguousarray(sampling_locations, dtype=np.float32),
+             np.ascontiguousarray(attention_weights, dtype=np.float32))
+    return np.asarray(out, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# registration with onnxruntime-extensions
+# ----------------------------------------------------------------------------------------------
+def register_ops() -> str:
+    """Register the Python ops (once per process); returns the extensions library path to pass to
+    ``SessionOptions.register_custom_ops_library``."""
+    global _REGISTERED
+    try:
+        from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
+    except ImportError as e:  # pragma: no cover - dependency of the package
+        raise ImportError("running plugin-form graphs in ONNX Runtime needs onnxruntime-extensions "
+                          "(pip install onnxruntime-extensions)") from e
+    with _LOCK:
+        if not _REGISTERED:
+            f32, i64, s = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64, PyCustomOpDef.dt_string
+            attrs = {"plugin_version": s, "plugin_namespace": s}
+
+            @onnx_op(op_type=ORT_OP_FP32, inputs=[f32, i64, i64, f32, f32], outputs=[f32], attrs=attrs)
+            def _msda_fp32(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                           **_attrs):
+                return _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+            _REGISTERED = True
+        return get_library_path()
+
+
+def _elem_types(model) -> dict:
+    """name -> onnx elem_type for graph inputs, initializers and value_info (best effort)."""
+    types = {}
+    g = model.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in g.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+def count_plugin_nodes(model) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == PLUGIN_OP_TYPE and n.domain == PLUGIN_DOMAIN)
+
+
+def prepare_for_ort(model):
+    """Return an in-memory copy of ``model`` (onnx.ModelProto) whose plugin nodes run in ONNX Runtime
+    through the Python op; the input is not modified. Models without plugin nodes come back unchanged."""
+    import onnx
+
+    if count_plugin_nodes(model) == 0:
+        return model
+    m = copy.deepcopy(model)
+    types = _elem_types(m)
+    if any(n.op_type == PLUGIN_OP_TYPE for n in m.graph.node):
+        needs_inference = any(n.input[0] not in types for n in m.graph.node if n.op_type == PLUGIN_OP_TYPE)
+        if needs_inference:
+            try:
+                types = _elem_types(onnx.shape_inference.infer_shapes(m))
+            except Exception:
+                pass
+    new_nodes = []
+    for node in m.graph.node:
+        if not (node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_DOMAIN):
+            new_nodes.append(node)
+            continue
+        et = types.get(node.input[0], onnx.TensorProto.FLOAT)
+        node.op_type, node.domain = ORT_OP_FP32, ORT_DOMAIN
+        if et == onnx.TensorProto.FLOAT:
+            new_nodes.append(node)
+        elif et == onnx.TensorProto.FLOAT16:
+            for i in (0, 3, 4):
+                src = node.input[i]
+                dst = f"{src}__ort_fp32_{node.name or id(node)}_{i}"
+                new_nodes.append(onnx.helper.make_node("Cast", [src], [dst], to=onnx.TensorProto.FLOAT))
+                node.input[i] = dst
+            out = node.output[0]
+            tmp = f"{out}__ort_fp32"
+            node.output[0] = tmp
+            new_nodes.append(node)
+            new_nodes.append(onnx.helper.make_node("Cast", [tmp], [out], to=onnx.TensorProto.FLOAT16))
+        else:
+            raise ValueError(f"{PLUGIN_OP_TYPE} node {node.name!r}: value must be float32 or float16, "
+                             f"got ONNX elem_type {et}")
+    del m.graph.node[:]
+    m.graph.node.extend(new_nodes)
+    kept = [op for op in m.opset_import if op.domain not in (PLUGIN_DOMAIN, ORT_DOMAIN)]
+    del m.opset_import[:]
+    m.opset_import.extend(kept)
+    m.opset_import.add(domain=ORT_DOMAIN, version=1)
+    return m
+
+
+def create_session(model: Union[str, os.PathLike, "onnx.ModelProto"], providers: Optional[Sequence] = None,  # noqa: F821
+                   sess_options=None, intra_op_num_threads: int = 0):
+    """An ``onnxruntime.InferenceSession`` for an exported graph (plugin or onnx form).
+
+    model: path or onnx.ModelProto. providers: default ["CPUExecutionProvider"] (the Python op
+    runs on the CPU). sess_options: an ``onnxruntime.SessionOptions`` to extend (the extensions
+    library is registered on it). intra_op_num_threads: 0 = ONNX Runtime's default.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ONNX graph not found: {path}")
+        proto = onnx.load(path)
+    else:
+        proto = model
+    so = sess_options if sess_options is not None else ort.SessionOptions()
+    if intra_op_num_threads:
+        so.intra_op_num_threads = int(intra_op_num_threads)
+    if count_plugin_nodes(proto):
+        proto = prepare_for_ort(proto)
+        so.register_custom_ops_library(register_ops())
+    return ort.InferenceSession(proto.SerializeToString(), sess_options=so,
+                                providers=list(providers) if providers else ["CPUExecutionProvider"])

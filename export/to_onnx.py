@@ -1,0 +1,478 @@
+#!/usr/bin/env python
+"""Export MDQE to two verified ONNX graphs (encoder.onnx, decoder.onnx) plus export.json.
+
+    python export/to_onnx.py --config tiny --weights random --output out/tiny_onnx
+    python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50 \
+        --msda plugin --dtype fp16 --height 384 --width 640
+
+The directory layout and tensor names are docs/INTERFACES.md section 5; docs/export.md walks
+from a checkpoint to TensorRT engines. Exporter: the TorchScript-based ``torch.onnx.export(...,
+dynamo=False)`` for both MSDeformAttn forms (tensor-valued level sizes stay dynamic ops in the
+graph; mdqe.ops.export_hooks emits the chosen MSDeformAttn form).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from typing import Dict, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+MIN_OPSET = 16          # GridSample
+GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (DESIGN.md section 3)
+
+
+class ExportError(RuntimeError):
+    """A user-facing export failure (bad argument, checkpoint/config mismatch, unwritable output...)."""
+
+
+def _log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# weights
+# ----------------------------------------------------------------------------------------------
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_state_dict(state) -> str:
+    """Hash of the tensors (sorted names, dtype, shape, bytes): identifies random weights too."""
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def check_state_fits(model, state: dict, source: str) -> None:
+    """Raise ExportError listing missing / unexpected / wrongly shaped keys."""
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in own if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        def fmt(items, n=25):
+            return "\n      ".join(items[:n]) + (f"\n      ... and {len(items) - n} more" if len(items) > n else "")
+        parts = [f"checkpoint {source} does not fit config {model.cfg.name!r}:"]
+        if missing:
+            parts.append(f"  {len(missing)} missing keys:\n      {fmt(missing)}")
+        if unexpected:
+            parts.append(f"  {len(unexpected)} unexpected keys:\n      {fmt(unexpected)}")
+        if shapes:
+            parts.append(f"  {len(shapes)} keys with other shapes:\n      {fmt(shapes)}")
+        raise ExportError("\n".join(parts))
+
+
+def build_model_with_weights(config: str, weights: str, seed: int):
+    """-> (model in eval mode, cfg, weights info dict)."""
+    import torch
+    import mdqe
+
+    try:
+        cfg = mdqe.get_config(config)
+    except KeyError as e:
+        raise ExportError(str(e.args[0]) if e.args else str(e)) from e
+    torch.manual_seed(seed)
+    model = mdqe.build_model(cfg)
+    if weights == "random":
+        info = {"source": "random", "seed": int(seed), "sha256": sha256_state_dict(model.state_dict())}
+    else:
+        if not os.path.isfile(weights):
+            raise ExportError(f"--weights {weights!r}: no such file (give a checkpoint path or 'random')")
+        try:
+            from mdqe.checkpoint import load_checkpoint
+        except ImportError as e:
+            raise ExportError(f"cannot load checkpoints: mdqe.checkpoint is unavailable ({e})") from e
+        try:
+            state, ckpt_cfg, _extra = load_checkpoint(weights, cfg)
+        except (ValueError, KeyError, RuntimeError, OSError) as e:
+            raise ExportError(f"cannot load checkpoint {weights}: {e}") from e
+        if ckpt_cfg is not None and ckpt_cfg != cfg:
+            cfg = ckpt_cfg
+            model = mdqe.build_model(cfg)
+        check_state_fits(model, state, weights)
+        model.load_state_dict(state, strict=True)
+        info = {"source": os.path.abspath(weights), "sha256": sha256_file(weights)}
+    model.eval()
+    return model, cfg, info
+
+
+# ----------------------------------------------------------------------------------------------
+# output directory (atomic)
+# ----------------------------------------------------------------------------------------------
+OUTPUT_FILES = ("encoder.onnx", "decoder.onnx", "export.json")
+
+
+def check_output_dir(out: str) -> str:
+    """Validate --output before any work: creatable/writable, and not a foreign non-empty folder."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ExportError(f"--output {out} exists and is not a directory")
+    if os.path.isdir(out):
+        entries = [e for e in os.listdir(out) if not e.startswith(".")]
+        if entries and "export.json" not in entries:
+            raise ExportError(f"--output {out} is a non-empty directory that holds no export.json; "
+                              "refusing to write into it (choose an empty or new directory)")
+        probe_dir = out
+    else:
+        probe_dir = os.path.dirname(out)
+        while probe_dir and not os.path.exists(probe_dir):
+            probe_dir = os.path.dirname(probe_dir)
+        if not probe_dir or not os.path.isdir(probe_dir):
+            raise ExportError(f"--output {out}: no existing parent directory")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise ExportError(f"--output {out}: directory {probe_dir} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as e:
+        raise ExportError(f"--output {out}: cannot write in {probe_dir}: {e}") from e
+    return out
+
+
+def publish(tmp_dir: str, out: str) -> None:
+    """Move the finished files into `out`: a new directory is renamed into place in one step; in an
+    existing export directory each file is replaced atomically (os.replace), export.json last."""
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in os.listdir(tmp_dir):
+        os.chmod(os.path.join(tmp_dir, name), 0o666 & ~umask)
+    if not os.path.exists(out):
+        os.chmod(tmp_dir, 0o777 & ~umask)
+        try:
+            os.rename(tmp_dir, out)
+            return
+        except OSError:
+            if not os.path.isdir(out):
+                raise
+    for name in [n for n in OUTPUT_FILES if n != "export.json"] + ["export.json"]:
+        os.replace(os.path.join(tmp_dir, name), os.path.join(out, name))
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+def _shape_spec(shape, dyn: Dict[int, str]):
+    return [dyn.get(i, int(s)) for i, s in enumerate(shape)]
+
+
+def _export_graph(module, args, path, input_names, output_names, dynamic_axes, opset, msda):
+    import torch
+    from mdqe.ops.export_hooks import PLUGIN_DOMAIN, PLUGIN_DOMAIN_VERSION, export_mode
+
+    with export_mode(msda), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints / legacy exporter notice
+        torch.onnx.export(module, tuple(args), path, dynamo=False, opset_version=opset,
+                          input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes={k: v for k, v in dynamic_axes.items()
+                                        if k in input_names or k in output_names},
+                          do_constant_folding=True,
+                          custom_opsets={PLUGIN_DOMAIN: PLUGIN_DOMAIN_VERSION} if msda == "plugin" else None)
+
+
+def _strip_custom_opset(path: str) -> None:
+    """onnx form: drop the unused custom-domain opset import (if any) so the graph is plain ONNX."""
+    import onnx
+    from mdqe.ops.export_hooks import PLUGIN_DOMAIN
+
+    m = onnx.load(path)
+    if any(o.domain == PLUGIN_DOMAIN for o in m.opset_import):
+        kept = [o for o in m.opset_import if o.domain != PLUGIN_DOMAIN]
+        del m.opset_import[:]
+        m.opset_import.extend(kept)
+        onnx.save(m, path)
+
+
+def export_model(config: str = "tiny", weights: str = "random", output: str = "out/onnx", msda: str = "plugin",
+                 dtype: str = "fp32", height: Optional[int] = None, width: Optional[int] = None,
+                 opset: int = DEFAULT_OPSET, verify: bool = True, seed: int = 0, quiet: bool = False,
+                 threads: int = 0) -> dict:
+    """Export, verify and publish. Returns the export.json dict. Raises ExportError on bad
+    arguments and export.verify.VerificationError when a check fails (nothing is published then)."""
+    t_start = time.time()
+    if msda not in ("plugin", "onnx"):
+        raise ExportError(f"--msda must be 'plugin' or 'onnx', got {msda!r}")
+    if dtype not in ("fp32", "fp16"):
+        raise ExportError(f"--dtype must be 'fp32' or 'fp16', got {dtype!r}")
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ExportError(f"--opset {opset}: needs >= {MIN_OPSET} (GridSample)")
+    if opset > 21:
+        raise ExportError(f"--opset {opset}: this exporter supports opsets {MIN_OPSET}..21")
+    if (height is None) != (width is None):
+        raise ExportError("--height and --width go together")
+    out = check_output_dir(output)
+
+    import torch
+    import onnx
+    import mdqe  # noqa: F401
+    from mdqe.ops.export_hooks import expected_msda_calls
+    from . import verify as V
+    from .wrappers import (DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_DYNAMIC, ENCODER_INPUTS,
+                           ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch)
+
+    _log(f"[1/6] building model {config!r} with weights {weights!r}", quiet)
+    model, cfg, winfo = build_model_with_weights(config, weights, seed)
+    div = cfg.size_divisibility
+    if height is None:
+        height = -(-cfg.test_shorter_side // div) * div
+        width = -(-int(round(cfg.test_shorter_side * 16 / 9)) // div) * div
+    for name, v in (("--height", height), ("--width", width)):
+        if v <= 0 or v % div:
+            raise ExportError(f"{name} {v}: must be a positive multiple of {div} (images are padded to it)")
+    min_side = 8 * cfg.grid_size
+    if min(height, width) < min_side:
+        raise ExportError(f"--height/--width {height}x{width}: the level-0 map (stride 8) must be at least "
+                          f"{cfg.grid_size}x{cfg.grid_size} for the query grid, i.e. sides >= {min_side}")
+    if opset >= GRIDSAMPLE_BAD_OPSET and msda == "onnx":
+        _log(f"    warning: opset {opset} GridSample is computed wrongly by TensorRT 10.13; prefer opset 17/18", quiet)
+    T = cfg.num_frames
+    if threads:
+        torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(seed + 1)
+    images = torch.randn(T, 3, height, width, generator=g)
+
+    enc, dec = EncoderGraph(model).eval(), DecoderGraph(model).eval()
+    _log(f"[2/6] PyTorch reference at {height}x{width}, {T} frames", quiet)
+    ref_enc = run_torch(enc, (images,), ENCODER_OUTPUTS)
+    dec_args = tuple(ref_enc[k] for k in DECODER_INPUTS)
+    ref_dec = run_torch(dec, dec_args, DECODER_OUTPUTS)
+
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    try:
+        enc_path, dec_path = os.path.join(tmp_dir, "encoder.onnx"), os.path.join(tmp_dir, "decoder.onnx")
+        _log(f"[3/6] exporting encoder.onnx (msda={msda}, opset {opset})", quiet)
+        t0 = time.time()
+        _export_graph(enc, (images,), enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset, msda)
+        _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(enc_path) / 1e6:.1f} MB", quiet)
+        _log("[4/6] exporting decoder.onnx", quiet)
+        t0 = time.time()
+        _export_graph(dec, dec_args, dec_path, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC, opset, msda)
+        _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(dec_path) / 1e6:.1f} MB", quiet)
+        if msda == "onnx":
+            _strip_custom_opset(enc_path)
+            _strip_custom_opset(dec_path)
+        if dtype == "fp16":
+            from .fp16 import convert_graph_fp16
+            _log("      converting both graphs to mixed fp16 (fp32 kept for normalizations, softmax, heads, "
+                 "MSDA accumulation)", quiet)
+            for p in (enc_path, dec_path):
+                onnx.save(convert_graph_fp16(onnx.load(p)), p)
+
+        expected = expected_msda_calls(cfg)
+        verification = {}
+        _log("[5/6] checking graphs (onnx.checker, shape inference, MSDeformAttn nodes)", quiet)
+        for name, p in (("encoder", enc_path), ("decoder", dec_path)):
+            m = onnx.load(p)
+            V.check_graph(m, name)
+            V.check_msda_form(m, name, msda, expected[name])
+            census = V.op_census(m)
+            n_plugin = census.get(f"mdqe::MDQEMSDeformAttn", 0)
+            _log(f"      {name}: {len(m.graph.node)} nodes, {n_plugin} MDQEMSDeformAttn, "
+                 f"{census.get('GridSample', 0)} GridSample", quiet)
+        if verify:
+            from .ort_custom_ops import kernel_name
+            atol, rtol = (V.FP32_ATOL, 0.0) if dtype == "fp32" else (V.FP16_ATOL, V.FP16_RTOL)
+            _log(f"[6/6] ONNX Runtime vs PyTorch (fp32) on the same seeded input; tolerance "
+                 f"{'%.0e abs' % atol if dtype == 'fp32' else '%.0e + %.0e * max|ref|' % (atol, rtol)}"
+                 + (f"; MSDA kernel: {kernel_name()}" if msda == "plugin" else ""), quiet)
+            feeds_enc = {"images": images.numpy()}
+            got_enc = V.run_ort(enc_path, feeds_enc, ENCODER_OUTPUTS, threads)
+            ref_enc_np = {k: v.numpy() for k, v in ref_enc.items()}
+            res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol)
+            feeds_dec = {k: ref_enc_np[k] for k in DECODER_INPUTS}
+            got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
+            res_dec = V.compare(got_dec, {k: v.numpy() for k, v in ref_dec.items()}, DECODER_OUTPUTS, atol, rtol)
+            if not all(r["ok"] for r in list(res_enc.values()) + list(res_dec.values())):
+                _log("      some outputs exceed the plain tolerance: measuring PyTorch fp32's own error vs fp64", quiet)
+                err_enc, err_dec = reference_rounding_error(model, images, ref_enc, ref_dec)
+                res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
+                res_dec = V.compare(got_dec, {k: v.numpy() for k, v in ref_dec.items()}, DECODER_OUTPUTS,
+                                    atol, rtol, err_dec)
+            _log(V.format_report("encoder", res_enc), quiet)
+            _log(V.format_report("decoder", res_dec), quiet)
+            V.raise_on_failure("encoder", res_enc)
+            V.raise_on_failure("decoder", res_dec, "decoder fed with the PyTorch encoder outputs")
+            verification = {
+                "input": {"images": [T, 3, height, width], "seed": seed + 1, "distribution": "normal(0,1)"},
+                "reference": "PyTorch fp32",
+                "tolerance": {"atol": atol, "rtol_of_max_abs_ref": rtol},
+                "encoder": {k: r["max_abs_err"] for k, r in res_enc.items()},
+                "decoder": {k: r["max_abs_err"] for k, r in res_dec.items()},
+            }
+            ref_errs = {f"{g}.{k}": r["ref_fp32_vs_fp64"] for g, rr in (("encoder", res_enc), ("decoder", res_dec))
+                        for k, r in rr.items() if "ref_fp32_vs_fp64" in r}
+            if ref_errs:
+                verification["reference_fp32_vs_fp64"] = ref_errs
+                verification["tolerance"]["ref_err_factor"] = V.REF_ERR_FACTOR
+        else:
+            _log("[6/6] numerical verification skipped (--no-verify)", quiet)
+
+        meta = build_export_json(cfg, enc_out=ref_enc, dec_out=ref_dec, height=height, width=width, msda=msda,
+                                 dtype=dtype, opset=opset, weights=winfo, verification=verification,
+                                 expected_plugin_nodes=expected)
+        with open(os.path.join(tmp_dir, "export.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+            f.write("\n")
+        publish(tmp_dir, out)
+    finally:
+        if os.path.isdir(tmp_dir):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    _log(f"done in {time.time() - t_start:.1f} s: {out}/{{encoder.onnx,decoder.onnx,export.json}}", quiet)
+    return meta
+
+
+def reference_rounding_error(model, images, ref_enc, ref_dec):
+    """max |PyTorch fp32 - PyTorch fp64| per output on the verification input (the decoder gets the
+    fp32 encoder outputs, as the ONNX decoder did)."""
+    import copy
+    import torch
+    from .wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch
+
+    m64 = copy.deepcopy(model).double().eval()
+    enc64 = run_torch(EncoderGraph(m64), (images.double(),), ENCODER_OUTPUTS)
+    dec_in = tuple(ref_enc[k].double() if ref_enc[k].is_floating_point() else ref_enc[k] for k in DECODER_INPUTS)
+    dec64 = run_torch(DecoderGraph(m64), dec_in, DECODER_OUTPUTS)
+
+    def err(a, b):
+        if not a.is_floating_point():
+            return float((a.long() - b.long()).abs().max()) if a.numel() else 0.0
+        return float((a.double() - b).abs().max()) if a.numel() else 0.0
+    return ({k: err(ref_enc[k], enc64[k]) for k in ENCODER_OUTPUTS},
+            {k: err(ref_dec[k], dec64[k]) for k in DECODER_OUTPUTS})
+
+
+def build_export_json(cfg, enc_out, dec_out, height, width, msda, dtype, opset, weights, verification,
+                      expected_plugin_nodes) -> dict:
+    from mdqe.ops.export_hooks import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE, PLUGIN_VERSION
+    from .wrappers import DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_DYNAMIC, ENCODER_OUTPUTS
+
+    enc_outputs = {k: _shape_spec(enc_out[k].shape, ENCODER_DYNAMIC.get(k, {})) for k in ENCODER_OUTPUTS}
+    # level count is fixed by the config; S, h, w follow the resolution
+    dec_inputs = {k: _shape_spec(enc_out[k].shape, DECODER_DYNAMIC.get(k, {})) for k in DECODER_INPUTS}
+    dec_outputs = {k: _shape_spec(dec_out[k].shape, DECODER_DYNAMIC.get(k, {})) for k in DECODER_OUTPUTS}
+    io_types = {"float": "float32", "int": "int64"}
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": json.loads(json.dumps(cfg.to_dict())),
+        "model_name": cfg.name,
+        "num_frames": cfg.num_frames,
+        "num_queries": cfg.num_grid_queries,
+        "num_classes": cfg.num_classes,
+        "class_names": list(cfg.class_names),
+        "embed_dim": cfg.embed_dim,
+        "mask_dim": cfg.mask_dim,
+        "hidden_dim": cfg.hidden_dim,
+        "num_levels": cfg.num_feature_levels,
+        "mask_stride": 4,
+        "level_strides": [8 * 2 ** i for i in range(cfg.num_feature_levels)],
+        "preprocess": {"color": "RGB", "mean": list(cfg.pixel_mean), "std": list(cfg.pixel_std),
+                       "shorter_side": cfg.test_shorter_side, "max_size": cfg.test_max_size,
+                       "size_divisibility": cfg.size_divisibility,
+                       "resize_rule": "scale so the shorter side is shorter_side unless the longer side would "
+                                      "exceed max_size; then pad right/bottom to size_divisibility"},
+        "export_size": [height, width],
+        "dynamic_size": True,
+        "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"]}, "outputs": enc_outputs,
+                    "msda_nodes": expected_plugin_nodes["encoder"] if msda == "plugin" else 0},
+        "decoder": {"file": "decoder.onnx", "inputs": dec_inputs, "outputs": dec_outputs,
+                    "msda_nodes": expected_plugin_nodes["decoder"] if msda == "plugin" else 0},
+        "io_dtypes": io_types,
+        "msda": msda,
+        "plugin": {"name": PLUGIN_OP_TYPE, "version": PLUGIN_VERSION, "namespace": PLUGIN_NAMESPACE,
+                   "onnx_domain": "mdqe", "library": "libmdqe_trt_plugin.so"},
+        "opset": opset,
+        "dtype": dtype,
+        "weights": weights,
+        "verification": verification,
+        "exporter": _exporter_info(),
+    }
+
+
+def _exporter_info() -> dict:
+    import onnx
+    import torch
+    return {"tool": "export/to_onnx.py", "torch": torch.__version__, "onnx": onnx.__version__,
+            "torch_onnx_exporter": "torchscript (dynamo=False)",
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def parse_args(argv: Optional[Sequence[str]] = None):
+    p = argparse.ArgumentParser(
+        prog="python export/to_onnx.py",
+        description="Export MDQE to verified encoder/decoder ONNX graphs + export.json (docs/export.md).")
+    p.add_argument("--config", required=True, help="preset name (tiny, r50_ytvis21, r50_ovis)")
+    p.add_argument("--weights", required=True, help="checkpoint (.safetensors from mdqe.checkpoint, or .pth) or 'random'")
+    p.add_argument("--output", required=True, help="output directory (created; replaced files are swapped in atomically)")
+    p.add_argument("--msda", choices=("plugin", "onnx"), default="plugin",
+                   help="MSDeformAttn form: one TensorRT plugin node per call (default) or pure ONNX GridSample")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: mixed-precision typed graph for TensorRT 11 strongly typed networks")
+    p.add_argument("--height", type=int, help="export/verification height (multiple of 32; graphs stay dynamic)")
+    p.add_argument("--width", type=int, help="export/verification width (multiple of 32)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the ONNX Runtime vs PyTorch comparison (checker/structure checks still run)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights and of the verification input")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch/ONNX Runtime (0 = default)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from .verify import VerificationError
+    try:
+        export_model(config=args.config, weights=args.weights, output=args.output, msda=args.msda,
+                     dtype=args.dtype, height=args.height, width=args.width, opset=args.opset,
+                     verify=args.verify, seed=args.seed, quiet=args.quiet, threads=args.threads)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except VerificationError as e:
+        print(f"verification failed, nothing written: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        __package__ = "export"  # noqa: A001  (relative imports when run as a script)
+        import export  # noqa: F401
+    sys.exit(main())

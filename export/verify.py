@@ -1,0 +1,132 @@
+"""Export-time checks of the ONNX graphs: onnx.checker, shape inference, node census, and ONNX
+Runtime vs reference outputs. Torch-free (the PyTorch reference outputs come in as numpy)."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Mapping, Optional
+
+import numpy as np
+
+from .ort_custom_ops import PLUGIN_DOMAIN, PLUGIN_OP_TYPE, create_session
+
+# fp16 graphs are compared with the fp32 PyTorch model: |ort - ref| <= FP16_ATOL + FP16_RTOL * max|ref|
+# per output (a scale-aware bound: fp16 has ~3 significant digits; see docs/export.md).
+FP32_ATOL = 1e-4
+FP16_ATOL = 1e-2
+FP16_RTOL = 2e-2
+REF_ERR_FACTOR = 2.0
+
+
+class VerificationError(RuntimeError):
+    """An exported graph failed a check (structure or numerical tolerance)."""
+
+
+def check_graph(model, name: str) -> "onnx.ModelProto":  # noqa: F821
+    """onnx.checker (full, with the custom domain allowed) and strict-free shape inference.
+    Returns the shape-inferred model."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as e:
+        raise VerificationError(f"{name}: onnx.checker failed: {e}") from e
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    except Exception as e:  # onnx raises InferenceError / ValidationError
+        raise VerificationError(f"{name}: ONNX shape inference failed: {e}") from e
+    return inferred
+
+
+def op_census(model) -> Dict[str, int]:
+    """{"domain::op_type" or "op_type": count} over the main graph."""
+    counts: Dict[str, int] = {}
+    for n in model.graph.node:
+        key = f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def check_msda_form(model, name: str, msda: str, expected_plugin_nodes: int) -> None:
+    """plugin form: exactly `expected_plugin_nodes` MDQEMSDeformAttn nodes (with the TensorRT parser
+    attributes) and no GridSample; onnx form: no custom-domain nodes at all."""
+    custom = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
+    grid = [n for n in model.graph.node if n.op_type == "GridSample"]
+    if msda == "plugin":
+        plugin = [n for n in custom if n.op_type == PLUGIN_OP_TYPE and n.domain == PLUGIN_DOMAIN]
+        if len(plugin) != expected_plugin_nodes:
+            raise VerificationError(f"{name}: {len(plugin)} {PLUGIN_OP_TYPE} nodes, expected {expected_plugin_nodes}")
+        other = [f"{n.domain}::{n.op_type}" for n in custom if n not in plugin]
+        if other:
+            raise VerificationError(f"{name}: unexpected custom nodes {sorted(set(other))}")
+        for n in plugin:
+            attrs = {a.name: a.s.decode() for a in n.attribute}
+            if attrs.get("plugin_version") != "1" or attrs.get("plugin_namespace") != "mdqe" or len(n.input) != 5:
+                raise VerificationError(f"{name}: node {n.name} has attributes {attrs} / {len(n.input)} inputs")
+        if grid:
+            # GridSample may only come from the model's own sampling (query init), never from MSDA;
+            # the caller passes how many the model itself has.
+            pass
+    elif msda == "onnx":
+        if custom:
+            raise VerificationError(f"{name}: onnx-form graph holds custom nodes "
+                                    f"{sorted({f'{n.domain}::{n.op_type}' for n in custom})}")
+    else:
+        raise ValueError(f"msda must be 'plugin' or 'onnx', got {msda!r}")
+
+
+def compare(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], names: Iterable[str],
+            atol: float, rtol: float = 0.0, ref_err: Optional[Mapping[str, float]] = None) -> Dict[str, dict]:
+    """Per output: max abs error and whether |got - ref| <= bound holds, where
+    bound = max(atol + rtol * max|ref|, REF_ERR_FACTOR * ref_err[k]). `ref_err[k]` is the reference's
+    own rounding error (max |PyTorch fp32 - PyTorch fp64|) on this input, given only when the plain
+    bound failed: an export cannot be asked to match an fp32 reference closer than that reference
+    matches the exact result (e.g. a GroupNorm over a near-constant channel of a randomly
+    initialised model amplifies fp32 rounding)."""
+    res = {}
+    for k in names:
+        g, r = np.asarray(got[k]), np.asarray(ref[k])
+        if g.shape != r.shape:
+            res[k] = {"max_abs_err": float("inf"), "ok": False, "why": f"shape {g.shape} != {r.shape}"}
+            continue
+        if g.dtype.kind in "iub":
+            err = float(np.abs(g.astype(np.int64) - r.astype(np.int64)).max()) if g.size else 0.0
+            res[k] = {"max_abs_err": err, "ok": err == 0.0, "bound": 0.0}
+            continue
+        g64, r64 = g.astype(np.float64), r.astype(np.float64)
+        if not np.all(np.isfinite(g64)):
+            res[k] = {"max_abs_err": float("inf"), "ok": False, "why": "non-finite values"}
+            continue
+        err = float(np.abs(g64 - r64).max()) if g.size else 0.0
+        scale = float(np.abs(r64).max()) if r.size else 0.0
+        bound = atol + rtol * scale
+        entry = {"max_abs_err": err, "ok": err <= bound, "bound": bound, "ref_max_abs": scale}
+        if ref_err is not None and k in ref_err:
+            entry["ref_fp32_vs_fp64"] = float(ref_err[k])
+            bound = max(bound, REF_ERR_FACTOR * float(ref_err[k]))
+            entry.update(bound=bound, ok=err <= bound)
+        res[k] = entry
+    return res
+
+
+def run_ort(path_or_model, feeds: Mapping[str, np.ndarray], output_names, threads: int = 0) -> Dict[str, np.ndarray]:
+    sess = create_session(path_or_model, intra_op_num_threads=threads)
+    outs = sess.run(list(output_names), dict(feeds))
+    return dict(zip(output_names, outs))
+
+
+def format_report(name: str, res: Dict[str, dict]) -> str:
+    lines = []
+    for k, r in res.items():
+        status = "ok" if r["ok"] else "FAIL"
+        extra = f" (bound {r['bound']:.1e})" if "bound" in r else f" ({r.get('why', '')})"
+        if "ref_fp32_vs_fp64" in r:
+            extra += f" [PyTorch fp32 itself is {r['ref_fp32_vs_fp64']:.1e} off fp64 here]"
+        lines.append(f"    {name}.{k:<18} max abs err {r['max_abs_err']:.3e}{extra} {status}")
+    return "\n".join(lines)
+
+
+def raise_on_failure(name: str, res: Dict[str, dict], extra: Optional[str] = None) -> None:
+    bad = {k: r for k, r in res.items() if not r["ok"]}
+    if bad:
+        msg = ", ".join(f"{k}: {r['max_abs_err']:.3e} > {r.get('bound', 0):.1e}" for k, r in bad.items())
+        raise VerificationError(f"{name}: ONNX Runtime output differs from PyTorch beyond tolerance: {msg}"
+                                + (f" ({extra})" if extra else ""))

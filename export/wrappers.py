@@ -1,0 +1,64 @@
+"""The two exported graphs as nn.Modules with positional inputs/outputs in contract order
+(docs/INTERFACES.md section 5)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+ENCODER_INPUTS = ("images",)
+FEATURE_NAMES = ("memory", "spatial_shapes", "level_start_index", "mask_features",
+                 "query_feat", "query_points", "query_embed")
+ENCODER_OUTPUTS = FEATURE_NAMES
+DECODER_INPUTS = FEATURE_NAMES
+DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+
+# dynamic axes (names are those of export.json / the TensorRT profiles)
+ENCODER_DYNAMIC = {
+    "images": {0: "N", 2: "H", 3: "W"},
+    "memory": {0: "N", 1: "S"},
+    "mask_features": {0: "N", 2: "h", 3: "w"},
+    "query_feat": {0: "N"}, "query_points": {0: "N"}, "query_embed": {0: "N"},
+}
+DECODER_DYNAMIC = {
+    "memory": {1: "S"},
+    "mask_features": {2: "h", 3: "w"},
+    "pred_masks": {2: "h", 3: "w"},
+}
+
+
+class EncoderGraph(nn.Module):
+    """images [N,3,H,W] -> the seven per-frame feature tensors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        f = self.model.encode_frames(images)
+        return tuple(f[k] for k in ENCODER_OUTPUTS)
+
+
+class DecoderGraph(nn.Module):
+    """One clip of T cached frame features -> pred_logits, pred_boxes, pred_masks, pred_embeds."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, memory, spatial_shapes, level_start_index, mask_features, query_feat, query_points,
+                query_embed):
+        feats = dict(memory=memory, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                     mask_features=mask_features, query_feat=query_feat, query_points=query_points,
+                     query_embed=query_embed)
+        # decode_clip passes sem_logits through (init_sem_logits, a training output) and never reads
+        # it otherwise; a placeholder keeps it out of the graph.
+        feats["sem_logits"] = memory.new_zeros(())
+        out = self.model.decode_clip(feats, with_aux=False)
+        return tuple(out[k] for k in DECODER_OUTPUTS)
+
+
+def run_torch(module: nn.Module, inputs, names):
+    """Run a graph module eagerly; returns {name: tensor}."""
+    with torch.no_grad():
+        outs = module(*inputs)
+    return dict(zip(names, outs))

@@ -1,0 +1,163 @@
+"""Convert the authors' detectron2 MDQE checkpoints (github.com/MinghanLi/MDQE_CVPR2023) to ours.
+
+    python -m mdqe.convert SRC.pth DST.safetensors --config r50_ytvis21 [--strict] [--report R.json]
+
+The pickle is read with torch.load(weights_only=True); numpy arrays (detectron2 may store them) are
+allowed through the numpy reconstruct functions only; anything needing other code is refused.
+Keys are renamed by prefix rules; the shared modules the authors register twice (decoder_norm,
+bbox_embed, point2pos_proj) must agree. Every key left unmatched on either side is listed; keys of
+our model with no source keep a fresh (seeded) initialisation, recorded in the file's metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, safe_torch_load, save_checkpoint
+from .config import get_config
+
+# (source regex, our key template); first match wins.
+RULES: List[Tuple[str, str]] = [
+    (r"^detr\.backbone\.0\.backbone\.(.+)$", r"backbone.\1"),
+    (r"^detr\.input_proj\.(\d+)\.(\d+)\.(weight|bias)$", r"input_proj.layers.\1.\2.\3"),
+    (r"^detr\.transformer_enc\.level_embed$", r"encoder.level_embed"),
+    (r"^detr\.transformer_enc\.encoder\.(layers\..+|norm\..+)$", r"encoder.\1"),
+    (r"^detr\.transformer_dec\.decoder\.(layers\..+)$", r"decoder.\1"),
+    (r"^detr\.transformer_dec\.(?:decoder\.norm|decoder_norm)\.(.+)$", r"decoder.norm.\1"),
+    (r"^detr\.transformer_dec\.(?:decoder\.)?bbox_embed\.(.+)$", r"decoder.bbox_embed.\1"),
+    (r"^detr\.transformer_dec\.(?:decoder\.)?point2pos_proj\.(.+)$", r"decoder.point2pos_proj.\1"),
+    (r"^detr\.transformer_dec\.(cls_embed|rpn_cls_embed|track_embed|mask_embed)\.(.+)$", r"\1.\2"),
+    (r"^(?:detr\.transformer_dec\.)?mask_head\.(.+)$", r"mask_head.\1"),
+]
+# Source entries that are derived from the config in our model (recomputed, not loaded).
+DERIVED = (r"^detr\.transformer_dec\.query_relpos_grid$", r"\.num_batches_tracked$")
+
+
+def map_key(src: str):
+    """Our key for an authors' key, or None."""
+    for pat, rep in RULES:
+        if re.match(pat, src):
+            return re.sub(pat, rep, src)
+    return None
+
+
+def _to_tensor(v):
+    if isinstance(v, torch.Tensor):
+        return v
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    return None
+
+
+def convert_state(src_state: Dict[str, object], target: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Map an authors' state dict onto `target` (our model's state dict, used for shapes and defaults).
+
+    Returns (full state dict, report) with report keys: mapped (count), unmatched_source
+    [{key, reason}], unmatched_target [keys kept at their initial value], derived_skipped [keys]."""
+    out = dict(target)
+    filled: Dict[str, str] = {}
+    unmatched_src, derived = [], []
+    for key in sorted(src_state):
+        if any(re.search(p, key) for p in DERIVED):
+            derived.append(key)
+            continue
+        value = _to_tensor(src_state[key])
+        if value is None:
+            unmatched_src.append({"key": key, "reason": f"not a tensor ({type(src_state[key]).__name__})"})
+            continue
+        dst = map_key(key)
+        if dst is None or dst not in target:
+            unmatched_src.append({"key": key, "reason": "no counterpart" + (f" (would be {dst})" if dst else "")})
+            continue
+        if tuple(value.shape) != tuple(target[dst].shape):
+            unmatched_src.append({"key": key, "reason": f"shape {tuple(value.shape)} != ours "
+                                                        f"{tuple(target[dst].shape)} at {dst}"})
+            continue
+        value = value.to(target[dst].dtype)
+        if dst in filled:
+            if not torch.equal(out[dst], value):
+                unmatched_src.append({"key": key, "reason": f"conflicts with {filled[dst]} (both map to {dst})"})
+            continue
+        out[dst] = value.clone()
+        filled[dst] = key
+    report = {
+        "mapped": len(filled),
+        "unmatched_source": unmatched_src,
+        "unmatched_target": sorted(k for k in target if k not in filled),
+        "derived_skipped": derived,
+    }
+    return out, report
+
+
+def _extract_model_state(obj) -> Dict[str, object]:
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
+        return obj
+    raise CheckpointError("expected a detectron2 checkpoint {'model': state_dict, ...} or a state dict")
+
+
+def convert_file(src: str, dst: str, config: str, seed: int = 0, strict: bool = False) -> dict:
+    """Convert SRC (authors' .pth/.pkl) to our safetensors DST. Returns the report."""
+    from . import build_model
+    cfg = get_config(config)
+    state = _extract_model_state(safe_torch_load(src, allow_numpy=True))
+    torch.manual_seed(seed)
+    target = build_model(cfg).state_dict()
+    full, report = convert_state(state, target)
+    if strict and (report["unmatched_source"] or report["unmatched_target"]):
+        raise CheckpointError(f"--strict: {len(report['unmatched_source'])} source and "
+                              f"{len(report['unmatched_target'])} target keys unmatched")
+    extra = {"converted_from": os.path.basename(src), "init_seed": seed,
+             "unmatched_target": report["unmatched_target"],
+             "unmatched_source": [u["key"] for u in report["unmatched_source"]]}
+    save_checkpoint(full, dst, cfg, extra=extra)
+    return report
+
+
+def _write_json_atomic(obj, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_report_", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("src", help="authors' checkpoint (.pth, detectron2 pickle)")
+    ap.add_argument("dst", help="output .safetensors")
+    ap.add_argument("--config", default="r50_ytvis21", help="preset of the target model")
+    ap.add_argument("--seed", type=int, default=0, help="seed for keys without a source")
+    ap.add_argument("--strict", action="store_true", help="fail if any key is unmatched")
+    ap.add_argument("--report", help="also write the report as JSON here")
+    args = ap.parse_args(argv)
+    try:
+        report = convert_file(args.src, args.dst, args.config, args.seed, args.strict)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"mapped {report['mapped']} tensors -> {args.dst}")
+    print(f"unmatched source keys ({len(report['unmatched_source'])}):")
+    for u in report["unmatched_source"]:
+        print(f"  {u['key']}: {u['reason']}")
+    print(f"unmatched target keys, left at initialisation ({len(report['unmatched_target'])}):")
+    for k in report["unmatched_target"]:
+        print(f"  {k}")
+    if report["derived_skipped"]:
+        print(f"skipped (recomputed from the config): {', '.join(report['derived_skipped'])}")
+    if args.report:
+        _write_json_atomic(report, args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

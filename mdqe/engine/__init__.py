@@ -1,0 +1,1 @@
+"""Training helpers: distributed setup, optimiser and schedule, checkpoints, logging, inference."""

@@ -1,0 +1,73 @@
+"""Command line: evaluate YouTube-VIS / OVIS results (torch-free).
+
+    python -m mdqe.evaluate --gt GT.json --results RES.json [--output metrics.json] [--per-category]
+
+Prints a table (values in percent) and, with --output, writes the metrics
+(fractions in [0, 1], -1 where undefined) as JSON, atomically.
+Exit status 2 on a malformed or missing input file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+from mdqe.evaluation import FormatError, evaluate_detailed
+
+
+def write_json_atomic(obj, path: str) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder + rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def format_table(metrics: Dict[str, float]) -> str:
+    keys = list(metrics)
+    head = " ".join(f"{k:>7s}" for k in keys)
+    vals = " ".join(f"{(100 * v if v >= 0 else -1):7.2f}" for v in metrics.values())
+    return head + "\n" + vals
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mdqe.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gt", required=True, help="ground-truth JSON (YouTube-VIS / OVIS format)")
+    ap.add_argument("--results", required=True, help="results JSON: list of {video_id, category_id, score, segmentations}")
+    ap.add_argument("--output", help="write the metrics here as JSON")
+    ap.add_argument("--per-category", action="store_true", help="also report AP per category")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        res = evaluate_detailed(args.gt, args.results)
+    except (FormatError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    metrics = res.summary()
+    print(format_table(metrics))
+    out = dict(metrics)
+    if args.per_category:
+        per = res.per_category_ap()
+        for name, v in per.items():
+            print(f"  AP[{name}] = {100 * v:.2f}" if v >= 0 else f"  AP[{name}] = -1 (no ground truth)")
+        out["per_category_AP"] = per
+    print(f"(evaluated in {time.perf_counter() - t0:.2f} s)")
+    if args.output:
+        write_json_atomic(out, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

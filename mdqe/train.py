@@ -1,0 +1,261 @@
+"""Train MDQE: ``python -m mdqe.train --config tiny --data DIR --output OUT``.
+
+Single process, or data-parallel under torchrun
+(``torchrun --nproc_per_node 2 -m mdqe.train ...``: gloo on CPU, NCCL on
+GPU; every process draws its own shard of the clips). AdamW (backbone
+LR x``--backbone-lr-mult``), linear warmup then step decay at ``--steps``,
+gradient-norm clipping, periodic checkpoints and ``--resume``.
+
+Writes into ``--output``:
+  ``log.jsonl``            one JSON object per logged iteration (losses, lr, time)
+  ``model_final.safetensors`` weights + config (mdqe.checkpoint format)
+  ``state_<iter>.pt``      resumable state (model, optimizer, scheduler, iteration, RNG)
+  ``train_args.json``      the arguments of the run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from .config import get_config
+from .engine.batching import targets_to
+from .engine.distributed import DistInfo, barrier, cleanup, init_distributed, reduce_mean
+from .engine.jsonlog import JsonlLog
+from .engine.optim import build_optimizer, build_scheduler
+from .engine.train_state import load_train_state, save_model_weights, save_train_state, set_rng_state
+from .losses import SetCriterion
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mdqe.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="tiny", help="preset name (mdqe.config.PRESETS) or a config JSON file")
+    p.add_argument("--data", required=True, help="dataset root in YouTube-VIS layout (annotations/, JPEGImages/)")
+    p.add_argument("--split", default="train", help="annotation file annotations/<split>.json (default train)")
+    p.add_argument("--val-data", default=None, help="optional dataset root whose clips give a validation loss")
+    p.add_argument("--val-split", default=None, help="split of --val-data (default: the only/first one)")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=2, help="clips per process and iteration")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--backbone-lr-mult", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--steps", default="", help="comma-separated iterations where the LR is multiplied by --gamma")
+    p.add_argument("--gamma", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=0, help="linear LR warmup iterations")
+    p.add_argument("--clip-grad", type=float, default=0.01, help="max gradient L2 norm (<= 0 disables)")
+    p.add_argument("--no-repulsion", action="store_true", help="plain BCE + Dice instead of the repulsion loss")
+    p.add_argument("--resume", default=None, help="state_<iter>.pt to continue from")
+    p.add_argument("--init", default=None, help="initial weights (safetensors/.pth via mdqe.checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--short-side", type=int, default=None, help="training clip shorter side (default: config test size)")
+    p.add_argument("--max-size", type=int, default=None, help="training clip longer-side limit (default: config)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--val-every", type=int, default=0, help="validation-loss period (0: only at the end)")
+    p.add_argument("--val-clips", type=int, default=8)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes per training process")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave the default)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        a.steps = [int(s) for s in a.steps.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--steps must be comma-separated integers, got {a.steps!r}")
+    if a.iters < 1 or a.batch < 1:
+        p.error("--iters and --batch must be >= 1")
+    return a
+
+
+def load_config(name: str):
+    if os.path.isfile(name):
+        with open(name) as f:
+            return get_config(json.load(f))
+    return get_config(name)
+
+
+# ---- data ---------------------------------------------------------------------
+def build_dataset(root: str, split: Optional[str], cfg, args, train: bool):
+    """The project's clip dataset (mdqe.data) over a YouTube-VIS-layout root."""
+    from .data.datasets import build_clip_dataset
+    return build_clip_dataset(root, cfg, split=split, train=train, short_side=args.short_side,
+                              max_size=args.max_size)
+
+
+class ShardedInfiniteSampler:
+    """Endless sample indices for one process: epoch e is a permutation seeded by
+    (seed, e); process r takes every world-th index starting at r. ``skip``
+    drops that many leading indices (resume)."""
+
+    def __init__(self, size: int, rank: int, world: int, seed: int, skip: int = 0):
+        if size < 1:
+            raise ValueError("the training dataset is empty")
+        self.size, self.rank, self.world, self.seed, self.skip = size, rank, world, seed, skip
+
+    def __iter__(self) -> Iterator[int]:
+        n, e = 0, 0
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 100003 + e)
+            perm = torch.randperm(self.size, generator=g).tolist()
+            for i in perm[self.rank::self.world] or perm[:1]:
+                if n >= self.skip:
+                    yield i
+                n += 1
+            e += 1
+
+
+def make_loader(dataset, info: DistInfo, args, start_iter: int):
+    from .data import collate_clips
+    sampler = ShardedInfiniteSampler(len(dataset), info.rank, info.world_size, args.seed,
+                                     skip=start_iter * args.batch)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
+                                       collate_fn=collate_clips, persistent_workers=args.workers > 0)
+
+
+# ---- loop ---------------------------------------------------------------------
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def scalars(losses: dict) -> dict:
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+@torch.no_grad()
+def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
+    """Mean losses over the first ``n_clips`` clips of ``dataset`` (model in eval mode)."""
+    from .data import collate_clips
+    was = model.training
+    model.eval()
+    acc: dict = {}
+    n = min(n_clips, len(dataset))
+    for i in range(n):
+        batch = collate_clips([dataset[i]])
+        out = model(batch["images"].to(device))
+        for k, v in scalars(criterion(out, targets_to(batch["targets"], device))).items():
+            acc[k] = acc.get(k, 0.0) + v / n
+    model.train(was)
+    return acc
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    info = init_distributed(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    seed_all(args.seed + 1000 * info.rank)
+
+    from . import build_model
+    model = build_model(cfg).to(info.device)
+    if args.init:
+        from .checkpoint import load_checkpoint
+        sd, _, _ = load_checkpoint(args.init, cfg)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if info.is_main:
+            print(f"init from {args.init}: {len(missing)} missing, {len(unexpected)} unexpected keys", flush=True)
+    optimizer = build_optimizer(model, args.lr, args.weight_decay, args.backbone_lr_mult)
+    scheduler = build_scheduler(optimizer, args.steps, args.gamma, args.warmup)
+    start_iter = 0
+    if args.resume:
+        state = load_train_state(args.resume)
+        if state["config"] != json.loads(json.dumps(cfg.to_dict())) and state["config"] != cfg.to_dict():
+            raise SystemExit(f"--resume {args.resume}: its config differs from --config {args.config}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_iter = int(state["iteration"])
+        if "rng" in state and info.world_size == 1:
+            set_rng_state(state["rng"])
+        else:
+            seed_all(args.seed + 1000 * info.rank + start_iter)
+    if start_iter >= args.iters:
+        raise SystemExit(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
+
+    os.makedirs(args.output, exist_ok=True)
+    log = JsonlLog(os.path.join(args.output, "log.jsonl"))
+    if info.is_main:
+        if args.resume:
+            log.truncate_after(start_iter)
+        with open(os.path.join(args.output, "train_args.json.tmp"), "w") as f:
+            json.dump({**vars(args), "world_size": info.world_size, "argv": sys.argv}, f, indent=1)
+        os.replace(os.path.join(args.output, "train_args.json.tmp"), os.path.join(args.output, "train_args.json"))
+
+    train_set = build_dataset(args.data, args.split, cfg, args, train=True)
+    val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
+    loader = iter(make_loader(train_set, info, args, start_iter))
+    criterion = SetCriterion(cfg, repulsion=not args.no_repulsion)
+    net = model
+    if info.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    net.train()
+
+    bar = None
+    if info.is_main and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=args.iters, initial=start_iter, desc="train", dynamic_ncols=True)
+    t0 = time.time()
+    t_last = t0
+    for it in range(start_iter, args.iters):
+        batch = next(loader)
+        images = batch["images"].to(info.device, non_blocking=True)
+        targets = targets_to(batch["targets"], info.device)
+        outputs = net(images)
+        losses = criterion(outputs, targets)
+        total = losses["loss"]
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite loss at iteration {it}: "
+                                     f"{ {k: v for k, v in scalars(losses).items() if not math.isfinite(v)} }")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   args.clip_grad if args.clip_grad > 0 else float("inf"))
+        optimizer.step()
+        scheduler.step()
+        done = it + 1
+        if done % args.log_every == 0 or done == args.iters or done == start_iter + 1:
+            rec = reduce_mean(scalars(losses), info.device)
+            now = time.time()
+            if info.is_main:
+                rec.update({"iter": done, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                            "time": round(now - t0, 3), "sec_per_iter": round((now - t_last) / max(1, done - it), 4)})
+                log.write(rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}")
+            t_last = now
+        if bar is not None:
+            bar.update(1)
+        val_due = val_set is not None and ((args.val_every and done % args.val_every == 0) or done == args.iters)
+        if val_due and info.is_main:
+            v = validation_loss(model, criterion, val_set, args.val_clips, info.device)
+            log.write({"iter": done, **{f"val_{k}": x for k, x in v.items()}})
+        if info.is_main and (done % args.ckpt_every == 0 or done == args.iters):
+            save_train_state(os.path.join(args.output, f"state_{done:07d}.pt"), model, optimizer, scheduler, done, cfg)
+            extra = {"iteration": done, "repulsion": not args.no_repulsion, "seed": args.seed}
+            name = "model_final.safetensors" if done == args.iters else f"model_{done:07d}.safetensors"
+            save_model_weights(model, os.path.join(args.output, name), cfg, extra=extra)
+    if bar is not None:
+        bar.close()
+    if info.is_main:
+        print(f"done: {args.iters - start_iter} iterations in {time.time() - t0:.1f} s; "
+              f"weights {os.path.join(args.output, 'model_final.safetensors')}", flush=True)
+    barrier()
+    cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

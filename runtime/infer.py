@@ -1,0 +1,124 @@
+"""Command line: near-online MDQE inference on a video.
+
+    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|torch]
+
+Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
+OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
+Errors the user can fix (missing/corrupt video, incompatible model
+directory, missing plugin library, unavailable backend) are printed as one
+line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .clip_filter import FilterParams
+from .errors import RuntimeErrorBase
+from .tracker import TrackerParams
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
+                                   "optional for --backend fake")
+    p.add_argument("--video", required=True, help="video file, folder of frames, or camera index")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--backend", default="ort", choices=("ort", "trt", "torch", "fake"))
+    p.add_argument("--providers", default=None,
+                   help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
+    p.add_argument("--threads", type=int, default=0, help="ort: intra-op threads (0 = ONNX Runtime default)")
+    p.add_argument("--plugin-lib", default=None, help="trt: path of libmdqe_trt_plugin.so")
+    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.engine / decoder.engine")
+    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
+    p.add_argument("--device", default="cpu", help="torch: cpu or cuda[:i]")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--video-id", type=int, default=1, help="video_id written in results.json")
+    p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("per-clip filtering")
+    d = FilterParams()
+    g.add_argument("--score-thr", type=float, default=d.score_thr,
+                   help="keep queries with score >= min(thr, top score); new tracks need > 2*thr")
+    g.add_argument("--dup-cos", type=float, default=d.dup_cos, help="drop queries with embedding cosine >= this")
+    g.add_argument("--nms-iou", type=float, default=d.nms_iou, help="mask NMS: drop queries with mask IoU >= this")
+    g = p.add_argument_group("tracker (Eq. 7)")
+    t = TrackerParams()
+    g.add_argument("--beta1", type=float, default=t.beta1, help="weight of the mask IoU term")
+    g.add_argument("--beta2", type=float, default=t.beta2, help="weight of the embedding similarity term")
+    g.add_argument("--match-thr", type=float, default=t.match_thr, help="pairs with S <= this stay unmatched")
+    g.add_argument("--dup-iou", type=float, default=t.dup_iou, help="unmatched detection is a duplicate if max mIoU > this")
+    g.add_argument("--dup-sim", type=float, default=t.dup_sim, help="... or max embedding similarity > this")
+    g.add_argument("--new-track-score", type=float, default=None,
+                   help="score a detection needs to start a track (default 2 * --score-thr)")
+    g.add_argument("--max-unseen", type=int, default=t.max_unseen, help="clips a track stays matchable unseen")
+    g.add_argument("--memory-clips", type=int, default=t.memory_clips, help="T_mem: clips in the embedding memory")
+    g.add_argument("--memory-decay", type=float, default=t.memory_decay,
+                   help="memory embedding weight exp(-decay * age)")
+    g.add_argument("--min-embed-cos", type=float, default=t.min_embed_cos,
+                   help="zero the similarity of pairs with embedding cosine below this (-1 = off, paper)")
+    g = p.add_argument_group("per-video output")
+    g.add_argument("--vis-thr", type=float, default=0.3, help="overlay shows tracks with video score >= this")
+    g.add_argument("--min-pair-score", type=float, default=0.05,
+                   help="results keep the top max(#(track,class) pairs > this, --min-pairs)")
+    g.add_argument("--min-pairs", type=int, default=10)
+    return p
+
+
+def options_from_args(args):
+    from .pipeline import RunOptions
+    return RunOptions(
+        filter=FilterParams(score_thr=args.score_thr, dup_cos=args.dup_cos, nms_iou=args.nms_iou),
+        tracker=TrackerParams(beta1=args.beta1, beta2=args.beta2, match_thr=args.match_thr, dup_iou=args.dup_iou,
+                              dup_sim=args.dup_sim,
+                              new_track_score=(2 * args.score_thr if args.new_track_score is None
+                                               else args.new_track_score),
+                              max_unseen=args.max_unseen, memory_clips=args.memory_clips,
+                              memory_decay=args.memory_decay, min_embed_cos=args.min_embed_cos),
+        save_pngs=args.save_pngs, overlay=not args.no_overlay, max_frames=args.max_frames,
+        video_id=args.video_id, progress=not args.no_progress, vis_thr=args.vis_thr,
+        min_pair_score=args.min_pair_score, min_pairs=args.min_pairs)
+
+
+def backend_from_args(args):
+    from .backends import create_backend
+    if args.backend == "ort":
+        return create_backend("ort", args.model, providers=args.providers, threads=args.threads)
+    if args.backend == "trt":
+        return create_backend("trt", args.model, plugin_lib=args.plugin_lib, engine_dir=args.engine_dir)
+    if args.backend == "torch":
+        return create_backend("torch", args.model, weights=args.weights, device=args.device)
+    return create_backend("fake", args.model)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.model is None and args.backend != "fake":
+        print("error: --model DIR is required (except with --backend fake)", file=sys.stderr)
+        return 2
+    try:
+        from .pipeline import run_video
+        from .video import FrameSource
+        source = FrameSource(args.video, max_frames=args.max_frames)   # fail fast on a bad video
+        backend = backend_from_args(args)
+        try:
+            timing = run_video(source, args.output, backend, options_from_args(args))
+        finally:
+            backend.close()
+    except RuntimeErrorBase as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    summary = {k: timing[k] for k in ("frames", "encoder_frames", "decoder_clips", "fps", "tracks",
+                                      "results_entries")}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

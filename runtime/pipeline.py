@@ -1,0 +1,201 @@
+"""The near-online pipeline (paper Sec. 3.4, Fig. 4; shared DESIGN.md section 4).
+
+decode -> preprocess -> encoder ONCE per frame -> ring buffer of the last T
+frames' features -> decoder per clip (stride 1, overlap T-1) -> per-clip
+filtering -> Hungarian clip tracker -> streaming outputs.
+
+Clip c covers frames c .. c+T-1. After clip c, no future clip covers frame
+c, so frame c is final: for each track, its mask logits are the mean over
+the clips that matched the track and cover the frame; the mask is upsampled
+to the original size, RLE-encoded, spooled, drawn on the overlay, and the
+frame's data is dropped. Memory is bounded by T frames of features, T
+original frames and (T-1) stride-4 mask maps per live track.
+
+A video shorter than T gets one clip padded by repeating its last frame's
+features (no extra encoder run); only its real frames are output.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from .atomic import write_json
+from .backends.base import Backend
+from .clip_buffer import FeatureRing
+from .clip_filter import FilterParams, filter_clip
+from .errors import VideoError
+from .masks import MaskPostprocessor, encode_rles
+from .outputs.overlay import OverlayWriter, draw_overlay
+from .outputs.pngs import MaskPngWriter
+from .outputs.results import ResultsSpool
+from .preprocess import Preprocessor
+from .timing import StageTimer
+from .tracker import ClipTracker, TrackerParams, select_pairs
+from .video import FrameSource
+
+
+@dataclass
+class RunOptions:
+    """Options of one run (CLI flags of the same names)."""
+    filter: FilterParams = field(default_factory=FilterParams)
+    tracker: TrackerParams = field(default_factory=TrackerParams)
+    save_pngs: bool = False
+    overlay: bool = True
+    max_frames: Optional[int] = None
+    video_id: int = 1
+    progress: bool = True
+    vis_thr: float = 0.3          # overlay shows tracks whose running video score >= vis_thr
+    min_pair_score: float = 0.05  # per-video selection: keep max(#pairs > this, min_pairs)
+    min_pairs: int = 10
+
+
+class _Run:
+    def __init__(self, source: FrameSource, output_dir: str, backend: Backend, opts: RunOptions):
+        self.source, self.out, self.backend, self.opts = source, output_dir, backend, opts
+        spec = backend.spec
+        self.T = spec.num_frames
+        self.class_names = spec.class_names
+        self.pre = Preprocessor(spec.preprocess)
+        self.ring = FeatureRing(self.T)
+        self.frames = deque()                 # (index, original BGR frame) not yet final
+        self.tracker = ClipTracker(spec.num_classes, opts.tracker)
+        self.timer = StageTimer()
+        self.spool = ResultsSpool(output_dir)
+        self.pngs = MaskPngWriter(output_dir) if opts.save_pngs else None
+        self.overlay: Optional[OverlayWriter] = None
+        self.post: Optional[MaskPostprocessor] = None
+        self.n_frames = 0
+        self.encoder_frames = 0
+        self.clips = 0
+        self.frames_written = 0
+
+    # -- per clip -----------------------------------------------------------
+    def _clip(self, start: int, n_real: int) -> None:
+        feats = self.ring.clip()
+        with self.timer("decoder"):
+            outputs = self.backend.decode(feats)
+        with self.timer("tracker"):
+            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.opts.filter, start=start)
+            self.tracker.update(dets)
+        self.clips += 1
+
+    # -- per final frame ----------------------------------------------------
+    def _finalize(self, f: int) -> None:
+        with self.timer("postprocess"):
+            items = self.tracker.pop_frame(f)
+            masks = [self.post(logits) for _, logits in items]
+            rles = encode_rles(masks)
+        with self.timer("write"):
+            tids = [tid for tid, _ in items]
+            self.spool.add_frame(f, zip(tids, rles))
+            idx, frame = self.frames.popleft()
+            assert idx == f, (idx, f)
+            if self.overlay is not None:
+                shown = []
+                for tid, m in zip(tids, masks):
+                    score, cls = self.tracker.display_info(tid)
+                    if score >= self.opts.vis_thr:
+                        shown.append((tid, m, f"{tid} {self.class_names[cls]} {score:.2f}"))
+                self.overlay.write(draw_overlay(frame, shown))
+            if self.pngs is not None:
+                for tid, m in zip(tids, masks):
+                    self.pngs.write(f, tid, m)
+        self.frames_written += 1
+
+    def run(self) -> dict:
+        t_start = time.perf_counter()
+        bar = tqdm(total=self.source.frame_count, unit="frame", desc="mdqe", disable=not self.opts.progress,
+                   dynamic_ncols=True)
+        it = iter(self.source)
+        try:
+            while True:
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                if frame is None:
+                    break
+                self.timer.add("decode", time.perf_counter() - t0)
+                i = self.n_frames
+                with self.timer("preprocess"):
+                    image = self.pre(frame)
+                if self.post is None:
+                    g = self.pre.geometry
+                    self.post = MaskPostprocessor(g, self.backend.spec.mask_stride)
+                    if self.opts.overlay:
+                        self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.source.fps, g.original)
+                with self.timer("encoder"):
+                    feats = self.backend.encode(image[None])
+                self.encoder_frames += 1
+                self.n_frames += 1
+                self.ring.push(feats)
+                self.frames.append((i, frame))
+                if len(self.ring) == self.T:
+                    start = i - self.T + 1
+                    self._clip(start, self.T)
+                    self._finalize(start)
+                bar.update(1)
+            if self.n_frames == 0:
+                raise VideoError(f"no frames decoded from {self.source.source}")
+            padded = self.n_frames < self.T
+            if padded:                      # one clip of repeated last-frame features
+                self._clip(0, self.n_frames)
+            first_open = 0 if padded else self.n_frames - self.T + 1
+            for f in range(first_open, self.n_frames):
+                self._finalize(f)
+            # per-video scores and results JSON
+            with self.timer("write"):
+                pairs = select_pairs(self.tracker.summaries(), self.opts.min_pair_score, self.opts.min_pairs)
+                n_entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, self.n_frames,
+                                                  self.opts.video_id)
+                if self.overlay is not None:
+                    self.overlay.close()
+            wall = time.perf_counter() - t_start
+        except BaseException:
+            if self.overlay is not None:
+                self.overlay.abort()
+            raise
+        finally:
+            bar.close()
+            self.spool.cleanup()
+            self.source.close()
+        g = self.pre.geometry
+        timing = {
+            "video": self.source.name,
+            "frames": self.n_frames,
+            "encoder_frames": self.encoder_frames,
+            "decoder_clips": self.clips,
+            "clip_length": self.T,
+            "padded_clip": padded,
+            "frames_written": self.frames_written,
+            "overlay_frames": self.overlay.frames if self.overlay is not None else 0,
+            "fps": round(self.n_frames / wall, 4) if wall > 0 else None,
+            "wall_s": round(wall, 6),
+            "counted": "decode + preprocess + encoder + decoder + tracker + postprocess + write "
+                       "(all outputs); model loading excluded",
+            "original_size": list(g.original),
+            "resized_size": list(g.resized),
+            "input_size": list(g.padded),
+            "backend": self.backend.describe(),
+            "tracks": self.tracker.next_id - 1,
+            "results_entries": n_entries,
+            "png_files": self.pngs.count if self.pngs is not None else 0,
+            "stages": self.timer.summary(),
+        }
+        write_json(os.path.join(self.out, "timing.json"), timing)
+        return timing
+
+
+def run_video(video: Union[str, int, FrameSource], output_dir: str, backend: Backend,
+              options: Optional[RunOptions] = None) -> dict:
+    """Run the near-online pipeline on ``video`` with ``backend``; write to ``output_dir``:
+    results.json, overlay.mp4 (unless disabled), masks/ (if save_pngs), timing.json.
+    Returns the timing dict (also written as timing.json)."""
+    opts = options or RunOptions()
+    source = video if isinstance(video, FrameSource) else FrameSource(video, max_frames=opts.max_frames)
+    os.makedirs(output_dir, exist_ok=True)
+    return _Run(source, output_dir, backend, opts).run()

@@ -1,0 +1,108 @@
+"""The tiny model: output contract (docs/INTERFACES.md section 3), split API, batching, backward."""
+import numpy as np
+import pytest
+import torch
+
+import mdqe
+from mdqe.model.preprocess import normalize_and_pad, resize_shape
+
+PRED_KEYS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return mdqe.build_model("tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return torch.randn(4, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+
+
+def test_output_contract(model, clip):
+    cfg = model.cfg
+    Q, C, E, T = cfg.num_grid_queries, cfg.num_classes, cfg.embed_dim, cfg.num_frames
+    with torch.no_grad():
+        out = model(clip)
+    h, w = 64 // 4, 96 // 4
+    assert out["pred_logits"].shape == (Q, C)
+    assert out["pred_boxes"].shape == (Q, T, 4)
+    assert out["pred_masks"].shape == (Q, T, h, w)
+    assert out["pred_embeds"].shape == (Q, E)
+    assert out["init_sem_logits"].shape == (T, C, 64 // 8, 96 // 8)
+    assert out["init_points"].shape == (T, Q, 2)
+    assert out["init_embeds"].shape == (T, Q, E)
+    assert out["assoc_index"].shape == (T, Q) and out["assoc_index"].dtype == torch.int64
+    assert len(out["aux_outputs"]) == cfg.dec_layers          # warm-up stage + layers 0..n-2
+    for aux in out["aux_outputs"]:
+        for k in PRED_KEYS:
+            assert aux[k].shape == out[k].shape
+    # the central frame is associated with itself
+    assert out["assoc_index"][(T - 1) // 2].tolist() == list(range(Q))
+
+
+def test_split_api_per_frame_equals_whole_clip(model, clip):
+    with torch.no_grad():
+        whole = model(clip)
+        per_frame = [model.encode_frames(clip[t:t + 1]) for t in range(clip.shape[0])]
+        feats = {k: (torch.cat([f[k] for f in per_frame]) if k not in ("spatial_shapes", "level_start_index")
+                     else per_frame[0][k]) for k in per_frame[0]}
+        split = model.decode_clip(feats)
+    for k in PRED_KEYS + ("init_points", "init_embeds"):
+        torch.testing.assert_close(split[k], whole[k], rtol=1e-4, atol=1e-4)
+    assert torch.equal(split["assoc_index"], whole["assoc_index"])
+
+
+def test_batched_equals_unbatched(model, clip):
+    clip2 = torch.flip(clip, dims=[-1])
+    with torch.no_grad():
+        b = model(torch.stack([clip, clip2]), with_aux=False)
+        u = model(clip2, with_aux=False)
+    assert b["pred_masks"].shape[0] == 2 and b["aux_outputs"] == []
+    for k in PRED_KEYS:
+        torch.testing.assert_close(b[k][1], u[k], rtol=1e-4, atol=1e-4)
+
+
+def test_decode_clip_rejects_wrong_frame_count(model, clip):
+    with torch.no_grad():
+        feats = model.encode_frames(clip[:3])
+    with pytest.raises(ValueError, match="T=4"):
+        model.decode_clip(feats)
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        model.encode_frames(clip[:, :2])
+
+
+def test_forward_backward_trains_every_parameter():
+    torch.manual_seed(0)
+    model = mdqe.build_model("tiny").train()
+    out = model(torch.randn(2, 4, 3, 64, 96))
+    loss = sum(o[k].float().abs().mean() for o in [out] + out["aux_outputs"] for k in PRED_KEYS)
+    loss = loss + out["init_sem_logits"].abs().mean() + out["init_embeds"].abs().mean()
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    # the box branch's reference is detached, so every parameter still gets a gradient
+    assert no_grad == [], no_grad
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_resize_shape_rule():
+    assert resize_shape(720, 1280, 360, 1280) == (360, 640)
+    assert resize_shape(272, 640, 360, 640) == (272, 640)        # longer side capped at max_size
+    assert resize_shape(100, 1000, 360, 640) == (64, 640)
+    with pytest.raises(ValueError):
+        resize_shape(0, 10, 360, 640)
+
+
+def test_normalize_and_pad_uint8_and_float():
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 37, 50, 3), dtype=np.uint8)
+    x = normalize_and_pad(frames, "tiny")
+    assert x.shape == (2, 3, 64, 64) and x.dtype == torch.float32
+    cfg = mdqe.get_config("tiny")
+    expect = (frames[1, 5, 7, 2] - cfg.pixel_mean[2]) / cfg.pixel_std[2]
+    assert x[1, 2, 5, 7].item() == pytest.approx(expect, rel=1e-6)
+    assert (x[:, :, 37:] == 0).all() and (x[:, :, :, 50:] == 0).all()
+    y = normalize_and_pad(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), cfg)
+    torch.testing.assert_close(x, y)
+    with pytest.raises(ValueError, match="RGB"):
+        normalize_and_pad(frames[..., :2], cfg)
