@@ -1,4 +1,29 @@
 #!/usr/bin/env bash
-# Native code checks run by CI (owned by the kernels work): filled in by trt_plugins/.
+# Native code checks run by CI (owned by the kernels work, trt_plugins/):
+#  1. CPU kernel + C++ tests under AddressSanitizer + UBSan (ctest).
+#  2. Release configure + build: CPU library, CUDA kernel compiled by nvcc for the default
+#     architecture list (when nvcc is found), TensorRT plugin (only when TENSORRT_ROOT or a system
+#     TensorRT is found; CMake says so otherwise), then ctest.
 set -euo pipefail
-echo "native checks: none yet"
+cd "$(dirname "$0")/.."
+JOBS="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+CMAKE="${CMAKE:-cmake}"
+command -v "$CMAKE" >/dev/null || CMAKE=".venv/bin/cmake"
+
+echo "== native: ASan+UBSan build of the CPU kernel and the C++ tests"
+"$CMAKE" -S . -B build/ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMDQE_SANITIZE=ON -DMDQE_CUDA=OFF \
+    -DMDQE_BUILD_TESTS=ON >/dev/null
+"$CMAKE" --build build/ci-asan --parallel "$JOBS"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build/ci-asan --output-on-failure
+
+echo "== native: release build (CPU library, CUDA kernel when nvcc is found, plugin when TensorRT is found)"
+"$CMAKE" -S . -B build/ci-release -DCMAKE_BUILD_TYPE=Release -DMDQE_BUILD_TESTS=ON \
+    ${TENSORRT_ROOT:+-DTENSORRT_ROOT="$TENSORRT_ROOT"} | grep -E "^-- MDQE|Error" || true
+"$CMAKE" --build build/ci-release --parallel "$JOBS"
+if command -v nvcc >/dev/null && [ ! -f build/ci-release/libmdqe_msda_cuda.a ]; then
+    echo "nvcc is on PATH but the CUDA kernel was not built" >&2
+    exit 1
+fi
+ctest --test-dir build/ci-release --output-on-failure
+echo "native checks passed"

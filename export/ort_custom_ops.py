@@ -162,6 +162,16 @@ def _elem_types(model) -> dict:
     return types
 
 
+def has_fp16(model) -> bool:
+    """True when the graph computes in float16 (fp16 initializers or Casts to float16)."""
+    if any(i.data_type == 10 for i in model.graph.initializer):
+        return True
+    for n in model.graph.node:
+        if n.op_type == "Cast" and any(a.name == "to" and a.i == 10 for a in n.attribute):
+            return True
+    return False
+
+
 def count_plugin_nodes(model) -> int:
     return sum(1 for n in model.graph.node if n.op_type == PLUGIN_OP_TYPE and n.domain == PLUGIN_DOMAIN)
 
@@ -233,6 +243,10 @@ def create_session(model: Union[str, os.PathLike, "onnx.ModelProto"], providers:
     else:
         proto = model
     so = sess_options if sess_options is not None else ort.SessionOptions()
+    if has_fp16(proto) and so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
+        # ONNX Runtime 1.31's level-3 (layout) optimizers crash (SIGSEGV during session creation)
+        # on our mixed fp16 decoder graph; the extended level is safe and as fast on CPU here.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if intra_op_num_threads:
         so.intra_op_num_threads = int(intra_op_num_threads)
     if count_plugin_nodes(proto):

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -84,7 +85,7 @@ def _resolve(name: str):
 
 
 def _numpy_global_ok(name: str) -> bool:
-    return name in _NUMPY_SAFE or (name.startswith("numpy.dtypes.") and name.endswith("DType"))
+    return name in _NUMPY_SAFE or re.fullmatch(r"numpy\.dtypes\.[A-Za-z0-9]+DType", name) is not None
 
 
 def _unsupported_global(err: Exception) -> Optional[str]:
@@ -92,7 +93,22 @@ def _unsupported_global(err: Exception) -> Optional[str]:
     return m.group(1) if m else None
 
 
+@contextlib.contextmanager
+def _allowing(objs: list):
+    """Allow `objs` for weights-only unpickling inside the block (torch >= 2.5: scoped; torch 2.4:
+    added globally, which only ever concerns the numpy reconstructors of _NUMPY_SAFE)."""
+    if hasattr(torch.serialization, "safe_globals"):
+        with torch.serialization.safe_globals(objs):
+            yield
+    else:
+        if objs:
+            torch.serialization.add_safe_globals(objs)
+        yield
+
+
 def _all_unsafe_globals(path: str) -> list:
+    if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):   # torch < 2.5
+        return []
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:
@@ -117,7 +133,7 @@ def safe_torch_load(path: str, allow_numpy: bool = False):
             raise CheckpointError(f"{path}: cannot resolve numpy globals {listed}: {exc}") from exc
     for _ in range(32):
         try:
-            with torch.serialization.safe_globals(allowed):
+            with _allowing(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             name = _unsupported_global(err)

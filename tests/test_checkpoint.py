@@ -53,6 +53,7 @@ def test_weights_only_pth(tiny, tmp_path):
     assert load_checkpoint(path, "tiny")[1].name == "tiny"
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_pickle_needing_code_is_refused(tmp_path, zip_format):
     marker = str(tmp_path / "executed")

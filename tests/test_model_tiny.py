@@ -76,7 +76,7 @@ def test_decode_clip_rejects_wrong_frame_count(model, clip):
 def test_forward_backward_trains_every_parameter():
     torch.manual_seed(0)
     model = mdqe.build_model("tiny").train()
-    out = model(torch.randn(2, 4, 3, 64, 96))
+    out = model(torch.randn(1, 4, 3, 64, 96))
     loss = sum(o[k].float().abs().mean() for o in [out] + out["aux_outputs"] for k in PRED_KEYS)
     loss = loss + out["init_sem_logits"].abs().mean() + out["init_embeds"].abs().mean()
     loss.backward()
@@ -106,3 +106,32 @@ def test_normalize_and_pad_uint8_and_float():
     torch.testing.assert_close(x, y)
     with pytest.raises(ValueError, match="RGB"):
         normalize_and_pad(frames[..., :2], cfg)
+
+
+def test_association_window_train_vs_eval(model, clip, monkeypatch):
+    from mdqe.model import mdqe as mdqe_module
+    seen = []
+    real = mdqe_module.associate
+
+    def spy(embeds, n, half_window):
+        seen.append(half_window)
+        return real(embeds, n, half_window)
+
+    monkeypatch.setattr(mdqe_module, "associate", spy)
+    with torch.no_grad():
+        feats = model.encode_frames(clip)
+        model.decode_clip(feats, with_aux=False)
+        model.train()
+        try:
+            model.decode_clip(feats, with_aux=False)
+        finally:
+            model.eval()
+    assert seen == [model.cfg.assoc_window_test, model.cfg.assoc_window_train]
+
+
+def test_decode_clip_rejects_inconsistent_frames(model, clip):
+    with torch.no_grad():
+        feats = model.encode_frames(clip)
+    feats["query_feat"] = feats["query_feat"][:3]
+    with pytest.raises(ValueError, match="query_feat"):
+        model.decode_clip(feats)

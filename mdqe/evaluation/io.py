@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from .rle import FormatError, check_rle, rle_area, to_rle
+from .rle import FormatError, check_rles, rle_area, to_rles
 
 # OVIS occlusion labels and the scores the OVIS evaluation gives them.
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
@@ -160,7 +160,7 @@ def load_ground_truth(gt: Union[str, os.PathLike, dict]) -> GroundTruth:
         if not isinstance(segs, list) or len(segs) != video.length:
             n = len(segs) if isinstance(segs, list) else type(segs).__name__
             raise FormatError(f"{where}: segmentations has length {n}, video {vid} has {video.length} frames")
-        masks = [to_rle(s, video.height, video.width, f"{where}.segmentations[{t}]") for t, s in enumerate(segs)]
+        masks = to_rles(segs, video.height, video.width, f"{where}.segmentations")
         areas = a.get("areas")
         if areas is None:
             areas = [rle_area(m) if m is not None else None for m in masks]
@@ -208,8 +208,12 @@ def load_results(results: Union[str, os.PathLike, list], gt: GroundTruth) -> Lis
         if not isinstance(segs, list) or len(segs) != video.length:
             n = len(segs) if isinstance(segs, list) else type(segs).__name__
             raise FormatError(f"{where}: segmentations has length {n}, video {vid} has {video.length} frames")
-        masks = [None if s is None else check_rle(s, video.height, video.width, f"{where}.segmentations[{t}]")
-                 for t, s in enumerate(segs)]
+        present = [t for t, s in enumerate(segs) if s is not None]
+        checked = check_rles([segs[t] for t in present], video.height, video.width,
+                             [f"{where}.segmentations[{t}]" for t in present])
+        masks: List[Optional[dict]] = [None] * len(segs)
+        for t, m in zip(present, checked):
+            masks[t] = m
         dets.append(Detection(i, vid, cid, float(score), masks,
                               mean_nonzero_area([rle_area(m) if m is not None else None for m in masks])))
     return dets

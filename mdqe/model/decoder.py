@@ -95,8 +95,8 @@ class O2IDecoder(nn.Module):
     def _refine(self, x: torch.Tensor, ref: torch.Tensor, B: int):
         """x [B*T, Q, C], ref [B*T, Q, 4] -> boxes, detached ref, x_pos, clip ref box, inst_pos."""
         boxes = (self.bbox_embed(self.norm(x)) + inverse_sigmoid(ref)).sigmoid()
-        ref = boxes.detach()
-        x_pos = self.point2pos_proj(ref[..., :2])
+        ref = boxes.detach()                       # next reference: no gradient through the box chain
+        x_pos = self.point2pos_proj(boxes[..., :2])  # the positional embedding keeps its gradient
         inst_ref = clip_box(ref.view(B, self.n_frames, *ref.shape[1:]))
         return boxes, ref, x_pos, inst_ref, self.point2pos_proj(inst_ref[..., :2])
 

@@ -107,14 +107,14 @@ class MSDeformAttn(nn.Module):
         if T != self.n_levels:
             raise ValueError(f"TCA was built for T={self.n_levels} frames, got memory with T={T}")
         M = self.n_heads
-        value = self.value_proj(memory).view(B, T, S, M, C // M)
         loc, attn = self._locations_and_weights(query, ref)
         frame_idx = torch.arange(T, device=memory.device, dtype=spatial_shapes.dtype)
         outs = []
         start = 0
         for lvl, (h, w) in enumerate(level_sizes):
             n = h * w
-            v = value[:, :, start:start + n].reshape(B, T * n, M, C // M)
+            # projecting level by level gives [B, T, n, C] contiguous: the [B, T*n, M, D] view needs no copy
+            v = self.value_proj(memory[:, :, start:start + n]).view(B, T * n, M, C // M)
             shapes = spatial_shapes[lvl:lvl + 1].expand(T, 2)
             starts = frame_idx * (spatial_shapes[lvl, 0] * spatial_shapes[lvl, 1])
             outs.append(ms_deform_attn(v, shapes, starts, loc, attn))

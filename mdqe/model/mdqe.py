@@ -102,6 +102,9 @@ class MDQE(nn.Module):
             feats = {k: (v.unsqueeze(0) if k in FRAME_KEYS else v) for k, v in feats.items()}
             memory = feats["memory"]
         B, T, S, C = memory.shape
+        for k in FRAME_KEYS:
+            if tuple(feats[k].shape[:2]) != (B, T):
+                raise ValueError(f"decode_clip: {k} has leading dims {tuple(feats[k].shape[:2])}, memory has {(B, T)}")
         if T != self.cfg.num_frames:
             raise ValueError(f"this model decodes clips of T={self.cfg.num_frames} frames, got T={T}")
         spatial_shapes, level_start_index = feats["spatial_shapes"], feats["level_start_index"]

@@ -29,19 +29,20 @@ def draw_overlay(frame_bgr: np.ndarray, instances: Sequence[Tuple[int, np.ndarra
     """Return a copy of ``frame_bgr`` [H,W,3] with ``instances`` [(track id, mask uint8 [H,W], label)] drawn."""
     out = frame_bgr.copy()
     for tid, mask, label in instances:
-        m = mask.astype(bool)
-        if not m.any():
+        mask = np.ascontiguousarray(mask, dtype=np.uint8)
+        x, y, w, h = cv2.boundingRect(mask)          # work inside the mask's box only
+        if w == 0 or h == 0:
             continue
-        color = np.array(track_color(tid), np.float32)
-        out[m] = (out[m].astype(np.float32) * (1 - alpha) + color * alpha).astype(np.uint8)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), 1, cv2.LINE_AA)
-        ys, xs = np.nonzero(m)
-        x, y = int(xs.min()), int(ys.min())
+        color = track_color(tid)
+        roi = out[y:y + h, x:x + w]
+        m = mask[y:y + h, x:x + w].astype(bool)
+        roi[m] = (roi[m].astype(np.float32) * (1 - alpha) + np.array(color, np.float32) * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(mask[y:y + h, x:x + w], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(roi, contours, -1, color, 1, cv2.LINE_AA)
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        y = max(y, th + 4)
-        cv2.rectangle(out, (x, y - th - 4), (x + tw + 4, y), tuple(int(c) for c in color), -1)
-        cv2.putText(out, label, (x + 2, y - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        ty = max(y, th + 4)
+        cv2.rectangle(out, (x, ty - th - 4), (x + tw + 4, ty), color, -1)
+        cv2.putText(out, label, (x + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
 

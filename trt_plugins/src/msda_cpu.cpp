@@ -37,9 +37,9 @@ struct Problem {
     std::vector<int64_t> start;
 };
 
-// Rows are (n, q) pairs; a row produces output[n, q, :] (all M heads). For each head the corners of
-// all L*P samples are computed first and their value rows prefetched, then accumulated: the
-// gathers are what costs, and this lets many of them be in flight at once.
+// Rows are (n, q) pairs; a row produces output[n, q, :] (all M heads). For each head the corners
+// of up to kBatch samples are set up and their channel rows prefetched first, then accumulated,
+// so that many gathers are in flight at once.
 constexpr int64_t kBatch = 32;  // samples set up before accumulating
 
 // On x86-64 the loop is also compiled for AVX2+FMA and picked at load time (the library stays

@@ -81,6 +81,20 @@ __device__ __forceinline__ void msda_fma(__half2 v, float w, float* acc) {
 template <typename T>
 MDQE_HD void msda_accumulate(const T* MDQE_RESTRICT level, int64_t pixel_stride, const MsdaCorners& c,
                              float attn, float* MDQE_RESTRICT acc, int32_t count, int32_t lanes = 1) {
+    if (c.valid[0] & c.valid[1] & c.valid[2] & c.valid[3]) {  // interior sample: one pass over acc
+        const float w0 = attn * c.weight[0], w1 = attn * c.weight[1], w2 = attn * c.weight[2], w3 = attn * c.weight[3];
+        const T* MDQE_RESTRICT p0 = level + static_cast<int64_t>(c.offset[0]) * pixel_stride;
+        const T* MDQE_RESTRICT p1 = level + static_cast<int64_t>(c.offset[1]) * pixel_stride;
+        const T* MDQE_RESTRICT p2 = level + static_cast<int64_t>(c.offset[2]) * pixel_stride;
+        const T* MDQE_RESTRICT p3 = level + static_cast<int64_t>(c.offset[3]) * pixel_stride;
+        for (int32_t e = 0; e < count; ++e) {
+            msda_fma(p0[e], w0, acc + e * lanes);
+            msda_fma(p1[e], w1, acc + e * lanes);
+            msda_fma(p2[e], w2, acc + e * lanes);
+            msda_fma(p3[e], w3, acc + e * lanes);
+        }
+        return;
+    }
     for (int k = 0; k < 4; ++k) {
         if (!c.valid[k]) continue;
         const float w = attn * c.weight[k];

@@ -1,0 +1,318 @@
+#!/usr/bin/env python
+"""Build TensorRT engines from an exported model directory (encoder.onnx, decoder.onnx, export.json).
+
+    python export/build_engines.py --model out/r50 --plugin-lib build/libmdqe_trt_plugin.so
+    python export/build_engines.py --model out/r50 --print-only          # trtexec lines, no TensorRT needed
+
+Optimization profiles: the encoder's frame batch N and resolution H x W, the decoder's S (memory
+tokens) and h x w (mask features) derived from the same resolution range; T is fixed by the graph.
+Precision: an fp16-typed export (``--dtype fp16``) is built as a strongly typed network (TensorRT
+11 only builds those; TensorRT 10 with STRONGLY_TYPED); an fp32 export is built in fp32, or with
+the fp16 builder flag on TensorRT 10 (``--fp16``). The equivalent trtexec command lines for
+TensorRT 10 and 11 are printed either way (docs/export.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# shapes
+# ----------------------------------------------------------------------------------------------
+def _pad(v: int, div: int) -> int:
+    return -(-int(v) // div) * div
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    try:
+        h, w = text.lower().split("x")
+        return int(h), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 384x672), got {text!r}") from None
+
+
+def level_sizes(h: int, w: int, num_levels: int) -> List[Tuple[int, int]]:
+    """Feature level sizes for an input of h x w (multiples of 32): strides 8, 16, 32, then each
+    next level halves rounding up (3x3 stride-2 convs, padding 1)."""
+    sizes = [(h // 8, w // 8)]
+    for _ in range(num_levels - 1):
+        ph, pw = sizes[-1]
+        sizes.append(((ph + 1) // 2, (pw + 1) // 2))
+    return sizes
+
+
+def load_meta(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "export.json")
+    if not os.path.isfile(path):
+        raise BuildError(f"{model_dir}: no export.json (export with `python export/to_onnx.py ... --output DIR`)")
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format_version") != 1:
+        raise BuildError(f"{path}: format_version {meta.get('format_version')!r} is not supported (need 1)")
+    for k in ("encoder", "decoder"):
+        p = os.path.join(model_dir, meta[k]["file"])
+        if not os.path.isfile(p):
+            raise BuildError(f"{model_dir}: missing {meta[k]['file']}")
+    return meta
+
+
+def profiles(meta: dict, min_size=None, opt_size=None, max_size=None, min_frames=1, opt_frames=None,
+             max_frames=None) -> Dict[str, Dict[str, Tuple[tuple, tuple, tuple]]]:
+    """{graph: {input: (min, opt, max)}} for both graphs."""
+    cfg = meta["config"]
+    div = int(meta["preprocess"].get("size_divisibility", 32))
+    T = int(meta["num_frames"])
+    L = int(meta.get("num_levels", cfg["num_feature_levels"]))
+    C, Q, E, Dm = int(cfg["hidden_dim"]), int(meta["num_queries"]), int(meta["embed_dim"]), int(cfg["mask_dim"])
+    grid = int(round(Q ** 0.5))
+    smallest = _pad(8 * grid, div)
+    longest = _pad(int(meta["preprocess"]["max_size"]), div)
+    min_size = min_size or (smallest, smallest)
+    opt_size = opt_size or tuple(meta["export_size"])
+    max_size = max_size or (longest, longest)
+    opt_frames = opt_frames or T
+    max_frames = max_frames or T
+    for name, (h, w) in (("min", min_size), ("opt", opt_size), ("max", max_size)):
+        if h % div or w % div or h <= 0 or w <= 0:
+            raise BuildError(f"{name} size {h}x{w}: sides must be positive multiples of {div}")
+        if min(h, w) < smallest:
+            raise BuildError(f"{name} size {h}x{w}: sides must be >= {smallest} (query grid {grid}x{grid} at stride 8)")
+    if not (min_size[0] <= opt_size[0] <= max_size[0] and min_size[1] <= opt_size[1] <= max_size[1]):
+        raise BuildError(f"sizes must satisfy min <= opt <= max per side: {min_size} {opt_size} {max_size}")
+    if not 1 <= min_frames <= opt_frames <= max_frames:
+        raise BuildError(f"frames must satisfy 1 <= min <= opt <= max, got {min_frames} {opt_frames} {max_frames}")
+
+    def s_tokens(hw):
+        return sum(a * b for a, b in level_sizes(hw[0], hw[1], L))
+
+    enc = {"images": tuple((n, 3, hw[0], hw[1]) for n, hw in
+                           ((min_frames, min_size), (opt_frames, opt_size), (max_frames, max_size)))}
+    dec = {
+        "memory": tuple((T, s_tokens(hw), C) for hw in (min_size, opt_size, max_size)),
+        "spatial_shapes": ((L, 2),) * 3,
+        "level_start_index": ((L,),) * 3,
+        "mask_features": tuple((T, Dm, hw[0] // 4, hw[1] // 4) for hw in (min_size, opt_size, max_size)),
+        "query_feat": ((T, Q, C),) * 3,
+        "query_points": ((T, Q, 2),) * 3,
+        "query_embed": ((T, Q, E),) * 3,
+    }
+    return {"encoder": enc, "decoder": dec}
+
+
+# ----------------------------------------------------------------------------------------------
+# trtexec lines
+# ----------------------------------------------------------------------------------------------
+def _shapes_arg(prof: Dict[str, tuple], which: int) -> str:
+    return ",".join(f"{name}:{'x'.join(str(d) for d in shp[which])}" for name, shp in prof.items())
+
+
+def trtexec_commands(model_dir: str, meta: dict, profs: dict, plugin_lib: Optional[str], engine_dir: str,
+                     trt_major: int, fp16: bool, static_plugins: bool = False) -> List[List[str]]:
+    """trtexec argument lists, one per graph. TensorRT 10: fp32 graph + --fp16 (weakly typed) or a
+    typed fp16 graph with --stronglyTyped; TensorRT 11: the graph's types are the precision."""
+    typed16 = meta.get("dtype") == "fp16"
+    cmds = []
+    for graph in ("encoder", "decoder"):
+        cmd = ["trtexec", f"--onnx={os.path.join(model_dir, meta[graph]['file'])}",
+               f"--saveEngine={os.path.join(engine_dir, graph + '.plan')}"]
+        if meta.get("msda") == "plugin":
+            lib = plugin_lib or os.path.join("build", PLUGIN_LIB_NAME)
+            cmd.append(f"--{'staticPlugins' if static_plugins else 'dynamicPlugins'}={lib}")
+        prof = profs[graph]
+        cmd += [f"--minShapes={_shapes_arg(prof, 0)}", f"--optShapes={_shapes_arg(prof, 1)}",
+                f"--maxShapes={_shapes_arg(prof, 2)}"]
+        if trt_major <= 10:
+            if typed16:
+                cmd.append("--stronglyTyped")
+            elif fp16:
+                cmd.append("--fp16")
+        cmds.append(cmd)
+    return cmds
+
+
+def describe_precision(meta: dict, trt_major: int, fp16_flag: bool) -> str:
+    if meta.get("dtype") == "fp16":
+        return "strongly typed network from the fp16-typed graph (fp32 kept where the export put it)"
+    if trt_major >= 11:
+        return ("strongly typed network from an fp32 graph = fp32 engine "
+                "(export with --dtype fp16 for fp16 on TensorRT 11)")
+    return "fp32 graph, fp16 builder flag (--fp16)" if fp16_flag else "fp32 graph, fp32 engine"
+
+
+def format_command(cmd: List[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def polygraphy_commands(model_dir: str, meta: dict, plugin_lib: Optional[str], trt_major: int = 10,
+                        fp16_flag: bool = True) -> List[str]:
+    """polygraphy lines comparing TensorRT with ONNX Runtime reference files written by
+    `python export/polygraphy_ref.py --model DIR` (inputs + ONNX Runtime outputs, either MSDA form;
+    ONNX Runtime runs the plugin node with our CPU kernel there)."""
+    lines = []
+    lib = plugin_lib or os.path.join("build", PLUGIN_LIB_NAME)
+    typed16 = meta.get("dtype") == "fp16"
+    # fp16 engines: 1e-2; fp32 engines: 1e-3 (TensorRT may use TF32 for fp32 matmuls/convs)
+    tol = "--atol 1e-2 --rtol 1e-2" if (typed16 or (fp16_flag and trt_major <= 10)) else "--atol 1e-3 --rtol 1e-3"
+    for graph in ("encoder", "decoder"):
+        onnx_path = os.path.join(model_dir, meta[graph]["file"])
+        ref = os.path.join(model_dir, "polygraphy")
+        cmd = f"polygraphy run {onnx_path} --trt"
+        if meta.get("msda") == "plugin":
+            cmd += f" --plugins {lib}"
+        if typed16 or trt_major >= 11:
+            cmd += " --strongly-typed"
+        elif fp16_flag:
+            cmd += " --fp16"
+        cmd += (f" --load-inputs {ref}/{graph}_inputs.json --load-outputs {ref}/{graph}_ort_outputs.json {tol}")
+        lines.append(cmd)
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT Python API
+# ----------------------------------------------------------------------------------------------
+def import_tensorrt():
+    try:
+        import tensorrt as trt  # noqa: F401
+    except ImportError as e:
+        raise BuildError(
+            "TensorRT's Python package is not importable here (`import tensorrt` failed: "
+            f"{e}). Install TensorRT 10/11 on the GPU machine (e.g. JetPack, or `pip install tensorrt` "
+            "where NVIDIA's index is reachable), or use --print-only to get the equivalent trtexec "
+            "command lines.") from e
+    return trt
+
+
+def load_plugin_library(trt, path: str, logger) -> None:
+    if not os.path.isfile(path):
+        raise BuildError(f"plugin library not found: {path} (build trt_plugins/, or pass --plugin-lib)")
+    trt.init_libnvinfer_plugins(logger, "")
+    registry = trt.get_plugin_registry()
+    try:
+        registry.load_library(path)
+    except Exception as e:  # older bindings / a library without getCreators
+        import ctypes
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError as e2:
+            raise BuildError(f"cannot load plugin library {path}: {e}; {e2}") from e2
+
+
+def build_engine(trt, onnx_path: str, prof: Dict[str, tuple], out_path: str, strongly_typed: bool, fp16_flag: bool,
+                 workspace_mb: int, logger) -> None:
+    builder = trt.Builder(logger)
+    flags = 0
+    if strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(onnx_path):
+        errs = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BuildError(f"TensorRT ONNX parser failed on {onnx_path}:\n{errs}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if fp16_flag and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    for name, (mn, op, mx) in prof.items():
+        if name in names:
+            profile.set_shape(name, mn, op, mx)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
+    folder = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out_path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(serialized)
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def parse_args(argv: Optional[Sequence[str]] = None):
+    p = argparse.ArgumentParser(prog="python export/build_engines.py",
+                                description="Build TensorRT engines for an exported MDQE model directory.")
+    p.add_argument("--model", required=True, help="directory written by export/to_onnx.py")
+    p.add_argument("--plugin-lib", help=f"path of {PLUGIN_LIB_NAME} (needed for --msda plugin exports)")
+    p.add_argument("--engine-dir", help="where to write encoder.plan / decoder.plan (default MODEL/engines)")
+    p.add_argument("--min-size", type=parse_size, help="smallest HxW (default: 8*grid, padded)")
+    p.add_argument("--opt-size", type=parse_size, help="HxW to optimise for (default: export_size)")
+    p.add_argument("--max-size", type=parse_size, help="largest HxW (default: max_size x max_size, padded)")
+    p.add_argument("--min-frames", type=int, default=1, help="encoder frame batch: min (default 1)")
+    p.add_argument("--opt-frames", type=int, help="encoder frame batch: opt (default T)")
+    p.add_argument("--max-frames", type=int, help="encoder frame batch: max (default T)")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                   help="fp32 exports on TensorRT 10: fp16 sets the fp16 builder flag (trtexec --fp16; default); "
+                        "fp16-typed exports and TensorRT 11 always build the precision written in the graph")
+    p.add_argument("--workspace-mb", type=int, default=4096)
+    p.add_argument("--trt-version", type=int, choices=(10, 11),
+                   help="for --print-only: which trtexec to print for (default: both)")
+    p.add_argument("--static-plugins", action="store_true", help="print --staticPlugins instead of --dynamicPlugins")
+    p.add_argument("--print-only", action="store_true", help="print trtexec/polygraphy lines; do not import TensorRT")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        meta = load_meta(args.model)
+        profs = profiles(meta, args.min_size, args.opt_size, args.max_size, args.min_frames, args.opt_frames,
+                         args.max_frames)
+        engine_dir = args.engine_dir or os.path.join(args.model, "engines")
+        fp16_flag = args.precision == "fp16"
+        majors = [args.trt_version] if args.trt_version else [10, 11]
+        for major in majors:
+            print(f"# TensorRT {major}: " + describe_precision(meta, major, fp16_flag))
+            for cmd in trtexec_commands(args.model, meta, profs, args.plugin_lib, engine_dir, major, fp16_flag,
+                                        args.static_plugins):
+                print(format_command(cmd))
+        print("# compare TensorRT with ONNX Runtime (reference files: python export/polygraphy_ref.py --model "
+              f"{args.model})")
+        for line in polygraphy_commands(args.model, meta, args.plugin_lib, majors[-1], fp16_flag):
+            print(line)
+        if args.print_only:
+            return 0
+        trt = import_tensorrt()
+        major = int(trt.__version__.split(".")[0])
+        logger = trt.Logger(trt.Logger.WARNING)
+        if meta.get("msda") == "plugin":
+            if not args.plugin_lib:
+                raise BuildError(f"this export uses the MDQEMSDeformAttn plugin: pass --plugin-lib PATH/{PLUGIN_LIB_NAME}")
+            load_plugin_library(trt, args.plugin_lib, logger)
+        strongly = major >= 11 or meta.get("dtype") == "fp16"
+        for graph in ("encoder", "decoder"):
+            out = os.path.join(engine_dir, f"{graph}.plan")
+            print(f"building {out} with TensorRT {trt.__version__}: {describe_precision(meta, major, fp16_flag)}",
+                  flush=True)
+            build_engine(trt, os.path.join(args.model, meta[graph]["file"]), profs[graph], out, strongly,
+                         fp16_flag and not strongly, args.workspace_mb, logger)
+        print(f"engines written to {engine_dir}")
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
