@@ -30,7 +30,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

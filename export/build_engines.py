@@ -99,15 +99,14 @@ def profiles(meta: dict, min_size=None, opt_size=None, max_size=None, min_frames
 
     enc = {"images": tuple((n, 3, hw[0], hw[1]) for n, hw in
                            ((min_frames, min_size), (opt_frames, opt_size), (max_frames, max_size)))}
+    # only the dynamic inputs get a range; the others are static in the graph (spatial_shapes [L,2],
+    # level_start_index [L], query_* [T,Q,...]); the onnx-form decoder does not even read
+    # spatial_shapes / level_start_index (it takes level sizes from mask_features' shape)
     dec = {
         "memory": tuple((T, s_tokens(hw), C) for hw in (min_size, opt_size, max_size)),
-        "spatial_shapes": ((L, 2),) * 3,
-        "level_start_index": ((L,),) * 3,
         "mask_features": tuple((T, Dm, hw[0] // 4, hw[1] // 4) for hw in (min_size, opt_size, max_size)),
-        "query_feat": ((T, Q, C),) * 3,
-        "query_points": ((T, Q, 2),) * 3,
-        "query_embed": ((T, Q, E),) * 3,
     }
+    del Q, E
     return {"encoder": enc, "decoder": dec}
 
 

@@ -202,6 +202,33 @@ def _export_graph(module, args, path, input_names, output_names, dynamic_axes, o
                           custom_opsets={PLUGIN_DOMAIN: PLUGIN_DOMAIN_VERSION} if msda == "plugin" else None)
 
 
+def _restore_inputs(path: str, names, example_args) -> None:
+    """Put back graph inputs the exporter dropped because the graph does not read them (the onnx-form
+    decoder derives level sizes from mask_features' shape and ignores the spatial_shapes /
+    level_start_index values), so every graph keeps the input list of docs/INTERFACES.md section 5."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(path)
+    present = [i.name for i in m.graph.input]
+    if all(n in present for n in names):
+        return
+    inits = {i.name for i in m.graph.initializer}
+    by_name = {i.name: i for i in m.graph.input}
+    new_inputs = []
+    for n, t in zip(names, example_args):
+        if n in by_name:
+            new_inputs.append(by_name[n])
+        else:
+            elem = helper.np_dtype_to_tensor_dtype(t.detach().cpu().numpy().dtype)
+            new_inputs.append(helper.make_tensor_value_info(n, elem, list(t.shape)))
+    rest = [i for i in m.graph.input if i.name not in names and i.name not in inits]
+    del m.graph.input[:]
+    m.graph.input.extend(new_inputs + rest)
+    del numpy_helper
+    onnx.save(m, path)
+
+
 def _strip_custom_opset(path: str) -> None:
     """onnx form: drop the unused custom-domain opset import (if any) so the graph is plain ONNX."""
     import onnx
@@ -281,6 +308,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
         _log("[4/6] exporting decoder.onnx", quiet)
         t0 = time.time()
         _export_graph(dec, dec_args, dec_path, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC, opset, msda)
+        _restore_inputs(dec_path, DECODER_INPUTS, dec_args)
         _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(dec_path) / 1e6:.1f} MB", quiet)
         if msda == "onnx":
             _strip_custom_opset(enc_path)

@@ -26,6 +26,16 @@ DECODER_DYNAMIC = {
 }
 
 
+def level_sizes_from_level0(h0, w0, num_levels: int):
+    """Feature level sizes from level 0 (stride 8): each next level halves rounding up (strides 16 and
+    32 from the backbone, then 3x3 stride-2 convs with padding 1). Works on traced sizes."""
+    sizes = [(h0, w0)]
+    for _ in range(num_levels - 1):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
 class EncoderGraph(nn.Module):
     """images [N,3,H,W] -> the seven per-frame feature tensors."""
 
@@ -34,7 +44,11 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, images):
-        f = self.model.encode_frames(images)
+        from mdqe.ops.export_hooks import level_sizes_hint
+
+        sizes = level_sizes_from_level0(images.shape[2] // 8, images.shape[3] // 8, self.model.cfg.num_feature_levels)
+        with level_sizes_hint(sizes):
+            f = self.model.encode_frames(images)
         return tuple(f[k] for k in ENCODER_OUTPUTS)
 
 
@@ -53,7 +67,12 @@ class DecoderGraph(nn.Module):
         # decode_clip passes sem_logits through (init_sem_logits, a training output) and never reads
         # it otherwise; a placeholder keeps it out of the graph.
         feats["sem_logits"] = memory.new_zeros(())
-        out = self.model.decode_clip(feats, with_aux=False)
+        from mdqe.ops.export_hooks import level_sizes_hint
+
+        sizes = level_sizes_from_level0(mask_features.shape[2] // 2, mask_features.shape[3] // 2,
+                                        self.model.cfg.num_feature_levels)
+        with level_sizes_hint(sizes):
+            out = self.model.decode_clip(feats, with_aux=False)
         return tuple(out[k] for k in DECODER_OUTPUTS)
 
 

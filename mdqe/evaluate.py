@@ -9,30 +9,12 @@ Exit status 2 on a malformed or missing input file.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional
 
 from mdqe.evaluation import FormatError, evaluate_detailed
-
-
-def write_json_atomic(obj, path: str) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from mdqe.evaluation.results import write_json_atomic
 
 
 def format_table(metrics: Dict[str, float]) -> str:
@@ -65,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out["per_category_AP"] = per
     print(f"(evaluated in {time.perf_counter() - t0:.2f} s)")
     if args.output:
-        write_json_atomic(out, args.output)
+        write_json_atomic(out, args.output, indent=2)
     return 0
 
 

@@ -208,7 +208,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from tqdm import tqdm
         bar = tqdm(total=args.iters, initial=start_iter, desc="train", dynamic_ncols=True)
     t0 = time.time()
-    t_last = t0
+    t_last, it_last = t0, start_iter
     for it in range(start_iter, args.iters):
         batch = next(loader)
         images = batch["images"].to(info.device, non_blocking=True)
@@ -231,11 +231,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             now = time.time()
             if info.is_main:
                 rec.update({"iter": done, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-                            "time": round(now - t0, 3), "sec_per_iter": round((now - t_last) / max(1, done - it), 4)})
+                            "time": round(now - t0, 3), "sec_per_iter": round((now - t_last) / max(1, done - it_last), 4)})
                 log.write(rec)
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            t_last = now
+            t_last, it_last = now, done
         if bar is not None:
             bar.update(1)
         val_due = val_set is not None and ((args.val_every and done % args.val_every == 0) or done == args.iters)

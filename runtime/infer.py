@@ -6,7 +6,8 @@ Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
 OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
 Errors the user can fix (missing/corrupt video, incompatible model
 directory, missing plugin library, unavailable backend) are printed as one
-line and exit with status 2.
+line and exit with status 2. Ctrl-C once stops reading (e.g. a camera) and
+still finishes the outputs for the frames read so far.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
     p.add_argument("--threads", type=int, default=0, help="ort: intra-op threads (0 = ONNX Runtime default)")
     p.add_argument("--plugin-lib", default=None, help="trt: path of libmdqe_trt_plugin.so")
-    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.engine / decoder.engine")
+    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
     p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
     p.add_argument("--device", default="cpu", help="torch: cpu or cuda[:i]")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")

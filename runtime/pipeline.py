@@ -17,12 +17,13 @@ features (no extra encoder run); only its real frames are output.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import numpy as np
 from tqdm import tqdm
 
 from .atomic import write_json
@@ -74,6 +75,7 @@ class _Run:
         self.encoder_frames = 0
         self.clips = 0
         self.frames_written = 0
+        self.interrupted = False
 
     # -- per clip -----------------------------------------------------------
     def _clip(self, start: int, n_real: int) -> None:
@@ -108,15 +110,29 @@ class _Run:
                     self.pngs.write(f, tid, m)
         self.frames_written += 1
 
+    def _install_sigint(self):
+        """First Ctrl-C: stop reading frames and finish the outputs for the frames so far (e.g. a
+        camera); a second Ctrl-C aborts. Only in the main thread; returns the previous handler."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        return signal.signal(signal.SIGINT, handler)
+
     def run(self) -> dict:
         t_start = time.perf_counter()
         bar = tqdm(total=self.source.frame_count, unit="frame", desc="mdqe", disable=not self.opts.progress,
                    dynamic_ncols=True)
         it = iter(self.source)
+        previous_handler = self._install_sigint()
         try:
             while True:
                 t0 = time.perf_counter()
-                frame = next(it, None)
+                frame = None if self.interrupted else next(it, None)
                 if frame is None:
                     break
                 self.timer.add("decode", time.perf_counter() - t0)
@@ -160,6 +176,8 @@ class _Run:
                 self.overlay.abort()
             raise
         finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
             bar.close()
             self.spool.cleanup()
             self.source.close()
@@ -171,6 +189,7 @@ class _Run:
             "decoder_clips": self.clips,
             "clip_length": self.T,
             "padded_clip": padded,
+            "interrupted": self.interrupted,
             "frames_written": self.frames_written,
             "overlay_frames": self.overlay.frames if self.overlay is not None else 0,
             "fps": round(self.n_frames / wall, 4) if wall > 0 else None,

@@ -115,3 +115,5 @@ def test_cli_writes_train_and_val_splits(tmp_path, capsys):
     assert not list(tmp_path.rglob(".tmp_*"))
     with pytest.raises(ValueError):
         synthetic.generate_split(str(tmp_path), 0)
+    paths = synthetic.make_splits(str(tmp_path / "ms"), 1, 1, seed=4, num_frames=2, height=48, width=64)
+    assert json.load(open(paths["val"]))["info"]["seed"] == 5

@@ -100,3 +100,30 @@ def test_rle_string_validation_agrees_with_pycocotools():
         assert _compressed_counts_total(rle["counts"]) == h * w
         ok = check_rle({"size": [h, w], "counts": rle["counts"].decode()}, h, w, "x")
         assert np.array_equal(mask_utils.decode(ok), m)
+
+
+def test_make_result_and_save_results_round_trip(tmp_path, gt):
+    from mdqe.evaluation import make_result, save_results
+    m0 = np.zeros((20, 30), bool)
+    m0[0:5, 0:5] = True
+    r = make_result(7, 1, 0.8, [m0, np.zeros((20, 30), bool)])
+    assert r["segmentations"][1] is None and isinstance(r["segmentations"][0]["counts"], str)
+    path = tmp_path / "res.json"
+    save_results([r], str(path))
+    assert evaluate(gt, str(path))["AP"] == pytest.approx(1.0)
+
+
+def test_uncompressed_rle_ground_truth(gt, res):
+    # YouTube-VIS training files store uncompressed RLE: run lengths (column-major, zeros first).
+    m = np.zeros((20, 30), np.uint8)
+    m[0:5, 0:5] = 1
+    flat = m.flatten(order="F")
+    ends = np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]))  # value changes; first run is zeros
+    counts = np.diff(np.r_[0, ends]).tolist()
+    assert counts[:4] == [0, 5, 15, 5] and sum(counts) == 600
+    g = copy.deepcopy(gt)
+    g["annotations"][0]["segmentations"][0] = {"size": [20, 30], "counts": counts}
+    assert evaluate(g, res)["AP"] == pytest.approx(1.0)
+    g["annotations"][0]["segmentations"][0] = {"size": [20, 30], "counts": counts[:-1]}
+    with pytest.raises(FormatError, match="run lengths sum"):
+        evaluate(g, res)

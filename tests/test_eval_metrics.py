@@ -242,3 +242,83 @@ def test_ties_keep_file_order_and_polygon_gt():
     tp = det(1, 1, 0.5, [box_mask(0, 0, 10, 10)])
     assert evaluate(gt, [fp, tp])["AP"] == pytest.approx(0.5)
     assert evaluate(gt, [tp, fp])["AP"] == pytest.approx(1.0)
+
+
+def test_single_frame_videos_agree_with_pycocotools_cocoeval(capsys):
+    # With one frame per video the video IoU is the image mask IoU, so the official
+    # COCO evaluator (pycocotools.cocoeval, area ranges set to the VIS 128^2 / 256^2)
+    # must give exactly the same 12 numbers on random data with jittered detections,
+    # wrong-category detections, false positives and score ties.
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    rng = np.random.default_rng(7)
+    h, w = 400, 520
+    vis_gt = {"videos": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]}
+    coco_gt = {"images": [], "annotations": [], "categories": vis_gt["categories"]}
+    vis_res, coco_res = [], []
+    for v in range(1, 21):
+        vis_gt["videos"].append({"id": v, "height": h, "width": w, "length": 1})
+        coco_gt["images"].append({"id": v, "height": h, "width": w, "file_name": f"{v}.jpg"})
+        for _ in range(int(rng.integers(0, 5))):
+            bw, bh = int(rng.integers(8, 500)), int(rng.integers(8, 380))
+            x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            m = box_mask(x, y, x + bw, y + bh, h, w)
+            cat = int(rng.integers(1, 4))
+            rle = encode_mask(m)
+            aid = len(coco_gt["annotations"]) + 1
+            vis_gt["annotations"].append({"id": aid, "video_id": v, "category_id": cat, "iscrowd": 0,
+                                          "segmentations": [rle], "areas": [float(m.sum())]})
+            coco_gt["annotations"].append({"id": aid, "image_id": v, "category_id": cat, "iscrowd": 0,
+                                           "segmentation": rle, "area": float(m.sum()), "bbox": [x, y, bw, bh]})
+            for _ in range(int(rng.integers(0, 3))):  # jittered detections, sometimes of another class
+                dx, dy = (int(t) for t in rng.integers(-bw // 6 - 1, bw // 6 + 2, 2))
+                dm = box_mask(max(0, x + dx), max(0, y + dy), min(w, x + dx + bw), min(h, y + dy + bh), h, w)
+                dcat = cat if rng.random() < 0.8 else int(rng.integers(1, 4))
+                score = float(np.round(rng.random(), 1))  # coarse scores -> ties
+                vis_res.append({"video_id": v, "category_id": dcat, "score": score, "segmentations": [encode_mask(dm)]})
+                coco_res.append({"image_id": v, "category_id": dcat, "score": score, "segmentation": encode_mask(dm)})
+        for _ in range(int(rng.integers(0, 3))):  # false positives
+            x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+            fm = box_mask(x, y, x + 20, y + 20, h, w)
+            cat, score = int(rng.integers(1, 4)), float(rng.random())
+            vis_res.append({"video_id": v, "category_id": cat, "score": score, "segmentations": [encode_mask(fm)]})
+            coco_res.append({"image_id": v, "category_id": cat, "score": score, "segmentation": encode_mask(fm)})
+    coco = COCO()
+    coco.dataset = coco_gt
+    coco.createIndex()
+    ev = COCOeval(coco, coco.loadRes(coco_res), "segm")
+    ev.params.areaRng = [[0, 1e5 ** 2], [0, 128 ** 2], [128 ** 2, 256 ** 2], [256 ** 2, 1e5 ** 2]]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    capsys.readouterr()
+    ours = evaluate(vis_gt, vis_res)
+    keys = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    np.testing.assert_allclose([ours[k] for k in keys], ev.stats, rtol=0, atol=1e-12)
+    assert 0.1 < ours["AP"] < 0.9 and all(ours[k] >= 0 for k in keys)  # non-trivial, all ranges used
+
+
+def test_metrics_invariant_to_result_order_and_monotone_score_maps():
+    # Random multi-frame videos with distinct scores: shuffling the results list or
+    # applying a strictly increasing map to the scores must not change any metric.
+    rng = np.random.default_rng(3)
+    anns, res = [], []
+    for v in (1, 2, 3):
+        for _ in range(3):
+            x, y = (int(t) for t in rng.integers(0, 40, 2))
+            track = [box_mask(x + t, y, x + t + 12, y + 10) if rng.random() < 0.8 else None for t in range(5)]
+            cat = int(rng.integers(1, 3))
+            anns.append((v, cat, track))
+            jit = [None if m is None or rng.random() < 0.2 else np.roll(m, int(rng.integers(-3, 4)), axis=1)
+                   for m in track]
+            res.append(det(v, cat, 0, jit))
+        res.append(det(v, int(rng.integers(1, 3)), 0, [box_mask(0, 30, 8, 38)] * 5))
+    for r, s in zip(res, rng.permutation(len(res))):
+        r["score"] = 0.05 + 0.9 * s / len(res)
+    gt = make_gt({1: 5, 2: 5, 3: 5}, anns, cats=(1, 2))
+    base = evaluate(gt, res)
+    assert 0 < base["AP"] < 1
+    shuffled = [res[i] for i in rng.permutation(len(res))]
+    assert evaluate(gt, shuffled) == pytest.approx(base)
+    squashed = [dict(r, score=r["score"] ** 3) for r in res]
+    assert evaluate(gt, squashed) == pytest.approx(base)

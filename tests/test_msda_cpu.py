@@ -1,5 +1,7 @@
 """The C++ CPU kernel (runtime.native.msda, no torch) against the grid_sample reference
 (mdqe.ops.ms_deform_attn_torch): randomized shapes, border locations, layouts, bad arguments."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,7 +52,7 @@ def assert_matches(args, num_threads=0):
 
 def test_library_is_built():
     assert msda.is_available(), "libmdqe_msda.so missing: `pip install -e .` builds it"
-    assert msda.library_path().endswith("libmdqe_msda.so")
+    assert Path(msda.library_path()).is_file()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

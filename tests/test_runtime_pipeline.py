@@ -146,3 +146,21 @@ def test_missing_and_corrupt_video(tmp_path, capsys):
     assert "error: cannot open video" in err and "corrupt" in err
     assert main(["--video", BIKES, "--output", str(tmp_path / "o3")]) == 2
     assert "--model DIR is required" in capsys.readouterr().err
+
+
+def test_ctrl_c_finishes_outputs_for_frames_so_far(tmp_path):
+    """First SIGINT (e.g. stopping a camera) stops reading and still writes valid outputs."""
+    import signal
+
+    class Stop(FakeBackend):
+        def decode(self, feats):
+            if int(feats["memory"][0, 0, 0]) == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().decode(feats)
+
+    out = str(tmp_path / "out")
+    before = signal.getsignal(signal.SIGINT)
+    t = run_video(BIKES, out, Stop(), RunOptions(max_frames=40, progress=False))
+    assert signal.getsignal(signal.SIGINT) is before
+    assert t["interrupted"] and t["frames"] == 9            # clip 5 ends at frame 8
+    check_outputs(out, 9)

@@ -1,11 +1,10 @@
 """Clip tracker (paper Eq. 7) on synthetic clip outputs from runtime.backends.fake.SyntheticScene."""
-import math
 
 import numpy as np
 import pytest
 
 import runtime.tracker as tracker_mod
-from runtime.backends.fake import SyntheticObject, SyntheticScene, default_objects
+from runtime.backends.fake import SyntheticObject, SyntheticScene
 from runtime.clip_filter import ClipDetections, filter_clip, mask_iou_matrix
 from runtime.tracker import ClipTracker, TrackerParams, bi_softmax, select_pairs
 

@@ -19,12 +19,13 @@ def tiny_dataset(tmp_path_factory):
     return str(root)
 
 
+@pytest.mark.slow  # ~60 s on the shared 2-core machine (two processes, imports, rendezvous)
 def test_torchrun_two_process_training(tiny_dataset, tmp_path):
     if shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")):
         pytest.skip("torchrun not installed")
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "mdqe.train", "--config", "tiny", "--data", tiny_dataset, "--output", str(out),
            "--iters", "8", "--batch", "1", "--lr", "1e-3", "--backbone-lr-mult", "1", "--clip-grad", "1.0",
            "--short-side", "64", "--max-size", "96", "--log-every", "1", "--ckpt-every", "4",

@@ -169,15 +169,20 @@ class COCOPseudoVideoDataset(_ClipBase):
 
 def build_clip_dataset(root: str, cfg="tiny", split: Optional[str] = None, train: bool = True,
                        short_side: Optional[int] = None, max_size: Optional[int] = None,
-                       num_frames: Optional[int] = None, seed: int = 0, **kw) -> VISClipDataset:
+                       num_frames: Optional[int] = None, seed: int = 0, ann_file: Optional[str] = None,
+                       image_root: Optional[str] = None, **kw) -> VISClipDataset:
     """Clip dataset over a YouTube-VIS-layout root (``annotations/<split>.json``, ``JPEGImages/``).
+
+    ``ann_file`` / ``image_root`` override those two paths (e.g. the official
+    YouTube-VIS ``train/instances.json`` + ``train/JPEGImages`` or OVIS
+    ``annotations_train.json`` + ``train/``); ``root`` is then unused for them.
 
     train=True: random clips with flip / scale jitter (0.8..1.2 x short_side) / colour jitter;
     train=False: deterministic clips, plain resize to short_side (max_size), no augmentation.
     short_side / max_size default to cfg.test_shorter_side / cfg.test_max_size.
     """
     cfg = get_config(cfg)
-    index = load_vis_index(find_split(root, split), os.path.join(root, "JPEGImages"))
+    index = load_vis_index(ann_file or find_split(root, split), image_root or os.path.join(root, "JPEGImages"))
     ss = int(short_side or cfg.test_shorter_side)
     ms = int(max_size or cfg.test_max_size)
     augment = default_augmentation(ss, ms) if train else None

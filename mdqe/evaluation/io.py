@@ -48,6 +48,7 @@ class GTInstance:
     masks: List[Optional[dict]]
     avg_area: float
     occlusion: Optional[List[Optional[float]]] = None  # per-frame score in [0, 1] or None
+    occlusion_score: Optional[float] = None            # OVIS instance score (see occlusion_score)
 
 
 @dataclass
@@ -100,6 +101,15 @@ def mean_nonzero_area(areas: Sequence[Optional[float]]) -> float:
     """Mean over frames with a non-null, non-zero area (the official ``avg_area``); 0 if none."""
     vals = [float(a) for a in areas if a]
     return sum(vals) / len(vals) if vals else 0.0
+
+
+def occlusion_score(frame_scores: Sequence[Optional[float]]) -> float:
+    """OVIS instance occlusion score: mean of the top ceil(n/2) of its n non-null per-frame scores."""
+    vals = sorted(s for s in frame_scores if s is not None)
+    if not vals:
+        raise ValueError("no occlusion label on any frame")
+    top = vals[len(vals) - math.ceil(len(vals) / 2):]
+    return sum(top) / len(top)
 
 
 def occlusion_value(label: Any, where: str) -> Optional[float]:
@@ -164,9 +174,10 @@ def load_ground_truth(gt: Union[str, os.PathLike, dict]) -> GroundTruth:
         areas = a.get("areas")
         if areas is None:
             areas = [rle_area(m) if m is not None else None for m in masks]
-        elif not isinstance(areas, list) or len(areas) != video.length:
-            raise FormatError(f"{where}: areas must be a list of length {video.length}")
-        occ = None
+        elif (not isinstance(areas, list) or len(areas) != video.length
+              or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in areas)):
+            raise FormatError(f"{where}: areas must be a list of {video.length} numbers or nulls")
+        occ, occ_score = None, None
         if "occlusion" in a:
             labels = a["occlusion"]
             if not isinstance(labels, list) or len(labels) != video.length:
@@ -174,11 +185,12 @@ def load_ground_truth(gt: Union[str, os.PathLike, dict]) -> GroundTruth:
             occ = [occlusion_value(x, f"{where}.occlusion[{t}]") for t, x in enumerate(labels)]
             if all(x is None for x in occ):
                 raise FormatError(f"{where}: occlusion has no label on any frame")
+            occ_score = occlusion_score(occ)
         occ_flags.append(occ is not None)
         instances.append(GTInstance(
             id=_as_int(a["id"], f"{where}.id"), video_id=vid, category_id=cid,
             iscrowd=bool(a.get("iscrowd", 0)), masks=masks,
-            avg_area=mean_nonzero_area(areas), occlusion=occ))
+            avg_area=mean_nonzero_area(areas), occlusion=occ, occlusion_score=occ_score))
     if any(occ_flags) and not all(occ_flags):
         missing = occ_flags.index(False)
         raise FormatError(f"annotations[{missing}]: some annotations have 'occlusion' labels and this one has none")

@@ -20,10 +20,10 @@ Track = Sequence[Optional[dict]]  # per-frame RLE or None
 def _areas(tracks: Sequence[Track], n: int) -> np.ndarray:
     """[len(tracks), n] int64 per-frame mask areas (0 where absent)."""
     out = np.zeros((len(tracks), n), dtype=np.int64)
-    for i, tr in enumerate(tracks):
-        for t, m in enumerate(tr):
-            if m is not None:
-                out[i, t] = int(mask_utils.area(m))
+    where = [(i, t) for i, tr in enumerate(tracks) for t, m in enumerate(tr) if m is not None]
+    if where:
+        rows, cols = zip(*where)
+        out[list(rows), list(cols)] = mask_utils.area([tracks[i][t] for i, t in where])
     return out
 
 

@@ -18,7 +18,6 @@ ground truth outside the bin is ignored (detections are not).
 """
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -101,15 +100,6 @@ class EvalResult:
         return out
 
 
-def occlusion_score(frame_scores: List[Optional[float]]) -> float:
-    """Mean of the top ceil(n/2) of the n non-null per-frame occlusion scores."""
-    vals = sorted(s for s in frame_scores if s is not None)
-    if not vals:
-        raise ValueError("no occlusion label on any frame")
-    top = vals[len(vals) - math.ceil(len(vals) / 2):]
-    return sum(top) / len(top)
-
-
 def _settings(has_occlusion: bool) -> List[Tuple[str, str]]:
     """(area, occlusion) range pairs the summary needs."""
     out = [(a, "all") for a in AREA_RANGES]
@@ -122,7 +112,7 @@ def _in(value: float, rng: Tuple[float, float]) -> bool:
     return rng[0] <= value <= rng[1]
 
 
-def _match_group(gts: List[GTInstance], dets: List[Detection], occ_scores: Dict[int, float],
+def _match_group(gts: List[GTInstance], dets: List[Detection],
                  settings: List[Tuple[str, str]], params: EvalParams) -> Dict[Tuple[str, str], VideoMatch]:
     """Match one (video, category) group under every (area, occlusion) setting."""
     dets = sorted(dets, key=lambda d: -d.score)  # stable: ties keep file order
@@ -135,7 +125,7 @@ def _match_group(gts: List[GTInstance], dets: List[Detection], occ_scores: Dict[
     for area, occ in settings:
         a_rng, o_rng = AREA_RANGES[area], OCCLUSION_RANGES[occ]
         ignore = np.array([g.iscrowd or not _in(g.avg_area, a_rng)
-                           or (occ != "all" and not _in(occ_scores[id(g)], o_rng)) for g in gts], bool)
+                           or (occ != "all" and not _in(g.occlusion_score, o_rng)) for g in gts], bool)
         matched, ignored = greedy_match(ious, ignore, crowd, params.iou_thrs)
         outside = ~np.array([_in(a, a_rng) for a in det_area], bool)
         ignored = ignored | (~matched & outside[None, :])
@@ -151,7 +141,6 @@ def evaluate_detailed(gt: Union[str, os.PathLike, dict, GroundTruth],
     dets = load_results(results, gt)
     cat_ids = sorted(gt.categories)
     settings = _settings(gt.has_occlusion)
-    occ_scores = {id(g): occlusion_score(g.occlusion) for g in gt.instances} if gt.has_occlusion else {}
 
     gt_groups: Dict[Tuple[int, int], List[GTInstance]] = defaultdict(list)
     for g in gt.instances:
@@ -163,7 +152,7 @@ def evaluate_detailed(gt: Union[str, os.PathLike, dict, GroundTruth],
     per_cat: Dict[int, List[Dict[Tuple[str, str], VideoMatch]]] = defaultdict(list)
     for key in sorted(set(gt_groups) | set(dt_groups)):
         per_cat[key[1]].append(_match_group(gt_groups.get(key, []), dt_groups.get(key, []),
-                                            occ_scores, settings, params))
+                                            settings, params))
 
     T, R, K, M = len(params.iou_thrs), len(params.rec_thrs), len(cat_ids), len(params.max_dets)
     res = EvalResult(params, cat_ids, [gt.categories[c] for c in cat_ids], gt.has_occlusion)

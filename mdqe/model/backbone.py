@@ -6,7 +6,7 @@ Bottleneck blocks (depth 50/101) put the stride in the 3x3 conv ("stride_in_1x1 
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import torch
 import torch.nn as nn

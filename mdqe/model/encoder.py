@@ -91,7 +91,7 @@ class DeformableEncoder(nn.Module):
             h, w = src.shape[-2:]
             sizes.append((h, w))
             flat.append(src.flatten(2).transpose(1, 2))                                   # [N, HW, C]
-            p = sine_position_encoding(N, h, w, C, src).flatten(2).transpose(1, 2)       # [N, HW, C]
+            p = sine_position_encoding(1, h, w, C, src).flatten(2).transpose(1, 2)       # [1, HW, C] (same for all frames)
             pos.append(p + self.level_embed[lvl].view(1, 1, -1))
             refs.append(pixel_centres(h, w, src))                                        # [HW, 2]
         memory = torch.cat(flat, 1)

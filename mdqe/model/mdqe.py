@@ -5,7 +5,7 @@ E query-embedding dim, Dm mask dim, (H0, W0) level-0 size (stride 8), (h, w) mas
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import torch.nn as nn
@@ -102,7 +102,7 @@ class MDQE(nn.Module):
             feats = {k: (v.unsqueeze(0) if k in FRAME_KEYS else v) for k, v in feats.items()}
             memory = feats["memory"]
         B, T, S, C = memory.shape
-        for k in FRAME_KEYS:
+        for k in FRAME_KEYS if not exporting() else ():
             if tuple(feats[k].shape[:2]) != (B, T):
                 raise ValueError(f"decode_clip: {k} has leading dims {tuple(feats[k].shape[:2])}, memory has {(B, T)}")
         if T != self.cfg.num_frames:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import torch
 
@@ -71,22 +72,70 @@ def export_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc
     raise RuntimeError(f"export_ms_deform_attn called with no export mode active (mode={mode!r})")
 
 
+@contextlib.contextmanager
+def level_sizes_hint(sizes):
+    """Tell the onnx form the feature-level sizes of the graph being traced, as values derived from
+    tensor shapes (0-d traced tensors of ``x.shape``), e.g. ``[(H//8, W//8), ...]``. With a hint, the
+    per-level Slice/Reshape sizes come from Shape ops only (rank-0/1 shape tensors TensorRT resolves
+    at build time) instead of from the *values* of ``spatial_shapes`` (a rank-2 tensor: TensorRT
+    cannot use one as a shape tensor, and a decoder graph input would become a shape input).
+    Every call checks at trace time that the hint equals the concrete ``spatial_shapes``."""
+    previous = getattr(_STATE, "level_sizes", None)
+    _STATE.level_sizes = list(sizes)
+    try:
+        yield
+    finally:
+        _STATE.level_sizes = previous
+
+
+def _level_sizes_for_call(value, spatial_shapes):
+    """The (h, w) per MSDA level for this call from the hint, or None without a hint. A call either
+    attends the feature levels (rows == hint) or is a temporal cross-attention over T frames of one
+    feature level (every row == hint[l])."""
+    hint = getattr(_STATE, "level_sizes", None)
+    if not hint:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarning: reading concrete values on purpose
+        rows = [tuple(int(v) for v in r) for r in spatial_shapes.tolist()]
+        concrete = [(int(h), int(w)) for h, w in hint]
+    if rows == concrete:
+        return list(hint)
+    if rows and all(r == rows[0] for r in rows):
+        levels = [i for i, c in enumerate(concrete) if c == rows[0]]
+        if len(levels) == 1:
+            return [hint[levels[0]]] * len(rows)
+        if len(levels) > 1:
+            raise RuntimeError(f"MSDeformAttn export: feature levels {levels} have the same size {rows[0]} at this "
+                               "export resolution, so a per-level size cannot be told apart; export at a larger size")
+    raise RuntimeError(f"MSDeformAttn export: spatial_shapes {rows} match neither the feature levels {concrete} "
+                       "nor T copies of one of them")
+
+
 def ms_deform_attn_onnx_form(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """grid_sample form written for tracing: level sizes and offsets stay tensors (dynamic
-    Slice / Reshape in the graph), only M, D, L, P (fixed by the weights) are Python ints."""
+    """grid_sample form written for tracing: level sizes and offsets stay traced values (dynamic
+    Slice / Reshape in the graph), only M, D, L, P (fixed by the weights) are Python ints.
+    Level sizes come from `level_sizes_hint` when one is active, else from the values of
+    `spatial_shapes`. `level_start_index` must be the exclusive cumulative sum of H_l*W_l (the op's
+    definition; true for every caller in the model, including TCA's t*H*W): the offsets are
+    recomputed as running sums (no CumSum in shape computations)."""
+    del level_start_index
     M, D = int(value.shape[2]), int(value.shape[3])
     L, P = int(sampling_locations.shape[3]), int(sampling_locations.shape[4])
     Lq = sampling_locations.shape[1]
+    sizes = _level_sizes_for_call(value, spatial_shapes)
+    if sizes is None:
+        sizes = [(spatial_shapes[lvl, 0], spatial_shapes[lvl, 1]) for lvl in range(L)]
     grids = 2.0 * sampling_locations - 1.0                                   # [N, Lq, M, L, P, 2]
     # [N, Lq, M, L, P, 2] -> [N, M, L, Lq, P, 2] -> [N*M, L, Lq, P, 2]
     grids = grids.permute(0, 2, 3, 1, 4, 5).reshape(-1, L, Lq, P, 2)
     value_t = value.permute(0, 2, 3, 1)                                       # [N, M, D, S]
     sampled = []
+    start = 0
     for lvl in range(L):
-        h = spatial_shapes[lvl, 0]
-        w = spatial_shapes[lvl, 1]
-        start = level_start_index[lvl]
+        h, w = sizes[lvl]
         v = value_t[..., start:start + h * w]                                   # dynamic Slice
+        start = start + h * w
         v = v.reshape(-1, D, h, w)                                             # [N*M, D, H_l, W_l]
         sampled.append(torch.nn.functional.grid_sample(
             v, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]

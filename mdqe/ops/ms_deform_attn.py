@@ -40,21 +40,24 @@ def ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_loca
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     grids = 2.0 * sampling_locations - 1.0
-    sampled = []
+    # [N, Lq, M, L, P] -> [N*M, 1, Lq, L, P]: one weight per sampled point
+    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(N * M, 1, Lq, L, P)
+    out = None
     for lvl in range(L):
         h, w = spatial_shapes[lvl, 0], spatial_shapes[lvl, 1]
         start = level_start_index[lvl]
-        v = value.narrow(1, int(start), int(h * w)) if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() \
-            else value[:, start:start + h * w]
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            v = value[:, start:start + h * w]
+        else:
+            v = value.narrow(1, int(start), int(h * w))
         # [N, HW, M, D] -> [N*M, D, H, W]
         v = v.permute(0, 2, 3, 1).reshape(N * M, D, h, w)
         # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
         g = grids[:, :, :, lvl].permute(0, 2, 1, 3, 4).reshape(N * M, Lq, P, 2)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # [N*M, D, Lq, L, P]
-    stacked = torch.stack(sampled, dim=-2)
-    w_ = attention_weights.permute(0, 2, 1, 3, 4).reshape(N * M, 1, Lq, L, P)
-    out = (stacked * w_).sum(dim=(-1, -2))  # [N*M, D, Lq]
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # [N*M, D, Lq, P]
+        # accumulate level by level: no [N*M, D, Lq, L, P] intermediate
+        term = (sampled * weights[..., lvl, :]).sum(-1)  # [N*M, D, Lq]
+        out = term if out is None else out + term
     return out.reshape(N, M * D, Lq).transpose(1, 2).contiguous()
 
 

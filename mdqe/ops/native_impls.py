@@ -133,8 +133,9 @@ def ms_deform_attn_cuda(value, spatial_shapes, level_start_index, sampling_locat
     ext = _load_cuda_ext()
     if ext is None:
         raise RuntimeError(_cuda_error)
+    stream = torch.cuda.current_stream(value.device).cuda_stream
     return ext.forward(value, spatial_shapes, level_start_index, sampling_locations.to(value.dtype),
-                       attention_weights.to(value.dtype))
+                       attention_weights.to(value.dtype), stream)
 
 
 _cuda_warned = False

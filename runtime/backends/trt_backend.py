@@ -3,9 +3,9 @@
 Needs ``tensorrt`` (10.x or newer; I/O by tensor name, ``execute_async_v3``)
 and ``cuda-python`` (``cuda.bindings.runtime`` or the older ``cuda.cudart``)
 for device memory. Engines are built from the exported graphs by
-``export/build_engines.py``; they are looked up as ``encoder.engine`` /
-``decoder.engine`` (or ``.plan``) in ``engine_dir`` (default: the model
-directory). Plugin-form engines need ``libmdqe_trt_plugin.so``: ``plugin_lib``
+``export/build_engines.py``; they are looked up as ``encoder.plan`` /
+``decoder.plan`` (or ``.engine``) in ``engine_dir`` (default: ``MODEL/engines``,
+where build_engines.py writes them, then the model directory). Plugin-form engines need ``libmdqe_trt_plugin.so``: ``plugin_lib``
 option, env ``MDQE_TRT_PLUGIN``, the model directory, ``build/``,
 ``build/trt_plugins/``, ``trt_plugins/build/``.
 """
@@ -55,15 +55,20 @@ def find_plugin_library(explicit: Optional[str], model_dir: Optional[str]) -> st
 
 
 def load_plugin_library(path: str, trt=None) -> None:
-    """dlopen the plugin library globally and register its creators with TensorRT."""
+    """Register the plugin library's creators with TensorRT (``IPluginRegistry.load_library``, which
+    calls its ``getCreators``); without TensorRT bindings that have it, dlopen it globally."""
+    if trt is not None:
+        registry = trt.get_plugin_registry()
+        if hasattr(registry, "load_library"):
+            try:
+                registry.load_library(path)
+                return
+            except Exception:  # a library without getCreators: fall back to static registration
+                pass
     try:
         ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
         raise PluginLibraryError(f"cannot load TensorRT plugin library {path}: {e}") from e
-    if trt is not None:
-        registry = trt.get_plugin_registry()
-        if hasattr(registry, "load_library"):
-            registry.load_library(path)
 
 
 def _import_cudart():
@@ -148,12 +153,14 @@ class _Engine:
             self.stream = None
 
 
-def _find_engine(engine_dir: str, stem: str) -> str:
-    for ext in (".engine", ".plan"):
-        p = os.path.join(engine_dir, stem + ext)
-        if os.path.isfile(p):
-            return p
-    raise ModelDirError(f"no TensorRT engine {stem}.engine / {stem}.plan in {engine_dir} "
+def _find_engine(dirs: List[str], stem: str) -> str:
+    """First of DIR/<stem>.plan, DIR/<stem>.engine over ``dirs``."""
+    for d in dirs:
+        for ext in (".plan", ".engine"):
+            p = os.path.join(d, stem + ext)
+            if os.path.isfile(p):
+                return p
+    raise ModelDirError(f"no TensorRT engine {stem}.plan / {stem}.engine in {' or '.join(dirs)} "
                         "(build them with `python export/build_engines.py --model DIR`)")
 
 
@@ -182,11 +189,11 @@ class TrtBackend(Backend):
         if spec.msda == "plugin":
             self.plugin_lib = find_plugin_library(plugin_lib, spec.model_dir)
             load_plugin_library(self.plugin_lib, trt)
-        engine_dir = engine_dir or spec.model_dir
+        dirs = [engine_dir] if engine_dir else [os.path.join(spec.model_dir, "engines"), spec.model_dir]
         runtime = trt.Runtime(self.logger)
-        self.encoder = _Engine(trt, cudart, runtime, _find_engine(engine_dir, "encoder"),
+        self.encoder = _Engine(trt, cudart, runtime, _find_engine(dirs, "encoder"),
                                ENCODER_INPUTS, ENCODER_OUTPUTS, "encoder engine")
-        self.decoder = _Engine(trt, cudart, runtime, _find_engine(engine_dir, "decoder"),
+        self.decoder = _Engine(trt, cudart, runtime, _find_engine(dirs, "decoder"),
                                DECODER_INPUTS, DECODER_OUTPUTS, "decoder engine")
         self._gpu = cudart.cudaGetDeviceProperties(0)[1].name
         self._gpu = self._gpu.decode() if isinstance(self._gpu, bytes) else str(self._gpu)

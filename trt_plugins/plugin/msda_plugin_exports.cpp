@@ -1,4 +1,4 @@
-// Entry points of libmdqe_msda_trt.so for IPluginRegistry::loadLibrary / trtexec --dynamicPlugins.
+// Entry points of libmdqe_trt_plugin.so for IPluginRegistry::loadLibrary / trtexec --dynamicPlugins.
 // This library registers nothing by itself (TensorRT registers what getCreators returns).
 #include "msda_plugin.h"
 

@@ -1,4 +1,4 @@
-// libmdqe_msda_trt_static.so: registers the creator with TensorRT's global plugin registry when
+// libmdqe_trt_plugin_static.so: registers the creator with TensorRT's global plugin registry when
 // the library is loaded (trtexec --staticPlugins, or dlopen/ctypes.CDLL from an application).
 #include "msda_plugin.h"
 

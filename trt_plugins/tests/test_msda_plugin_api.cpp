@@ -1,4 +1,4 @@
-// Loads libmdqe_msda_trt.so the way TensorRT does (dlopen + getCreators + setLoggerFinder) and
+// Loads libmdqe_trt_plugin.so the way TensorRT does (dlopen + getCreators + setLoggerFinder) and
 // drives every plugin method that needs no GPU: identity, fields, serialization round trip,
 // output types, format rules, shape checks, clone. Needs only the TensorRT headers (no libnvinfer).
 #include <NvInferRuntime.h>

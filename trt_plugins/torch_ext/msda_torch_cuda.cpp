@@ -1,7 +1,9 @@
 // PyTorch binding of the MSDeformAttn CUDA kernel, JIT-built by mdqe/ops/native_impls.py
 // (torch.utils.cpp_extension.load) on a machine with a GPU and nvcc. Inference only (no backward).
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+// The caller passes the CUDA stream (torch.cuda.current_stream(device).cuda_stream), so this file
+// needs only torch's core headers (it compiles against a CPU build of torch too).
+#include <c10/core/DeviceGuard.h>
+#include <cuda_runtime_api.h>
 #include <torch/extension.h>
 
 #include "mdqe_msda/msda_cuda.h"
@@ -10,7 +12,7 @@ namespace {
 
 torch::Tensor msda_forward(const torch::Tensor& value, const torch::Tensor& spatial_shapes,
                            const torch::Tensor& level_start_index, const torch::Tensor& sampling_locations,
-                           const torch::Tensor& attention_weights) {
+                           const torch::Tensor& attention_weights, int64_t stream) {
     TORCH_CHECK(value.is_cuda(), "MSDeformAttn cuda: value must be a CUDA tensor");
     TORCH_CHECK(sampling_locations.device() == value.device() && attention_weights.device() == value.device(),
                 "MSDeformAttn cuda: value, sampling_locations and attention_weights must be on one device");
@@ -22,7 +24,7 @@ torch::Tensor msda_forward(const torch::Tensor& value, const torch::Tensor& spat
     TORCH_CHECK(value.dim() == 4 && sampling_locations.dim() == 6 && attention_weights.dim() == 5,
                 "MSDeformAttn cuda: expected value [N,S,M,D], sampling_locations [N,Lq,M,L,P,2], "
                 "attention_weights [N,Lq,M,L,P]");
-    const c10::cuda::CUDAGuard guard(value.device());
+    const c10::DeviceGuard guard(value.device());
     const auto v = value.contiguous();
     const auto loc = sampling_locations.contiguous();
     const auto attn = attention_weights.contiguous();
@@ -36,7 +38,7 @@ torch::Tensor msda_forward(const torch::Tensor& value, const torch::Tensor& spat
     const auto type = v.scalar_type() == torch::kFloat32 ? mdqe::MsdaCudaType::kFloat32 : mdqe::MsdaCudaType::kFloat16;
     const cudaError_t err = mdqe::msda_cuda_forward(
         type, v.data_ptr(), shapes.data_ptr<int32_t>(), starts.data_ptr<int32_t>(), loc.data_ptr(), attn.data_ptr(), N,
-        S, M, D, L, Lq, P, out.data_ptr(), at::cuda::getCurrentCUDAStream().stream());
+        S, M, D, L, Lq, P, out.data_ptr(), reinterpret_cast<cudaStream_t>(stream));
     TORCH_CHECK(err == cudaSuccess, "MSDeformAttn cuda: kernel launch failed: ", cudaGetErrorString(err));
     return out;
 }
@@ -44,5 +46,7 @@ torch::Tensor msda_forward(const torch::Tensor& value, const torch::Tensor& spat
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("forward", &msda_forward, "MSDeformAttn forward (CUDA, fp32/fp16, inference only)");
+    m.def("forward", &msda_forward, "MSDeformAttn forward (CUDA, fp32/fp16, inference only)",
+          py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"),
+          py::arg("sampling_locations"), py::arg("attention_weights"), py::arg("stream"));
 }

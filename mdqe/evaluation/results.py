@@ -1,0 +1,50 @@
+"""Writing YouTube-VIS results files (torch-free).
+
+A results file is a JSON list of
+``{"video_id", "category_id", "score", "segmentations": [RLE | null] * length}``
+with compressed RLE ``counts`` as utf-8 strings, at the video's resolution.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from .rle import encode_mask
+
+
+def make_result(video_id: int, category_id: int, score: float,
+                masks: Sequence[Optional[np.ndarray]]) -> dict:
+    """One result entry from per-frame binary masks ([H, W] arrays, or None where absent).
+
+    An all-zero mask is written as null (no detection on that frame).
+    """
+    segs = [encode_mask(m) if m is not None and np.any(m) else None for m in masks]
+    return {"video_id": int(video_id), "category_id": int(category_id), "score": float(score),
+            "segmentations": segs}
+
+
+def write_json_atomic(obj: Any, path: str, indent: Optional[int] = None) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_results(results: Iterable[dict], path: str) -> List[dict]:
+    """Write a results list atomically; returns it as a list."""
+    results = list(results)
+    write_json_atomic(results, path)
+    return results
