@@ -8,14 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 CMAKE="${CMAKE:-cmake}"
-command -v "$CMAKE" >/dev/null || CMAKE=".venv/bin/cmake"
+command -v "$CMAKE" >/dev/null || CMAKE=".venv/bin/cmake"   # the PyPI cmake wheel, if no system cmake
+command -v "$CMAKE" >/dev/null || { echo "native checks need cmake (>= 3.20)" >&2; exit 1; }
+CTEST="$(dirname "$(command -v "$CMAKE")")/ctest"
 
 echo "== native: ASan+UBSan build of the CPU kernel and the C++ tests"
 "$CMAKE" -S . -B build/ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMDQE_SANITIZE=ON -DMDQE_CUDA=OFF \
     -DMDQE_BUILD_TESTS=ON >/dev/null
 "$CMAKE" --build build/ci-asan --parallel "$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build/ci-asan --output-on-failure
+    "$CTEST" --test-dir build/ci-asan --output-on-failure
 
 echo "== native: release build (CPU library, CUDA kernel when nvcc is found, plugin when TensorRT is found)"
 "$CMAKE" -S . -B build/ci-release -DCMAKE_BUILD_TYPE=Release -DMDQE_BUILD_TESTS=ON \
@@ -25,5 +27,5 @@ if command -v nvcc >/dev/null && [ ! -f build/ci-release/libmdqe_msda_cuda.a ]; 
     echo "nvcc is on PATH but the CUDA kernel was not built" >&2
     exit 1
 fi
-ctest --test-dir build/ci-release --output-on-failure
+"$CTEST" --test-dir build/ci-release --output-on-failure
 echo "native checks passed"

@@ -3,6 +3,8 @@ shapes of MDQE R50 at 360p (input 360x640 padded to 384x640; levels 48x80, 24x40
 S=5100; M=8 heads, D=32, P=4 points).
 
     python -m benchmarks.msda_op [--repeats 10] [--threads 0] [--json benchmarks/results/x.json]
+    python -m benchmarks.msda_op --device cuda   # GPU: impl="cuda" fp32/fp16 vs grid_sample;
+                                                 # writes benchmarks/results/msda_op_cuda_<gpu>.json
 
 Cases: encoder self-attention (N=1, Lq=S, L=4); decoder cross-attention (196 queries, T=4
 frames as N=4, L=4); TCA (T=4 frames of one level as its 4 levels, Lq=196, N=1), per level.
@@ -15,13 +17,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from mdqe.ops import ms_deform_attn_torch
+from mdqe.ops import ms_deform_attn, ms_deform_attn_torch
 from runtime.native import msda
 
 LEVELS = [(48, 80), (24, 40), (12, 20), (6, 10)]
@@ -57,15 +61,7 @@ def bench(fn, repeats):
     return times
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="CPU kernel threads (0 = all CPUs of the process)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="also write the results to this JSON file")
-    args = ap.parse_args(argv)
-
-    rng = np.random.default_rng(args.seed)
+def run_cpu(args, rng):
     kernel_threads = args.threads or msda.default_threads()
     print(f"MSDeformAttn CPU kernel vs grid_sample | {platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"kernel threads {kernel_threads}, torch {torch.__version__} threads {torch.get_num_threads()} | "
@@ -91,12 +87,74 @@ def main(argv=None):
             print(f"{name:44s} {mt:14.2f} {mk:10.2f} {mt / mk:8.1f}x {err:12.2e}")
             results.append({"case": name, "grid_sample_ms": mt, "kernel_ms": mk, "speedup": mt / mk,
                             "max_abs_err": err})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": platform.machine(), "cpus": os.cpu_count(), "kernel_threads": kernel_threads,
-                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                       "repeats": args.repeats, "results": results}, f, indent=2)
-    return results
+    return {"device": "cpu", "machine": platform.machine(), "cpus": os.cpu_count(),
+            "kernel_threads": kernel_threads, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "repeats": args.repeats, "results": results}
+
+
+def cuda_median_ms(fn, repeats):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def run_cuda(args, rng):
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA build of torch and a GPU (torch.cuda.is_available() is False)")
+    gpu = torch.cuda.get_device_name()
+    print(f"MSDeformAttn CUDA kernel vs grid_sample | {gpu}, torch {torch.__version__} | median of {args.repeats}")
+    header = (f"{'case':44s} {'grid_sample ms':>14s} {'fp32 ms':>8s} {'x':>6s} {'fp16 ms':>8s} {'x':>6s} "
+              f"{'fp32 abs err':>12s} {'fp16 rel err':>12s}")
+    print(header)
+    print("-" * len(header))
+    results = []
+    with torch.inference_mode():
+        for name, N, Lq, shapes in cases():
+            t32 = [torch.from_numpy(a).cuda() for a in make_case(rng, N, Lq, shapes)]
+            t16 = [t.half() if t.is_floating_point() else t for t in t32]
+            ref = ms_deform_attn_torch(*t32)
+            err32 = (ms_deform_attn(*t32, impl="cuda") - ref).abs().max().item()
+            err16 = ((ms_deform_attn(*t16, impl="cuda").float() - ref).abs().max() / ref.abs().max()).item()
+            mt = cuda_median_ms(lambda: ms_deform_attn_torch(*t32), args.repeats)
+            m32 = cuda_median_ms(lambda: ms_deform_attn(*t32, impl="cuda"), args.repeats)
+            m16 = cuda_median_ms(lambda: ms_deform_attn(*t16, impl="cuda"), args.repeats)
+            print(f"{name:44s} {mt:14.3f} {m32:8.3f} {mt / m32:5.1f}x {m16:8.3f} {mt / m16:5.1f}x "
+                  f"{err32:12.2e} {err16:12.2e}")
+            results.append({"case": name, "grid_sample_ms": mt, "cuda_fp32_ms": m32, "cuda_fp16_ms": m16,
+                            "fp32_max_abs_err": err32, "fp16_max_rel_err": err16})
+    return {"device": "cuda", "gpu": gpu, "torch": torch.__version__, "repeats": args.repeats, "results": results}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="CPU kernel threads (0 = all CPUs of the process)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the results to this JSON file (cuda: default "
+                                   "benchmarks/results/msda_op_cuda_<gpu>.json)")
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    report = run_cpu(args, rng) if args.device == "cpu" else run_cuda(args, rng)
+    path = args.json
+    if path is None and args.device == "cuda":
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", report["gpu"]).strip("_").lower()
+        path = str(Path(__file__).resolve().parent / "results" / f"msda_op_cuda_{slug}.json")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {path}")
+    return report
 
 
 if __name__ == "__main__":

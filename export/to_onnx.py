@@ -92,38 +92,60 @@ def check_state_fits(model, state: dict, source: str) -> None:
         raise ExportError("\n".join(parts))
 
 
+def _config_diff(a, b) -> list:
+    da, db = a.to_dict(), b.to_dict()
+    return sorted(k for k in set(da) | set(db) if da.get(k) != db.get(k))
+
+
 def build_model_with_weights(config: str, weights: str, seed: int):
-    """-> (model in eval mode, cfg, weights info dict)."""
+    """-> (model in eval mode, cfg, weights info dict). `config` is a preset name, or "checkpoint"
+    to take the config stored in the checkpoint file."""
     import torch
     import mdqe
 
-    try:
-        cfg = mdqe.get_config(config)
-    except KeyError as e:
-        raise ExportError(str(e.args[0]) if e.args else str(e)) from e
-    torch.manual_seed(seed)
-    model = mdqe.build_model(cfg)
     if weights == "random":
+        if config == "checkpoint":
+            raise ExportError("--config checkpoint needs --weights PATH (a checkpoint that stores its config)")
+        try:
+            cfg = mdqe.get_config(config)
+        except KeyError as e:
+            raise ExportError(str(e.args[0]) if e.args else str(e)) from e
+        torch.manual_seed(seed)
+        model = mdqe.build_model(cfg)
         info = {"source": "random", "seed": int(seed), "sha256": sha256_state_dict(model.state_dict())}
-    else:
-        if not os.path.isfile(weights):
-            raise ExportError(f"--weights {weights!r}: no such file (give a checkpoint path or 'random')")
+        return model.eval(), cfg, info
+    if not os.path.isfile(weights):
+        raise ExportError(f"--weights {weights!r}: no such file (give a checkpoint path or 'random')")
+    try:
+        from mdqe.checkpoint import load_checkpoint
+    except ImportError as e:
+        raise ExportError(f"cannot load checkpoints: mdqe.checkpoint is unavailable ({e})") from e
+    requested = None
+    if config != "checkpoint":
         try:
-            from mdqe.checkpoint import load_checkpoint
-        except ImportError as e:
-            raise ExportError(f"cannot load checkpoints: mdqe.checkpoint is unavailable ({e})") from e
+            requested = mdqe.get_config(config)
+        except KeyError as e:
+            raise ExportError(str(e.args[0]) if e.args else str(e)) from e
+    try:
         try:
-            state, ckpt_cfg, _extra = load_checkpoint(weights, cfg)
-        except (ValueError, KeyError, RuntimeError, OSError) as e:
-            raise ExportError(f"cannot load checkpoint {weights}: {e}") from e
-        if ckpt_cfg is not None and ckpt_cfg != cfg:
-            cfg = ckpt_cfg
-            model = mdqe.build_model(cfg)
-        check_state_fits(model, state, weights)
-        model.load_state_dict(state, strict=True)
-        info = {"source": os.path.abspath(weights), "sha256": sha256_file(weights)}
-    model.eval()
-    return model, cfg, info
+            state, cfg, _extra = load_checkpoint(weights)          # the config stored in the file, if any
+        except Exception as e:
+            if requested is None or "stores no config" not in str(e):
+                raise
+            state, cfg, _extra = load_checkpoint(weights, requested)
+    except ExportError:
+        raise
+    except Exception as e:  # CheckpointError, safetensors / pickle errors, OSError
+        raise ExportError(f"cannot load checkpoint {weights}: {e}") from e
+    if requested is not None and cfg != requested:
+        diff = _config_diff(cfg, requested)
+        raise ExportError(f"checkpoint {weights} was saved with config {cfg.name!r}, which differs from "
+                          f"--config {config} in {diff}; pass --config checkpoint to export with the stored config")
+    model = mdqe.build_model(cfg)
+    check_state_fits(model, state, weights)
+    model.load_state_dict(state, strict=True)
+    info = {"source": os.path.abspath(weights), "sha256": sha256_file(weights)}
+    return model.eval(), cfg, info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +229,7 @@ def _restore_inputs(path: str, names, example_args) -> None:
     decoder derives level sizes from mask_features' shape and ignores the spatial_shapes /
     level_start_index values), so every graph keeps the input list of docs/INTERFACES.md section 5."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     m = onnx.load(path)
     present = [i.name for i in m.graph.input]
@@ -225,7 +247,6 @@ def _restore_inputs(path: str, names, example_args) -> None:
     rest = [i for i in m.graph.input if i.name not in names and i.name not in inits]
     del m.graph.input[:]
     m.graph.input.extend(new_inputs + rest)
-    del numpy_helper
     onnx.save(m, path)
 
 
@@ -466,7 +487,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p = argparse.ArgumentParser(
         prog="python export/to_onnx.py",
         description="Export MDQE to verified encoder/decoder ONNX graphs + export.json (docs/export.md).")
-    p.add_argument("--config", required=True, help="preset name (tiny, r50_ytvis21, r50_ovis)")
+    p.add_argument("--config", required=True,
+                   help="preset name (tiny, r50_ytvis21, r50_ovis), or 'checkpoint' for the config stored in --weights")
     p.add_argument("--weights", required=True, help="checkpoint (.safetensors from mdqe.checkpoint, or .pth) or 'random'")
     p.add_argument("--output", required=True, help="output directory (created; replaced files are swapped in atomically)")
     p.add_argument("--msda", choices=("plugin", "onnx"), default="plugin",

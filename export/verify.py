@@ -21,8 +21,8 @@ class VerificationError(RuntimeError):
 
 
 def check_graph(model, name: str) -> "onnx.ModelProto":  # noqa: F821
-    """onnx.checker (full, with the custom domain allowed) and strict-free shape inference.
-    Returns the shape-inferred model."""
+    """onnx.checker and ONNX shape inference with type checking (non-strict: the custom-domain plugin
+    node has no schema, its output type comes from the graph's value_info). Returns the inferred model."""
     import onnx
 
     try:
@@ -61,10 +61,12 @@ def check_msda_form(model, name: str, msda: str, expected_plugin_nodes: int) -> 
             attrs = {a.name: a.s.decode() for a in n.attribute}
             if attrs.get("plugin_version") != "1" or attrs.get("plugin_namespace") != "mdqe" or len(n.input) != 5:
                 raise VerificationError(f"{name}: node {n.name} has attributes {attrs} / {len(n.input)} inputs")
-        if grid:
-            # GridSample may only come from the model's own sampling (query init), never from MSDA;
-            # the caller passes how many the model itself has.
-            pass
+        # MSDA's onnx form samples with zero padding; the model's own border-padded sampling of the
+        # query initialisation (encoder) is not an MSDeformAttn call and may remain
+        lowered = [n.name for n in grid if {a.name: a.s for a in n.attribute}.get("padding_mode") == b"zeros"]
+        if lowered:
+            raise VerificationError(f"{name}: plugin-form graph holds zero-padded GridSample nodes {lowered[:5]} "
+                                    "(an MSDeformAttn call was not routed to the plugin)")
     elif msda == "onnx":
         if custom:
             raise VerificationError(f"{name}: onnx-form graph holds custom nodes "

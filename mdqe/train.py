@@ -137,8 +137,9 @@ def scalars(losses: dict) -> dict:
 def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
     """Mean losses over the first ``n_clips`` clips of ``dataset`` (model in eval mode)."""
     from .data import collate_clips
-    was = model.training
+    was, was_sync = model.training, criterion.sync_counts
     model.eval()
+    criterion.sync_counts = False  # only this process runs validation: no collective calls
     acc: dict = {}
     n = min(n_clips, len(dataset))
     for i in range(n):
@@ -147,6 +148,7 @@ def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
         for k, v in scalars(criterion(out, targets_to(batch["targets"], device))).items():
             acc[k] = acc.get(k, 0.0) + v / n
     model.train(was)
+    criterion.sync_counts = was_sync
     return acc
 
 

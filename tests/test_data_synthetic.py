@@ -9,6 +9,7 @@ from mdqe.config import SYNTHETIC_CLASSES
 from mdqe.data import synthetic
 from mdqe.data.vis_index import load_vis_index
 from mdqe.evaluation import OCCLUSION_SCORES, evaluate
+from mdqe.evaluation.rle import decode_rles
 
 KW = dict(num_frames=6, height=96, width=128)
 
@@ -78,8 +79,8 @@ def test_occlusion_labels_follow_visible_fraction():
             if ann["segmentations"][f] is None:
                 assert vis < synthetic.MIN_VISIBLE_PIXELS or video.full_area[k, f] == 0
                 continue
-            dec = mask_utils.decode({"size": [96, 128], "counts": ann["segmentations"][f]["counts"].encode()})
-            assert np.array_equal(dec.astype(bool), video.visible[k, f])
+            dec = decode_rles([{"size": [96, 128], "counts": ann["segmentations"][f]["counts"].encode()}])[0]
+            assert np.array_equal(dec, video.visible[k, f])
             frac = 1 - vis / video.full_area[k, f]
             assert ann["occlusion"][f] == synthetic.occlusion_label(frac)
             seen.add(ann["occlusion"][f])

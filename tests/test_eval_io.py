@@ -127,3 +127,9 @@ def test_uncompressed_rle_ground_truth(gt, res):
     g["annotations"][0]["segmentations"][0] = {"size": [20, 30], "counts": counts[:-1]}
     with pytest.raises(FormatError, match="run lengths sum"):
         evaluate(g, res)
+
+
+def test_benchmark_case_runs(capsys):
+    from mdqe.evaluation.benchmark import main as bench_main
+    assert bench_main(["--videos", "4", "--frames", "3", "--height", "60", "--width", "90"]) == 0
+    assert "evaluated in" in capsys.readouterr().out

@@ -269,16 +269,35 @@ def test_checkpoint_mismatch_lists_keys(tiny_model):
     assert k in msg and "(7, 7)" in msg
 
 
-def test_checkpoint_cli_mismatch(tmp_path, capsys, tiny_model):
-    ckpt = pytest.importorskip("mdqe.checkpoint")
-    r50_like = {"backbone.stem.weight": torch.zeros(1)}
-    path = tmp_path / "bad.pth"
-    torch.save(r50_like, path)
-    rc = to_onnx.main(["--config", "tiny", "--weights", str(path), "--output", str(tmp_path / "o"), "--quiet"])
+def test_checkpoint_loading(tmp_path, capsys, tiny_model):
+    from mdqe.checkpoint import save_checkpoint
+
+    model = tiny_model[0]
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, str(path), model.cfg)
+    loaded, cfg, info = build_model_with_weights("tiny", str(path), seed=123)
+    assert cfg == model.cfg and info["sha256"] == to_onnx.sha256_file(str(path))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert build_model_with_weights("checkpoint", str(path), seed=0)[1] == model.cfg
+    # a checkpoint of another config
+    rc = to_onnx.main(["--config", "r50_ytvis21", "--weights", str(path), "--output", str(tmp_path / "o"), "--quiet"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "missing" in err or "does not fit" in err or "cannot load" in err
-    del ckpt
+    assert "'tiny'" in err and "num_classes" in err and "--config checkpoint" in err
+    # a state dict without a stored config that does not fit: missing / unexpected keys listed
+    bad = {k: v for k, v in model.state_dict().items() if not k.startswith("cls_embed.")}
+    bad["head.extra"] = torch.zeros(2)
+    torch.save(bad, tmp_path / "bad.pth")
+    rc = to_onnx.main(["--config", "tiny", "--weights", str(tmp_path / "bad.pth"), "--output", str(tmp_path / "o"),
+                       "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "missing keys" in err and "cls_embed.layers.0.weight" in err and "head.extra" in err
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert to_onnx.main(["--config", "tiny", "--weights", str(tmp_path / "junk.pth"), "--output",
+                         str(tmp_path / "o"), "--quiet"]) == 2
+    assert "cannot load checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_publish_is_atomic_per_directory(tmp_path):

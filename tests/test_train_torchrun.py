@@ -29,12 +29,16 @@ def test_torchrun_two_process_training(tiny_dataset, tmp_path):
            "-m", "mdqe.train", "--config", "tiny", "--data", tiny_dataset, "--output", str(out),
            "--iters", "8", "--batch", "1", "--lr", "1e-3", "--backbone-lr-mult", "1", "--clip-grad", "1.0",
            "--short-side", "64", "--max-size", "96", "--log-every", "1", "--ckpt-every", "4",
-           "--threads", "1", "--seed", "0", "--no-progress"]
+           "--threads", "1", "--seed", "0", "--no-progress",
+           # validation runs on rank 0 only: it must not enter collective calls
+           "--val-data", tiny_dataset, "--val-split", "train", "--val-every", "4", "--val-clips", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     args = json.load(open(out / "train_args.json"))
     assert args["world_size"] == 2
-    log = [json.loads(line) for line in open(out / "log.jsonl")]
+    records = [json.loads(line) for line in open(out / "log.jsonl")]
+    log = [r for r in records if "loss" in r]
+    assert [r["iter"] for r in records if "val_loss" in r] == [4, 8]
     assert [r["iter"] for r in log] == list(range(1, 9))
     losses = [r["loss"] for r in log]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses

@@ -14,10 +14,9 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 from mdqe.config import get_config
-from mdqe.evaluation.rle import FormatError, to_rle
+from mdqe.evaluation.rle import FormatError, decode_rles, to_rle
 
 from .collate import collate_clips, make_sample  # noqa: F401  (collate_clips re-exported)
 from .transforms import (ClipAugmentation, default_augmentation, pseudo_video, resize_clip, resize_shape,
@@ -160,7 +159,7 @@ class COCOPseudoVideoDataset(_ClipBase):
         for k, (_, ann_id, seg) in enumerate(rec["anns"]):
             rle = to_rle(seg, h, w, f"image {rec['id']} annotation {ann_id}")
             if rle is not None:
-                masks[k] = mask_utils.decode(rle).astype(bool)
+                masks[k] = decode_rles([rle])[0]
         frames, clip_masks = pseudo_video(rng, image, masks, self.num_frames, self.min_scale)
         frames, clip_masks = self._transform(rng, frames, clip_masks)
         return make_sample(frames, clip_masks, [a[0] for a in rec["anns"]], [a[1] for a in rec["anns"]], self.cfg,

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from mdqe.evaluation.rle import FormatError, to_rle
+from mdqe.evaluation.rle import FormatError, decode_rles, to_rles
 
 
 @dataclass
@@ -52,11 +51,11 @@ class VISIndex:
     def decode(self, video: VISVideo, instance: VISInstance, frames: Sequence[int]) -> np.ndarray:
         """[len(frames), H, W] bool mask of ``instance`` on the given frame indices (False where absent)."""
         out = np.zeros((len(frames), video.height, video.width), bool)
-        for i, f in enumerate(frames):
-            rle = to_rle(instance.segmentations[f], video.height, video.width,
-                         f"video {video.id} instance {instance.id} frame {f}")
-            if rle is not None:
-                out[i] = mask_utils.decode(rle).astype(bool)
+        rles = to_rles([instance.segmentations[f] for f in frames], video.height, video.width,
+                       f"video {video.id} instance {instance.id} frames {list(frames)}")
+        present = [i for i, r in enumerate(rles) if r is not None]
+        if present:
+            out[present] = decode_rles([rles[i] for i in present])
         return out
 
 

@@ -75,8 +75,15 @@ def video_frame_dir(images_root: str, video: dict) -> str:
 
 
 def predict_split(gt_path: str, images_root: str, backend, max_videos: Optional[int] = None,
-                  progress: bool = True) -> List[dict]:
+                  progress: bool = True, score_thr: Optional[float] = None) -> List[dict]:
+    """Run every video of the split; ``score_thr`` overrides the runtime's clip score threshold
+    (and sets the new-track score to twice it, as the runtime CLI does)."""
+    from runtime.clip_filter import FilterParams
     from runtime.pipeline import RunOptions, run_video
+    from runtime.tracker import TrackerParams
+    filt, trk = FilterParams(), TrackerParams()
+    if score_thr is not None:
+        filt, trk = FilterParams(score_thr=score_thr), TrackerParams(new_track_score=2 * score_thr)
     from tqdm import tqdm
     with open(gt_path, encoding="utf-8") as f:
         gt = json.load(f)
@@ -86,7 +93,8 @@ def predict_split(gt_path: str, images_root: str, backend, max_videos: Optional[
         for v in tqdm(videos, desc="videos", disable=not progress):
             out = os.path.join(tmp, str(v["id"]))
             run_video(video_frame_dir(images_root, v), out, backend,
-                      RunOptions(overlay=False, progress=False, video_id=int(v["id"])))
+                      RunOptions(filter=filt, tracker=trk, overlay=False, progress=False,
+                                                       video_id=int(v["id"])))
             with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
                 for r in json.load(f):
                     r.pop("track_id", None)
@@ -108,6 +116,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch / ORT intra-op threads (0: default)")
     ap.add_argument("--max-videos", type=int, default=None)
+    ap.add_argument("--score-thr", type=float, default=None,
+                    help="clip score threshold (runtime default 0.1; new tracks need twice it)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -119,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     images = args.images or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.gt))), "JPEGImages")
     backend = make_backend(args)
     t0 = time.time()
-    results = predict_split(args.gt, images, backend, args.max_videos, not args.no_progress)
+    results = predict_split(args.gt, images, backend, args.max_videos, not args.no_progress, args.score_thr)
     from runtime.atomic import write_json
     write_json(args.output, results)
     print(f"wrote {len(results)} results to {args.output} in {time.time() - t0:.1f} s", flush=True)

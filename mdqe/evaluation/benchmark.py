@@ -17,15 +17,22 @@ import time
 from typing import List, Optional
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
-from .results import make_result, write_json_atomic
+from .results import write_json_atomic
 from .ytvis_eval import evaluate
 
 
-def _rect(h: int, w: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    m[max(0, y0):y1, max(0, x0):x1] = True
-    return m
+def _rect(h: int, w: int, x0: int, y0: int, x1: int, y1: int) -> Optional[dict]:
+    """Compressed RLE of the rectangle [x0, x1) x [y0, y1) clipped to the frame (None if empty),
+    built from its column-major run lengths without a dense mask."""
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    bh = y1 - y0
+    counts = [x0 * h + y0] + [bh, h - bh] * (x1 - x0 - 1) + [bh, (h - y1) + (w - x1) * h]
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("utf-8")}
 
 
 def make_case(videos: int, frames: int, height: int, width: int, seed: int = 0, num_classes: int = 40):
@@ -41,16 +48,18 @@ def make_case(videos: int, frames: int, height: int, width: int, seed: int = 0, 
             bw, bh = int(rng.integers(20, width // 2)), int(rng.integers(20, height // 2))
             track = [_rect(height, width, x + t, y, x + t + bw, y + bh) if rng.random() > 0.1 else None
                      for t in range(frames)]
-            entry = make_result(v, cat, 1.0, track)
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "video_id": v, "category_id": cat,
-                                      "iscrowd": 0, "segmentations": entry["segmentations"],
-                                      "areas": [float(bw * bh) if m is not None else None for m in track]})
+                                      "iscrowd": 0, "segmentations": track,
+                                      "areas": [float(mask_utils.area({"size": m["size"], "counts": m["counts"].encode()}))
+                                                if m is not None else None for m in track]})
             dx = int(rng.integers(0, 15))
-            res.append(make_result(v, cat, float(rng.random()),
-                                   [_rect(height, width, x + t + dx, y, x + t + dx + bw, y + bh) for t in range(frames)]))
+            res.append({"video_id": v, "category_id": cat, "score": float(rng.random()),
+                        "segmentations": [_rect(height, width, x + t + dx, y, x + t + dx + bw, y + bh)
+                                          for t in range(frames)]})
         fp = _rect(height, width, 5, 5, 60, 60)
         for _ in range(7):
-            res.append(make_result(v, int(rng.integers(1, num_classes + 1)), float(rng.random()), [fp] * frames))
+            res.append({"video_id": v, "category_id": int(rng.integers(1, num_classes + 1)),
+                        "score": float(rng.random()), "segmentations": [fp] * frames})
     return gt, res
 
 

@@ -8,6 +8,7 @@ polygons (a list of ``[x0, y0, x1, y1, ...]`` lists).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -205,6 +206,22 @@ def encode_mask(mask: np.ndarray) -> dict:
         raise ValueError(f"encode_mask expects a 2-D mask, got shape {m.shape}")
     rle = mask_utils.encode(m)
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("utf-8")}
+
+
+def decode_rles(rles: Sequence[dict]) -> np.ndarray:
+    """[n, H, W] bool masks of n validated RLEs of one size (pycocotools decode).
+
+    pycocotools 2.0.x triggers a numpy-2 DeprecationWarning ("__array__
+    implementation doesn't accept a copy keyword") inside decode; it is
+    silenced here, nothing else is.
+    """
+    if len(rles) == 0:
+        raise ValueError("decode_rles needs at least one RLE")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        out = mask_utils.decode(list(rles))
+    return np.ascontiguousarray(out.transpose(2, 0, 1)).astype(bool)
 
 
 def rle_area(rle: Optional[dict]) -> int:

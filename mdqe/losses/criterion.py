@@ -26,9 +26,9 @@ from .mask import clip_mask_losses, downsample_masks, inter_instance_masks, neig
 MATCH_KEYS = ("cls", "box_l1", "giou", "mask_bce", "mask_dice")
 
 
-def _global_mean_count(n: float, device) -> float:
+def _global_mean_count(n: float, device, sync: bool = True) -> float:
     """Average a count over data-parallel processes (so every rank normalises alike)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         t = torch.tensor([float(n)], device=device)
         dist.all_reduce(t)
         return float(t.item()) / dist.get_world_size()
@@ -45,6 +45,11 @@ class SetCriterion(torch.nn.Module):
 
     Returns unweighted losses under ``loss_<name>`` (``loss_<name>_aux<i>``
     for decoder layer i) and their weighted sum under ``loss``.
+
+    ``sync_counts`` (default True): under torch.distributed, the normalising
+    counts are averaged over all processes (a collective call: every process
+    must call the criterion). Set it False for single-process use inside a
+    distributed job (e.g. validation on rank 0).
     """
 
     def __init__(self, cfg: ModelConfig | str, repulsion: bool = True):
@@ -52,6 +57,7 @@ class SetCriterion(torch.nn.Module):
         self.cfg = get_config(cfg)
         self.w: LossWeights = self.cfg.loss
         self.repulsion = bool(repulsion)
+        self.sync_counts = True
         from ..matcher import HungarianMatcher  # late: mdqe.matcher imports this package
         self.matcher = HungarianMatcher(self.w)
 
@@ -86,11 +92,11 @@ class SetCriterion(torch.nn.Module):
         loss_cls = sigmoid_focal_loss(logits, onehot, w.focal_alpha, w.focal_gamma).sum() / num_inst
         pb, gb, vb = torch.cat(pb), torch.cat(gb), torch.cat(vb)
         pm, gm, om = torch.cat(pm), torch.cat(gm), torch.cat(om)
+        # every process must take part in the count reduction, even one without instances
+        nframes = max(_global_mean_count(float(vb.sum()), logits.device, self.sync_counts), 1.0)
         zero = (boxes.sum() + masks.sum()) * 0.0
         if pb.shape[0] == 0:
             return {"cls": loss_cls, "box_l1": zero, "giou": zero, "mask_bce": zero, "mask_dice": zero}
-        nframes = _global_mean_count(float(vb.sum()), logits.device)
-        nframes = max(nframes, 1.0)
         vf = vb.float()
         l1 = ((pb - gb).abs().sum(-1) * vf).sum() / nframes
         giou = generalized_box_iou_elementwise(cxcywh_to_xyxy(pb), cxcywh_to_xyxy(gb))
@@ -117,7 +123,8 @@ class SetCriterion(torch.nn.Module):
             raise ValueError("SetCriterion expects batched outputs (leading batch dim); "
                              f"got pred_logits {tuple(outputs['pred_logits'].shape)}")
         prep = self._prepare(targets, outputs["pred_masks"].shape[-2:])
-        num_inst = max(_global_mean_count(sum(p["labels"].numel() for p in prep), outputs["pred_logits"].device), 1.0)
+        num_inst = max(_global_mean_count(sum(p["labels"].numel() for p in prep), outputs["pred_logits"].device,
+                                          self.sync_counts), 1.0)
         weights = {"cls": self.w.cls, "box_l1": self.w.box_l1, "giou": self.w.giou,
                    "mask_bce": self.w.mask_bce, "mask_dice": self.w.mask_dice,
                    "init_sem": self.w.init_sem, "init_reid": self.w.init_reid}

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mdqe_msda/msda_core.h"
 #include "mdqe_msda/msda_cpu.h"
 
 namespace {
@@ -171,6 +172,38 @@ void test_edge_layouts() {
     }
 }
 
+// Corner computation at the float values closest to the borders (reachable when the compiler
+// contracts loc * W - 0.5 into an FMA, as nvcc does): corners stay inside the map and the
+// weights of the four corners sum to 1.
+void test_corners_at_float_borders() {
+    for (int32_t size = 1; size <= 70; ++size) {
+        const float s = static_cast<float>(size);
+        const float xs[] = {std::nextafter(s, 0.0f), std::nextafter(s - 1.0f, 0.0f), s - 1.0f, std::nextafter(-1.0f, 0.0f),
+                            -0.0f, std::nextafter(0.0f, -1.0f), std::nextafter(0.0f, 1.0f), 0.5f * s - 0.5f};
+        for (float x : xs) {
+            for (float y : xs) {
+                mdqe::MsdaCorners c;
+                if (!mdqe::msda_corners_at(x, y, size, size, c)) {
+                    CHECK(false, "size %d x %a y %a: no corner", size, x, y);
+                    continue;
+                }
+                float wsum = 0.0f;
+                for (int k = 0; k < 4; ++k) {
+                    CHECK(c.offset[k] >= 0 && c.offset[k] < size * size, "size %d x %a y %a: corner %d offset %d",
+                          size, x, y, k, c.offset[k]);
+                    CHECK(c.weight[k] >= 0.0f && c.weight[k] <= 1.0f, "weight %g", c.weight[k]);
+                    wsum += c.weight[k];
+                }
+                // Inside [0, size-1]^2 all the weight lands on valid corners.
+                if (x >= 0 && y >= 0 && x <= s - 1 && y <= s - 1) CHECK(std::fabs(wsum - 1.0f) < 1e-5f, "sum %g", wsum);
+            }
+        }
+        mdqe::MsdaCorners c;
+        CHECK(!mdqe::msda_corners_at(s, 0.0f, size, size, c) && !mdqe::msda_corners_at(-1.0f, 0.0f, size, size, c),
+              "x = W and x = -1 have no corner inside");
+    }
+}
+
 void test_invalid_arguments() {
     std::vector<float> value(1 * 6 * 1 * 2, 1.0f), loc(2 * 2, 0.5f), attn(2, 1.0f), out(2);
     const int64_t shapes[4] = {2, 2, 1, 2};
@@ -201,6 +234,7 @@ void test_invalid_arguments() {
 int main() {
     test_random_cases();
     test_edge_layouts();
+    test_corners_at_float_borders();
     test_invalid_arguments();
     if (g_failures) {
         std::printf("%d check(s) failed\n", g_failures);

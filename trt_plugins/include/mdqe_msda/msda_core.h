@@ -29,18 +29,19 @@ struct MsdaCorners {
     int32_t valid[4];
 };
 
-// Compute the corners of normalised location (loc_x, loc_y) on an H x W map.
+// Compute the corners of pixel coordinate (x, y) (pixel centres at integers) on an H x W map.
 // Returns false when no corner lies inside the map (the sample contributes nothing).
-MDQE_HD bool msda_bilinear_setup(float loc_x, float loc_y, int32_t H, int32_t W, MsdaCorners& c) {
-    const float x = loc_x * static_cast<float>(W) - 0.5f;
-    const float y = loc_y * static_cast<float>(H) - 0.5f;
-    // Written so that NaN fails the test; also keeps floor() far from int overflow.
+MDQE_HD bool msda_corners_at(float x, float y, int32_t H, int32_t W, MsdaCorners& c) {
+    // Written so that NaN fails the test; also keeps the float->int conversions in range.
     if (!(x > -1.0f && y > -1.0f && x < static_cast<float>(W) && y < static_cast<float>(H))) {
         return false;
     }
-    // x, y in (-1, W) resp. (-1, H): truncation towards zero of (v + 1) is floor(v) + 1.
-    const int32_t x0 = static_cast<int32_t>(x + 1.0f) - 1;
-    const int32_t y0 = static_cast<int32_t>(y + 1.0f) - 1;
+    // floor() by exact truncation + correction: x in (-1, W) gives x0 in [-1, W-1] for every
+    // float x (no rounding step that could push x0 to W).
+    int32_t x0 = static_cast<int32_t>(x);
+    int32_t y0 = static_cast<int32_t>(y);
+    if (static_cast<float>(x0) > x) --x0;
+    if (static_cast<float>(y0) > y) --y0;
     const int32_t x1 = x0 + 1;
     const int32_t y1 = y0 + 1;
     const float fx = x - static_cast<float>(x0);  // weight of the x1 column
@@ -61,6 +62,11 @@ MDQE_HD bool msda_bilinear_setup(float loc_x, float loc_y, int32_t H, int32_t W,
     c.offset[2] = c.valid[2] ? y1 * W + x0 : 0;
     c.offset[3] = c.valid[3] ? y1 * W + x1 : 0;
     return true;
+}
+
+// Corners of normalised location (loc_x, loc_y): pixel = loc * size - 0.5 (align_corners=False).
+MDQE_HD bool msda_bilinear_setup(float loc_x, float loc_y, int32_t H, int32_t W, MsdaCorners& c) {
+    return msda_corners_at(loc_x * static_cast<float>(W) - 0.5f, loc_y * static_cast<float>(H) - 0.5f, H, W, c);
 }
 
 // acc[lane] += w * v for each lane of one stored element (fp32: 1 lane; CUDA half: 1; half2: 2).
