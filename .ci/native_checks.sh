@@ -20,8 +20,13 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
     "$CTEST" --test-dir build/ci-asan --output-on-failure
 
 echo "== native: release build (CPU library, CUDA kernel when nvcc is found, plugin when TensorRT is found)"
-"$CMAKE" -S . -B build/ci-release -DCMAKE_BUILD_TYPE=Release -DMDQE_BUILD_TESTS=ON \
-    ${TENSORRT_ROOT:+-DTENSORRT_ROOT="$TENSORRT_ROOT"} | grep -E "^-- MDQE|Error" || true
+mkdir -p build
+if ! "$CMAKE" -S . -B build/ci-release -DCMAKE_BUILD_TYPE=Release -DMDQE_BUILD_TESTS=ON \
+        ${TENSORRT_ROOT:+-DTENSORRT_ROOT="$TENSORRT_ROOT"} >build/ci-release-configure.log 2>&1; then
+    cat build/ci-release-configure.log >&2
+    exit 1
+fi
+grep -E "^-- MDQE" build/ci-release-configure.log || true
 "$CMAKE" --build build/ci-release --parallel "$JOBS"
 if command -v nvcc >/dev/null && [ ! -f build/ci-release/libmdqe_msda_cuda.a ]; then
     echo "nvcc is on PATH but the CUDA kernel was not built" >&2

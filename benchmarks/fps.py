@@ -32,6 +32,10 @@ import sys
 import tempfile
 from typing import List, Optional
 
+# single-threaded BLAS for numpy (see runtime/infer.py); set before numpy loads
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)

@@ -216,12 +216,16 @@ def _export_graph(module, args, path, input_names, output_names, dynamic_axes, o
 
     with export_mode(msda), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints / legacy exporter notice
-        torch.onnx.export(module, tuple(args), path, dynamo=False, opset_version=opset,
-                          input_names=list(input_names), output_names=list(output_names),
-                          dynamic_axes={k: v for k, v in dynamic_axes.items()
-                                        if k in input_names or k in output_names},
-                          do_constant_folding=True,
-                          custom_opsets={PLUGIN_DOMAIN: PLUGIN_DOMAIN_VERSION} if msda == "plugin" else None)
+        try:
+            torch.onnx.export(module, tuple(args), path, dynamo=False, opset_version=opset,
+                              input_names=list(input_names), output_names=list(output_names),
+                              dynamic_axes={k: v for k, v in dynamic_axes.items()
+                                            if k in input_names or k in output_names},
+                              do_constant_folding=True,
+                              custom_opsets={PLUGIN_DOMAIN: PLUGIN_DOMAIN_VERSION} if msda == "plugin" else None)
+        except Exception as e:  # torch.onnx errors (unsupported opset/op) -> one clear line
+            raise ExportError(f"torch.onnx.export of {os.path.basename(path)} failed (opset {opset}, "
+                              f"msda={msda}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}") from e
 
 
 def _restore_inputs(path: str, names, example_args) -> None:

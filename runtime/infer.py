@@ -11,13 +11,21 @@ still finishes the outputs for the frames read so far.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+import os
 
-from .clip_filter import FilterParams
-from .errors import RuntimeErrorBase
-from .tracker import TrackerParams
+# numpy's matrix products here are small (mask IoU); a multi-threaded BLAS pool competing with
+# ONNX Runtime's threads made the tracker stage 10x slower on 2 cores. Set before numpy loads;
+# an explicit environment setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+from .clip_filter import FilterParams  # noqa: E402
+from .errors import RuntimeErrorBase  # noqa: E402
+from .tracker import TrackerParams  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
