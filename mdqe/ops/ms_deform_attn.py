@@ -24,7 +24,8 @@ _AUTO_CHOOSERS = []  # callables (value, requires_grad) -> impl name or None
 
 
 def register_impl(name: str, fn: Callable, auto_chooser: Callable | None = None) -> None:
-    """Register an implementation; `auto_chooser(value) -> bool` says if "auto" should pick it."""
+    """Register an implementation; `auto_chooser(value, sampling_locations, attention_weights) -> bool`
+    says whether "auto" should pick it for that call."""
     _IMPLS[name] = fn
     if auto_chooser is not None:
         _AUTO_CHOOSERS.append((name, auto_chooser))
