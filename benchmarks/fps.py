@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,25 @@ def run_once(args, video: str, out_dir: str, max_frames: Optional[int], backend=
                       tracker=TrackerParams(new_track_score=2 * args.score_thr),
                       max_frames=max_frames, progress=not args.quiet, save_pngs=False, overlay=True)
     return run_video(video, out_dir, backend, opts)
+
+
+def check_outputs(run_dir: str, frames: int) -> dict:
+    """What the run wrote, checked: results entries with one segmentation per frame at the original size,
+    overlay frames that OpenCV decodes back."""
+    import cv2
+
+    with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    per_frame = all(len(r["segmentations"]) == frames for r in results)
+    sizes = {tuple(s["size"]) for r in results for s in r["segmentations"] if s is not None}
+    cap = cv2.VideoCapture(os.path.join(run_dir, "overlay.mp4"))
+    overlay = 0
+    while cap.grab():
+        overlay += 1
+    cap.release()
+    return {"results_entries": len(results), "one_segmentation_per_frame": per_frame,
+            "mask_sizes": sorted(list(x) for x in sizes), "overlay_frames_decoded": overlay,
+            "ok": per_frame and overlay == frames}
 
 
 def stage_table(timing: dict) -> List[dict]:
@@ -193,6 +213,9 @@ def markdown(report: dict) -> str:
         f"(stride 1); tracks: {t['tracks']}; results entries: {t['results_entries']} "
         f"(score threshold {report['score_thr']})",
         f"- Counted: {t['counted']}; batch 1; warm-up of {report['warmup_frames']} frames excluded",
+        f"- Outputs checked: {report['outputs']['results_entries']} results entries, one segmentation per frame: "
+        f"{report['outputs']['one_segmentation_per_frame']}, overlay frames decoded: "
+        f"{report['outputs']['overlay_frames_decoded']} of {t['frames']}",
         f"- Command: `{report['command']}`", "",
         "| stage | calls | ms / frame | median ms / call | p90 ms / call |",
         "|---|---:|---:|---:|---:|",
@@ -279,11 +302,13 @@ def main(argv=None) -> int:
     try:
         spec = load_model_dir(args.model) if args.model else None
         backend = make_backend(args)
-        with tempfile.TemporaryDirectory(dir=args.output, prefix=".work-") as work:
+        # scratch (warm-up outputs, looped videos) in the system temp dir, never in the report folder
+        with tempfile.TemporaryDirectory(prefix="mdqe-fps-") as work:
             if args.warmup_frames > 0:
                 run_once(args, video, os.path.join(work, "warmup"), args.warmup_frames, backend)
             run_dir = os.path.join(args.output, "run") if args.keep_outputs else os.path.join(work, "run")
             timing = run_once(args, video, run_dir, args.max_frames, backend)
+            outputs = check_outputs(run_dir, timing["frames"])
             memory = memory_check(args, video, work) if args.memory else None
     except RuntimeErrorBase as e:
         print(f"error: {e}", file=sys.stderr)
@@ -305,11 +330,12 @@ def main(argv=None) -> int:
         "video": os.path.basename(video),
         "warmup_frames": args.warmup_frames,
         "score_thr": args.score_thr,
-        "command": "python benchmarks/fps.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/fps.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "python": platform.python_version(),
         "stages": stage_table(timing),
         "timing": timing,
         "memory": memory,
+        "outputs": outputs,
     }
     try:
         import onnxruntime

@@ -21,7 +21,8 @@ import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
-PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"
+PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
+STATIC_PLUGIN_LIB_NAME = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
 
 
 class BuildError(RuntimeError):
@@ -128,6 +129,9 @@ def trtexec_commands(model_dir: str, meta: dict, profs: dict, plugin_lib: Option
                f"--saveEngine={os.path.join(engine_dir, graph + '.plan')}"]
         if meta.get("msda") == "plugin":
             lib = plugin_lib or os.path.join("build", PLUGIN_LIB_NAME)
+            if static_plugins and os.path.basename(lib) == PLUGIN_LIB_NAME:
+                # --staticPlugins wants the self-registering variant (docs/native.md)
+                lib = os.path.join(os.path.dirname(lib), STATIC_PLUGIN_LIB_NAME)
             cmd.append(f"--{'staticPlugins' if static_plugins else 'dynamicPlugins'}={lib}")
         prof = profs[graph]
         cmd += [f"--minShapes={_shapes_arg(prof, 0)}", f"--optShapes={_shapes_arg(prof, 1)}",
@@ -161,6 +165,9 @@ def polygraphy_commands(model_dir: str, meta: dict, plugin_lib: Optional[str], t
     ONNX Runtime runs the plugin node with our CPU kernel there)."""
     lines = []
     lib = plugin_lib or os.path.join("build", PLUGIN_LIB_NAME)
+    if os.path.basename(lib) == PLUGIN_LIB_NAME:
+        # polygraphy --plugins only dlopens (ctypes.CDLL): use the self-registering variant
+        lib = os.path.join(os.path.dirname(lib), STATIC_PLUGIN_LIB_NAME)
     typed16 = meta.get("dtype") == "fp16"
     # fp16 engines: 1e-2; fp32 engines: 1e-3 (TensorRT may use TF32 for fp32 matmuls/convs)
     tol = "--atol 1e-2 --rtol 1e-2" if (typed16 or (fp16_flag and trt_major <= 10)) else "--atol 1e-3 --rtol 1e-3"
@@ -267,7 +274,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--workspace-mb", type=int, default=4096)
     p.add_argument("--trt-version", type=int, choices=(10, 11),
                    help="for --print-only: which trtexec to print for (default: both)")
-    p.add_argument("--static-plugins", action="store_true", help="print --staticPlugins instead of --dynamicPlugins")
+    p.add_argument("--static-plugins", action="store_true",
+                   help=f"print --staticPlugins with {STATIC_PLUGIN_LIB_NAME} instead of --dynamicPlugins")
     p.add_argument("--print-only", action="store_true", help="print trtexec/polygraphy lines; do not import TensorRT")
     return p.parse_args(argv)
 

@@ -138,12 +138,17 @@ def register_ops() -> str:
                           "(pip install onnxruntime-extensions)") from e
     with _LOCK:
         if not _REGISTERED:
-            f32, i64, s = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64, PyCustomOpDef.dt_string
-            attrs = {"plugin_version": s, "plugin_namespace": s}
+            f32, i32, s = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_string
+            attrs = {"plugin_version": s, "plugin_namespace": s, "num_heads": PyCustomOpDef.dt_int64,
+                     "head_dim": PyCustomOpDef.dt_int64}
 
-            @onnx_op(op_type=ORT_OP_FP32, inputs=[f32, i64, i64, f32, f32], outputs=[f32], attrs=attrs)
+            # spatial_shapes / level_start_index are INT32 at the node, as the TensorRT plugin takes them
+            @onnx_op(op_type=ORT_OP_FP32, inputs=[f32, i32, i32, f32, f32], outputs=[f32], attrs=attrs)
             def _msda_fp32(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                           **_attrs):
+                           num_heads=0, head_dim=0, **_attrs):
+                if (num_heads and value.shape[2] != num_heads) or (head_dim and value.shape[3] != head_dim):
+                    raise ValueError(f"{PLUGIN_OP_TYPE}: value {value.shape} does not match num_heads={num_heads}, "
+                                     f"head_dim={head_dim}")
                 return _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
             _REGISTERED = True

@@ -58,8 +58,9 @@ def check_msda_form(model, name: str, msda: str, expected_plugin_nodes: int) -> 
         if other:
             raise VerificationError(f"{name}: unexpected custom nodes {sorted(set(other))}")
         for n in plugin:
-            attrs = {a.name: a.s.decode() for a in n.attribute}
-            if attrs.get("plugin_version") != "1" or attrs.get("plugin_namespace") != "mdqe" or len(n.input) != 5:
+            attrs = {a.name: (a.s.decode() if a.type == a.STRING else a.i) for a in n.attribute}
+            if attrs.get("plugin_version") != "1" or attrs.get("plugin_namespace") != "mdqe" or len(n.input) != 5 \
+                    or not isinstance(attrs.get("num_heads"), int) or not isinstance(attrs.get("head_dim"), int):
                 raise VerificationError(f"{name}: node {n.name} has attributes {attrs} / {len(n.input)} inputs")
         # MSDA's onnx form samples with zero padding; the model's own border-padded sampling of the
         # query initialisation (encoder) is not an MSDeformAttn call and may remain

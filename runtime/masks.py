@@ -1,6 +1,7 @@
 """Mask postprocessing: stride-4 logits -> binary masks at the original frame size -> RLE."""
 from __future__ import annotations
 
+import warnings
 from typing import List, Sequence
 
 import cv2
@@ -55,4 +56,6 @@ def encode_rles(masks: Sequence[np.ndarray]) -> List[dict]:
 def decode_rle(rle: dict) -> np.ndarray:
     """Inverse of encode_rles for one mask: uint8 [H,W]."""
     r = {"size": rle["size"], "counts": rle["counts"].encode("utf-8") if isinstance(rle["counts"], str) else rle["counts"]}
-    return mask_utils.decode(r)
+    with warnings.catch_warnings():   # pycocotools' numpy-2 `copy=` DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(r)

@@ -9,7 +9,7 @@ c, so frame c is final: for each track, its mask logits are the mean over
 the clips that matched the track and cover the frame; the mask is upsampled
 to the original size, RLE-encoded, spooled, drawn on the overlay, and the
 frame's data is dropped. Memory is bounded by T frames of features, T
-original frames and (T-1) stride-4 mask maps per live track.
+original frames and at most T stride-4 mask maps per live track.
 
 A video shorter than T gets one clip padded by repeating its last frame's
 features (no extra encoder run); only its real frames are output.

@@ -10,7 +10,7 @@ clips) the score matrix is
   mask of a frame is the average of the mask logits of the clips that
   matched it and cover that frame (the same average that forms the final
   mask); only frames that a future clip still covers are kept, so memory is
-  bounded by (T - 1) frames per track.
+  bounded by T frames per track.
 - sim: bi-softmax of the dot products between the tracks' memory embeddings
   (exp-weighted average of the embeddings of the last ``memory_clips``
   matched clips, weight exp(-memory_decay * age)) and the clip embeddings:
@@ -55,7 +55,7 @@ class TrackerParams:
 
 @dataclass
 class Track:
-    """One tracked instance. Memory: O(memory_clips * E + (T-1) * h * w + C)."""
+    """One tracked instance. Memory: O(memory_clips * E + T * h * w + C)."""
     track_id: int
     num_classes: int
     memory_clips: int

@@ -147,8 +147,13 @@ def test_plugin_form_node_census(tiny_plugin, tiny_model):
         plugin = [n for n in m.graph.node if n.op_type == "MDQEMSDeformAttn"]
         assert len(plugin) == expected, name
         assert all(n.domain == "mdqe" for n in plugin)
-        assert all({a.name: a.s for a in n.attribute} == {"plugin_version": b"1", "plugin_namespace": b"mdqe"}
+        M = cfg.num_heads
+        assert all({a.name: a.s or a.i for a in n.attribute} == {"plugin_version": b"1", "plugin_namespace": b"mdqe",
+                                                               "num_heads": M, "head_dim": cfg.hidden_dim // M}
                    for n in plugin)
+        from export.fp16 import _float_types
+        types = _float_types(m)
+        assert all(types[n.input[1]] == types[n.input[2]] == onnx.TensorProto.INT32 for n in plugin)
         # no MSDeformAttn was lowered to GridSample (zero padding); the only GridSample nodes are the
         # query initialisation's border-padded feature sampling in the encoder (not an MSDA call)
         grid = [n for n in m.graph.node if n.op_type == "GridSample"]

@@ -104,7 +104,12 @@ def test_mini_module_both_forms_dynamic(tmp_path, mode):
         assert len(plugin) == 1 and ("", "GridSample") not in ops
         node = plugin[0]
         assert node.domain == "mdqe" and len(node.input) == 5 and len(node.output) == 1
-        assert {a.name: a.s for a in node.attribute} == {"plugin_version": b"1", "plugin_namespace": b"mdqe"}
+        assert {a.name: a.s or a.i for a in node.attribute} == {
+            "plugin_version": b"1", "plugin_namespace": b"mdqe", "num_heads": 4, "head_dim": 8}
+        # spatial_shapes / level_start_index reach the node as INT32 (what the TensorRT plugin takes)
+        casts = {n.output[0]: n for n in model.graph.node if n.op_type == "Cast"}
+        for i in (1, 2):
+            assert {a.name: a.i for a in casts[node.input[i]].attribute}["to"] == onnx.TensorProto.INT32
         # output type/shape info: float, [N, Lq, M*D] with M*D static
         vi = {v.name: v for v in list(model.graph.value_info) + list(model.graph.output)}[node.output[0]]
         assert vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -147,7 +152,7 @@ def test_fp16_pass_types_plugin_node_and_runs(tmp_path):
     node = [n for n in half.graph.node if n.op_type == "MDQEMSDeformAttn"][0]
     assert [types[node.input[i]] for i in (0, 3, 4)] == [FLOAT16] * 3
     assert types[node.output[0]] == FLOAT16
-    assert [types[i] for i in (node.input[1], node.input[2])] == [onnx.TensorProto.INT64] * 2
+    assert [types[i] for i in (node.input[1], node.input[2])] == [onnx.TensorProto.INT32] * 2
     softmax = [n for n in half.graph.node if n.op_type == "Softmax"][0]
     assert types[softmax.output[0]] == FLOAT                       # softmax kept in fp32
     assert half.graph.input[0].type.tensor_type.elem_type == FLOAT  # graph I/O stays fp32
@@ -166,3 +171,51 @@ def test_ort_custom_ops_is_torch_free():
     code = ("import sys; import export.ort_custom_ops, export.verify, export.polygraphy_ref, export.build_engines; "
             "bad = [m for m in ('torch', 'tensorrt') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_numpy_fallback_kernel_in_ort(tmp_path):
+    """Without the native library the Python op falls back to the numpy kernel, with a warning."""
+    torch.manual_seed(0)
+    m = _MiniEncoder().eval()
+    _export(m, torch.randn(1, 3, 64, 96), tmp_path / "m.onnx", "plugin")
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        ref, _ = m(x)
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "ref.npy", ref.numpy())
+    code = (
+        "import sys, warnings, numpy as np\n"
+        "from export.ort_custom_ops import create_session, kernel_name\n"
+        f"d = {str(tmp_path)!r}\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    out = create_session(d + '/m.onnx').run(['out'], {'images': np.load(d + '/x.npy')})[0]\n"
+        "assert kernel_name() == 'numpy', kernel_name()\n"
+        "assert any('numpy reference kernel' in str(x.message) for x in w), [str(x.message) for x in w]\n"
+        "err = np.abs(out - np.load(d + '/ref.npy')).max()\n"
+        "assert err < 1e-5, err\n")
+    env = dict(**__import__("os").environ, MDQE_ORT_MSDA_KERNEL="numpy")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=env)
+
+
+@pytest.mark.slow
+def test_plugin_node_with_dynamo_exporter():
+    """export_hooks also serves torch.onnx's torch.export-based exporter (torch.onnx.ops.symbolic);
+    export/to_onnx.py uses the TorchScript-based one."""
+    torch.manual_seed(0)
+    m = _MiniEncoder().eval()
+    dims = ({0: torch.export.Dim("N", min=1, max=64), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
+    with export_mode("plugin"), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(m, (torch.randn(2, 3, 128, 160),), dynamo=True, input_names=["images"],
+                                 output_names=["out", "ss"], dynamic_shapes=dims, opset_version=17, verbose=False)
+    model = prog.model_proto
+    plugin = [n for n in model.graph.node if n.op_type == "MDQEMSDeformAttn"]
+    assert len(plugin) == 1 and plugin[0].domain == "mdqe"
+    assert {a.name: a.s or a.i for a in plugin[0].attribute} == {
+        "plugin_version": b"1", "plugin_namespace": b"mdqe", "num_heads": 4, "head_dim": 8}
+    sess = create_session(model)
+    x = torch.randn(1, 3, 192, 256)
+    with torch.no_grad():
+        ref, _ = m(x)
+    assert np.abs(sess.run(["out"], {"images": x.numpy()})[0] - ref.numpy()).max() < 1e-5

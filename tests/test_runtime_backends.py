@@ -149,3 +149,14 @@ def test_preprocess_normalises_and_pads():
     frame[..., 2] = 110                                                   # R channel
     x = Preprocessor(spec)(frame)
     assert np.allclose(x[0, :40, :48], 50.0) and np.all(x[:, 40:, :] == 0) and np.all(x[:, :, 48:] == 0)
+
+
+def test_provider_resolution():
+    from runtime.backends.ort_backend import resolve_providers
+    avail = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers(None, avail) == ["CPUExecutionProvider"]
+    assert resolve_providers("auto", avail) == avail
+    assert resolve_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert resolve_providers("cuda", avail) == avail
+    with pytest.raises(BackendUnavailableError, match="TensorrtExecutionProvider is not available"):
+        resolve_providers("tensorrt,cuda", avail)

@@ -11,6 +11,7 @@ def test_fps_report_files(tmp_path):
     rep = json.load(open(os.path.join(out, "fps_report.json")))
     assert rep["timing"]["frames"] == rep["timing"]["encoder_frames"] == 10
     assert rep["paper"]["fps"] == 37.8 and rep["fps"] > 0
+    assert rep["outputs"]["ok"] and rep["outputs"]["overlay_frames_decoded"] == 10
     assert [r["stage"] for r in rep["stages"]] == ["decode", "preprocess", "encoder", "decoder", "tracker",
                                                    "postprocess", "write"]
     md = open(os.path.join(out, "fps_report.md")).read()

@@ -141,6 +141,8 @@ def test_missing_and_corrupt_video(tmp_path, capsys):
     (tmp_path / "nofr").mkdir()
     with pytest.raises(VideoError, match="no image files"):
         run_video(str(tmp_path / "nofr"), str(tmp_path / "o"), FakeBackend())
+    with pytest.raises(VideoError, match="cannot open camera 97"):
+        run_video("97", str(tmp_path / "o"), FakeBackend())          # no such camera index
     assert main(["--backend", "fake", "--video", str(bad), "--output", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert "error: cannot open video" in err and "corrupt" in err

@@ -9,8 +9,10 @@
   align_corners=0; needs opset >= 16), weighted sum over levels and points.
 - ``"plugin"``: ONE custom node per call that the TensorRT ONNX parser maps to our plugin:
   domain ``mdqe``, op_type ``MDQEMSDeformAttn``, attributes ``plugin_version="1"``,
-  ``plugin_namespace="mdqe"``, inputs (value, spatial_shapes, level_start_index,
-  sampling_locations, attention_weights), output ``[N, Lq, M*D]`` with the dtype of ``value``.
+  ``plugin_namespace="mdqe"``, ``num_heads=M``, ``head_dim=D`` (plugin fields the plugin checks
+  against the shapes), inputs (value, spatial_shapes INT32, level_start_index INT32 -- Casts from
+  int64 in the graph --, sampling_locations, attention_weights), output ``[N, Lq, M*D]`` with the
+  dtype of ``value``.
 
 Both the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, the one
 ``export/to_onnx.py`` uses) and the torch.export-based exporter (``dynamo=True``, via
@@ -63,7 +65,7 @@ def export_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc
     if mode == "plugin":
         if torch.jit.is_tracing():  # TorchScript-based exporter
             return _PluginMSDA.apply(value, spatial_shapes, level_start_index, sampling_locations,
-                                     attention_weights, int(value.shape[2]) * int(value.shape[3]))
+                                     attention_weights, int(value.shape[2]), int(value.shape[3]))
         return _plugin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations,
                                        attention_weights)
     if mode == "onnx":
@@ -156,14 +158,17 @@ class _PluginMSDA(torch.autograd.Function):
     """Traced as one `mdqe::MDQEMSDeformAttn` node by the TorchScript-based exporter."""
 
     @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, md):
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, m, d):
         return _reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
     @staticmethod
-    def symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, md):
-        out = g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP_TYPE}", value, spatial_shapes, level_start_index,
-                   sampling_locations, attention_weights,
-                   plugin_version_s=PLUGIN_VERSION, plugin_namespace_s=PLUGIN_NAMESPACE)
+    def symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, m, d):
+        # the plugin takes INT32 shapes / offsets (docs/INTERFACES.md section 2): cast in the graph
+        ss32 = g.op("Cast", spatial_shapes, to_i=6)        # onnx.TensorProto.INT32
+        lsi32 = g.op("Cast", level_start_index, to_i=6)
+        out = g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP_TYPE}", value, ss32, lsi32, sampling_locations, attention_weights,
+                   plugin_version_s=PLUGIN_VERSION, plugin_namespace_s=PLUGIN_NAMESPACE,
+                   num_heads_i=int(m), head_dim_i=int(d))
         # output [N, Lq, M*D], dtype of value; M*D is fixed by the weights, N and Lq may be dynamic
         vtype, ltype = value.type(), sampling_locations.type()
         try:
@@ -172,19 +177,20 @@ class _PluginMSDA(torch.autograd.Function):
             vs, ls = None, None
         n = vs[0] if vs is not None and len(vs) == 4 else None
         lq = ls[1] if ls is not None and len(ls) == 6 else None
-        out.setType(vtype.with_sizes([n, lq, int(md)]))
+        out.setType(vtype.with_sizes([n, lq, int(m) * int(d)]))
         return out
 
 
 def _plugin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """torch.export-based exporter: `torch.onnx.ops.symbolic` emits the custom node."""
     N, Lq = value.shape[0], sampling_locations.shape[1]
-    MD = value.shape[2] * value.shape[3]
+    M, D = int(value.shape[2]), int(value.shape[3])
     return torch.onnx.ops.symbolic(
         f"{PLUGIN_DOMAIN}::{PLUGIN_OP_TYPE}",
-        [value, spatial_shapes, level_start_index, sampling_locations, attention_weights],
-        {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE},
-        dtype=value.dtype, shape=[N, Lq, MD], version=PLUGIN_DOMAIN_VERSION)
+        [value, spatial_shapes.to(torch.int32), level_start_index.to(torch.int32), sampling_locations,
+         attention_weights],
+        {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE, "num_heads": M, "head_dim": D},
+        dtype=value.dtype, shape=[N, Lq, M * D], version=PLUGIN_DOMAIN_VERSION)
 
 
 def expected_msda_calls(cfg) -> dict:

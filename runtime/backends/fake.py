@@ -102,7 +102,7 @@ class SyntheticScene:
         pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E]."""
         T, Q, C, E = len(frames), self.num_queries, self.num_classes, self.embed_dim
         rng = np.random.default_rng(self.seed * 100003 + int(frames[0]))
-        logits = np.full((Q, C), -6.0, np.float32)
+        logits = (-6.0 + 0.5 * rng.standard_normal((Q, C))).astype(np.float32)   # background queries
         masks = np.full((Q, T, h, w), -8.0, np.float32)
         boxes = np.tile(np.array([0.5, 0.5, 0.1, 0.1], np.float32), (Q, T, 1))
         embeds = rng.normal(size=(Q, E)).astype(np.float32)

@@ -101,10 +101,15 @@ class OrtBackend(Backend):
             raise
         except Exception as e:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             msg = str(e)
-            if "MDQEMSDeformAttn" in msg or "custom op" in msg.lower() or "domain" in msg.lower():
-                raise PluginLibraryError(f"ONNX Runtime cannot run {path}: the MSDeformAttn custom op is "
-                                         f"not registered ({msg.splitlines()[0]})") from e
-            raise ModelDirError(f"ONNX Runtime cannot load {path}: {msg.splitlines()[0] if msg else e}") from e
+            first = msg.splitlines()[0] if msg else repr(e)
+            low = msg.lower()
+            if "no op registered" in low or "not a registered function" in low or "unregistered" in low:
+                raise PluginLibraryError(f"ONNX Runtime cannot run {path}: a custom op (MSDeformAttn) is not "
+                                         f"registered ({first})") from e
+            if "MDQEMSDeformAttn" in msg:
+                raise ModelDirError(f"ONNX Runtime rejects the MSDeformAttn node of {path} - is the graph from an "
+                                    f"older export? re-export it ({first})") from e
+            raise ModelDirError(f"ONNX Runtime cannot load {path}: {first}") from e
 
     @staticmethod
     def _feed(types: Dict[str, type], arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -106,6 +106,8 @@ class _Engine:
         check_tensor_names(self.inputs, inputs, f"{what} inputs")
         check_tensor_names(self.outputs, outputs, f"{what} outputs")
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        shape_io = getattr(self.engine, "is_shape_inference_io", None)
+        self.host_inputs = {n for n in self.inputs if shape_io is not None and shape_io(n)}
         self.buffers: Dict[str, tuple] = {}   # name -> (ptr, nbytes)
         self.stream = _check(cudart.cudaStreamCreate())
 
@@ -124,8 +126,11 @@ class _Engine:
         host = {}
         for n in self.inputs:
             a = np.ascontiguousarray(feeds[n], dtype=self.dtypes[n])
-            host[n] = a
+            host[n] = a                                  # kept alive until the stream is synchronised
             self.context.set_input_shape(n, a.shape)
+            if n in self.host_inputs:                    # shape tensors are read from host memory
+                self.context.set_tensor_address(n, a.ctypes.data)
+                continue
             ptr = self._buffer(n, a.nbytes)
             _check((cudart.cudaMemcpyAsync(ptr, a.ctypes.data, a.nbytes, h2d, self.stream)[0], None))
             self.context.set_tensor_address(n, ptr)
