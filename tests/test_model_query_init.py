@@ -91,3 +91,20 @@ def test_association_picks_most_similar_inside_window_never_outside():
             sims = emb[0, t, allowed] @ emb[0, 1, kk]
             assert idx[0, t, kk].item() == allowed[int(sims.argmax())].item()
             assert not mask[t, idx[0, t, kk], kk]
+
+
+def test_gather_sampler_equals_grid_sample_border():
+    """sample_level_border (Gather form, exportable without GridSample) == grid_sample(border)."""
+    import torch.nn.functional as F
+    from mdqe.model.query_init import sample_level_border
+
+    g = torch.Generator().manual_seed(3)
+    for (h, w) in [(5, 7), (1, 1), (1, 6), (48, 80)]:
+        N, C, Q = 2, 6, 50
+        fmap = torch.randn(N, C, h, w, generator=g, dtype=torch.float64)
+        pts = torch.rand(N, Q, 2, generator=g, dtype=torch.float64) * 1.6 - 0.3   # some outside [0, 1]
+        pts[0, :4] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5 / w, 0.5 / h], [1 - 0.5 / w, 1.0]])
+        ref = F.grid_sample(fmap, (2 * pts - 1).unsqueeze(1), mode="bilinear", padding_mode="border",
+                            align_corners=False).squeeze(2).transpose(1, 2)
+        got = sample_level_border(fmap.flatten(2).transpose(1, 2), h, w, pts)
+        assert torch.allclose(got, ref, atol=1e-12), (h, w, (got - ref).abs().max())

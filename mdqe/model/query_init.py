@@ -46,21 +46,49 @@ def grid_peak_select(score: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.T
     return rows * W + cols, points
 
 
+def _scalar_like(v, ref: torch.Tensor) -> torch.Tensor:
+    """A level size (Python int, or a 0-d traced tensor while exporting) as a tensor for min/max."""
+    return v.to(ref.dtype) if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=ref.dtype, device=ref.device)
+
+
+def sample_level_border(fmap: torch.Tensor, h, w, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample with border padding (grid_sample(bilinear, border, align_corners=False)
+    semantics) written with Gather ops, so exported graphs hold no GridSample.
+
+    fmap [N, h*w, C] (one level, row-major), points [N, Q, 2] normalised (x, y) -> [N, Q, C].
+    """
+    N, _, C = fmap.shape
+    x = points[..., 0] * w - 0.5
+    y = points[..., 1] * h - 0.5
+    x = torch.minimum(x.clamp(min=0), _scalar_like(w - 1, x))   # border: clip the coordinate
+    y = torch.minimum(y.clamp(min=0), _scalar_like(h - 1, y))
+    x0f, y0f = x.floor(), y.floor()
+    lx, ly = x - x0f, y - y0f
+    x0, y0 = x0f.long(), y0f.long()
+    x1 = torch.minimum(x0 + 1, _scalar_like(w - 1, x0))
+    y1 = torch.minimum(y0 + 1, _scalar_like(h - 1, y0))
+
+    def corner(yi, xi):
+        idx = (yi * w + xi).unsqueeze(-1).expand(N, -1, C)          # [N, Q, C]
+        return torch.gather(fmap, 1, idx)
+
+    lx, ly = lx.unsqueeze(-1), ly.unsqueeze(-1)
+    return (corner(y0, x0) * ((1 - lx) * (1 - ly)) + corner(y0, x1) * (lx * (1 - ly))
+            + corner(y1, x0) * ((1 - lx) * ly) + corner(y1, x1) * (lx * ly))
+
+
 def sample_levels(memory: torch.Tensor, level_sizes: Sequence[Tuple[int, int]], points: torch.Tensor) -> torch.Tensor:
     """Content features at `points`: bilinear sample (border padding) of every level, averaged.
 
     memory [N, S, C], points [N, Q, 2] normalised (x, y) -> [N, Q, C].
     """
-    N, S, C = memory.shape
-    grid = (2 * points - 1).unsqueeze(1)                                      # [N, 1, Q, 2]
     acc = None
     start = 0
     for h, w in level_sizes:
-        fmap = memory[:, start:start + h * w].transpose(1, 2).reshape(N, C, h, w)
-        s = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [N, C, 1, Q]
+        s = sample_level_border(memory[:, start:start + h * w], h, w, points)
         acc = s if acc is None else acc + s
         start = start + h * w
-    return (acc / len(level_sizes)).squeeze(2).transpose(1, 2)
+    return acc / len(level_sizes)
 
 
 def association_mask(n: int, num_frames: int, half_window: float, device=None) -> torch.Tensor:
