@@ -79,14 +79,9 @@ def cpu_description() -> str:
 # one measured run
 # ----------------------------------------------------------------------------------------------
 def make_backend(args):
-    from runtime.backends import create_backend
-    if args.backend == "ort":
-        return create_backend("ort", args.model, providers=args.providers, threads=args.threads)
-    if args.backend == "trt":
-        return create_backend("trt", args.model, plugin_lib=args.plugin_lib, engine_dir=args.engine_dir)
-    if args.backend == "torch":
-        return create_backend("torch", args.model, weights=args.weights, device=args.device)
-    return create_backend("fake", args.model)
+    """The backend the runtime CLI would create for the same arguments."""
+    from runtime.infer import backend_from_args
+    return backend_from_args(args)
 
 
 def run_once(args, video: str, out_dir: str, max_frames: Optional[int], backend=None) -> dict:

@@ -57,19 +57,8 @@ def sha256_file(path: str) -> str:
 
 def sha256_state_dict(state) -> str:
     """Hash of the tensors (sorted names, dtype, shape, bytes): identifies random weights too."""
-    import torch
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k]
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    from mdqe.checkpoint import state_dict_sha256
+    return state_dict_sha256(state)
 
 
 def check_state_fits(model, state: dict, source: str) -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-ENCODER_INPUTS = ("images",)
-FEATURE_NAMES = ("memory", "spatial_shapes", "level_start_index", "mask_features",
-                 "query_feat", "query_points", "query_embed")
-ENCODER_OUTPUTS = FEATURE_NAMES
-DECODER_INPUTS = FEATURE_NAMES
-DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+# tensor names of the contract: one definition, in the runtime's torch-free model-directory reader
+from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS,  # noqa: F401
+                               ENCODER_OUTPUTS, FEATURE_NAMES)
 
 # dynamic axes (names are those of export.json / the TensorRT profiles)
 ENCODER_DYNAMIC = {

@@ -204,3 +204,21 @@ def load_model(path: str, cfg=None, strict: bool = True):
     if not strict and (result.missing_keys or result.unexpected_keys):
         warnings.warn(f"{path}: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
     return model.eval(), extra
+
+
+def state_dict_sha256(state) -> str:
+    """Hash of a state dict as export.json records it (identifies random weights too): tensors by
+    sorted name, each hashed with its name, dtype string, shape tuple string and raw bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -19,22 +19,9 @@ from .base import Backend
 
 
 def state_dict_sha256(state) -> str:
-    """Hash of a state dict as export.json records it: tensors by sorted name, each with
-    its name, dtype string, shape tuple string and raw bytes."""
-    import hashlib
-
-    import torch
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k]
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """Hash of a state dict as export.json records it (mdqe.checkpoint.state_dict_sha256)."""
+    from mdqe.checkpoint import state_dict_sha256 as _sha
+    return _sha(state)
 
 
 class TorchBackend(Backend):
