@@ -41,17 +41,11 @@ KEEP_INPUT_TYPES = {"Resize": {1, 2}}           # roi / scales keep their own ty
 
 
 def _float_types(model) -> Dict[str, int]:
+    """name -> onnx elem_type of every typed tensor, after ONNX shape inference."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    types = {}
-    g = inferred.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in g.initializer:
-        types[init.name] = init.data_type
-    return types
+    from .ort_custom_ops import _elem_types
+    return _elem_types(onnx.shape_inference.infer_shapes(model, strict_mode=False))
 
 
 def convert_graph_fp16(model):

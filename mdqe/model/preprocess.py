@@ -16,13 +16,10 @@ from ..config import get_config
 
 
 def resize_shape(h: int, w: int, shorter_side: int, max_size: int) -> Tuple[int, int]:
-    """(h, w) -> (nh, nw) after the resize rule (rounded to the nearest integer, at least 1)."""
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image size must be positive, got {h}x{w}")
-    scale = shorter_side / min(h, w)
-    if max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    """(h, w) -> (nh, nw) after the resize rule of docs/INTERFACES.md section 5. One implementation
+    serves training, export and the torch-free runtime: runtime.preprocess.resized_size."""
+    from runtime.preprocess import resized_size
+    return resized_size(h, w, shorter_side, max_size)
 
 
 def normalize_and_pad(frames, cfg="tiny") -> torch.Tensor:
