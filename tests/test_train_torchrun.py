@@ -19,7 +19,7 @@ def tiny_dataset(tmp_path_factory):
     return str(root)
 
 
-@pytest.mark.slow  # ~60 s on the shared 2-core machine (two processes, imports, rendezvous)
+# 14 s on the idle 2-core machine, about 45 s while other jobs load it
 def test_torchrun_two_process_training(tiny_dataset, tmp_path):
     if shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")):
         pytest.skip("torchrun not installed")
