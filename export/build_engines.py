@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
@@ -240,17 +239,8 @@ def build_engine(trt, onnx_path: str, prof: Dict[str, tuple], out_path: str, str
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BuildError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out_path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(serialized)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from runtime.atomic import write_bytes
+    write_bytes(out_path, serialized)   # IHostMemory supports the buffer protocol
 
 
 # ----------------------------------------------------------------------------------------------

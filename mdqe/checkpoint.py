@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from typing import Dict, Optional, Tuple
 
@@ -53,17 +52,9 @@ def save_checkpoint(model_or_state, path: str, cfg, extra: Optional[dict] = None
     cfg = get_config(cfg)
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "extra": json.dumps(extra or {})}
     state = _state_of(model_or_state)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_ckpt_", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
+    from runtime.atomic import atomic_path
+    with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -11,11 +11,9 @@ our model with no source keep a fresh (seeded) initialisation, recorded in the f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-import tempfile
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -124,11 +122,8 @@ def convert_file(src: str, dst: str, config: str, seed: int = 0, strict: bool = 
 
 
 def _write_json_atomic(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_report_", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    from runtime.atomic import write_json
+    write_json(path, obj, indent=1)
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -37,6 +36,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mdqe.config import SYNTHETIC_CLASSES
+from runtime.atomic import write_bytes
 
 from .shapes import background, object_texture, render_object, shape_mask, warp_matrix
 
@@ -178,17 +178,7 @@ def video_annotations(video: RenderedVideo) -> List[dict]:
 
 
 def _write_bytes_atomic(data: bytes, path: str) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, data)
 
 
 def generate_split(out_dir: str, num_videos: int = 16, num_frames: Optional[int] = None, height: int = 192,

@@ -6,9 +6,6 @@ with compressed RLE ``counts`` as utf-8 strings, at the video's resolution.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -29,18 +26,8 @@ def make_result(video_id: int, category_id: int, score: float,
 
 def write_json_atomic(obj: Any, path: str, indent: Optional[int] = None) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from runtime.atomic import write_json
+    write_json(path, obj, indent=indent)
 
 
 def save_results(results: Iterable[dict], path: str) -> List[dict]:
