@@ -11,13 +11,13 @@ maps back with ``category_ids[label]``).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from mdqe.evaluation.io import _read_json
 from mdqe.evaluation.rle import FormatError, decode_rles, to_rles
 
 
@@ -59,19 +59,9 @@ class VISIndex:
         return out
 
 
-def _load_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise FormatError(f"{path} is not valid JSON: {e}") from None
-
-
 def load_vis_index(json_path: str, image_root: str, skip_crowd: bool = True) -> VISIndex:
     """Index a YouTube-VIS / OVIS JSON; frame paths are ``image_root/<file_name>``."""
-    data = _load_json(json_path)
+    data = _read_json(json_path, "annotation")
     for key in ("videos", "annotations", "categories"):
         if key not in data:
             raise FormatError(f"{json_path}: missing top-level key {key!r}")

@@ -10,19 +10,9 @@
 #include "mdqe_msda/msda_core.h"
 #include "mdqe_msda/msda_cpu.h"
 
+#include "check.h"
+
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            ++g_failures;                                             \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::printf(__VA_ARGS__);                                 \
-            std::printf("\n");                                        \
-        }                                                             \
-    } while (0)
 
 struct Case {
     int64_t N, M, D, Lq, P;
@@ -98,7 +88,7 @@ double run_and_compare(const Case& c, int threads) {
     const auto st = c.starts();
     const int rc = mdqe_msda_cpu_forward(c.value.data(), c.shapes.data(), st.data(), c.loc.data(), c.attn.data(),
                                          c.N, c.S(), c.M, c.D, c.L(), c.Lq, c.P, out.data(), threads);
-    CHECK(rc == MDQE_MSDA_OK, "status %d (%s)", rc, mdqe_msda_last_error());
+    CHECK_MSG(rc == MDQE_MSDA_OK, "status %d (%s)", rc, mdqe_msda_last_error());
     const auto ref = reference(c);
     double worst = 0.0;
     for (size_t i = 0; i < out.size(); ++i) worst = std::fmax(worst, std::fabs(out[i] - ref[i]));
@@ -125,7 +115,7 @@ void test_random_cases() {
         }
         fill(c, rng, special);
         const double err = run_and_compare(c, static_cast<int>(rng() % 4));
-        CHECK(err <= 1e-5, "random case %d: max abs error %g", iter, err);
+        CHECK_MSG(err <= 1e-5, "random case %d: max abs error %g", iter, err);
     }
 }
 
@@ -136,20 +126,20 @@ void test_edge_layouts() {
     {
         Case c{1, 2, 4, 5, 1, {1, 1}, {}, {}, {}};
         fill(c, rng, special);
-        CHECK(run_and_compare(c, 1) <= 1e-5, "1x1 level, L=1, P=1");
+        CHECK_MSG(run_and_compare(c, 1) <= 1e-5, "1x1 level, L=1, P=1");
     }
     // TCA layout: one feature level repeated T=4 times as levels.
     {
         Case c{1, 2, 8, 9, 4, {3, 5, 3, 5, 3, 5, 3, 5}, {}, {}, {}};
         fill(c, rng, special);
-        CHECK(run_and_compare(c, 2) <= 1e-5, "TCA layout");
+        CHECK_MSG(run_and_compare(c, 2) <= 1e-5, "TCA layout");
     }
     // Enough rows to use several threads.
     {
         Case c{2, 4, 8, 300, 4, {6, 8, 3, 4, 2, 2, 1, 1}, {}, {}, {}};
         fill(c, rng, special);
-        CHECK(run_and_compare(c, 0) <= 1e-5, "multi-threaded case");
-        CHECK(run_and_compare(c, 3) <= 1e-5, "3 threads");
+        CHECK_MSG(run_and_compare(c, 0) <= 1e-5, "multi-threaded case");
+        CHECK_MSG(run_and_compare(c, 3) <= 1e-5, "3 threads");
     }
     // Non-finite and huge locations contribute nothing (no UB in the float->int conversion).
     {
@@ -161,12 +151,12 @@ void test_edge_layouts() {
         const int64_t st = 0;
         const int rc = mdqe_msda_cpu_forward(c.value.data(), c.shapes.data(), &st, c.loc.data(), c.attn.data(), 1,
                                              4, 1, 2, 1, 1, 4, out.data(), 1);
-        CHECK(rc == MDQE_MSDA_OK && out[0] == 0.0f && out[1] == 0.0f, "non-finite locations give 0");
+        CHECK_MSG(rc == MDQE_MSDA_OK && out[0] == 0.0f && out[1] == 0.0f, "non-finite locations give 0");
     }
     // Empty batch / no queries: nothing to do, OK.
     {
         const int64_t shapes[2] = {2, 2}, st = 0;
-        CHECK(mdqe_msda_cpu_forward(nullptr, shapes, &st, nullptr, nullptr, 0, 4, 1, 2, 1, 3, 1, nullptr, 1) ==
+        CHECK_MSG(mdqe_msda_cpu_forward(nullptr, shapes, &st, nullptr, nullptr, 0, 4, 1, 2, 1, 3, 1, nullptr, 1) ==
                   MDQE_MSDA_OK,
               "N=0");
     }
@@ -184,22 +174,22 @@ void test_corners_at_float_borders() {
             for (float y : xs) {
                 mdqe::MsdaCorners c;
                 if (!mdqe::msda_corners_at(x, y, size, size, c)) {
-                    CHECK(false, "size %d x %a y %a: no corner", size, x, y);
+                    CHECK_MSG(false, "size %d x %a y %a: no corner", size, x, y);
                     continue;
                 }
                 float wsum = 0.0f;
                 for (int k = 0; k < 4; ++k) {
-                    CHECK(c.offset[k] >= 0 && c.offset[k] < size * size, "size %d x %a y %a: corner %d offset %d",
+                    CHECK_MSG(c.offset[k] >= 0 && c.offset[k] < size * size, "size %d x %a y %a: corner %d offset %d",
                           size, x, y, k, c.offset[k]);
-                    CHECK(c.weight[k] >= 0.0f && c.weight[k] <= 1.0f, "weight %g", c.weight[k]);
+                    CHECK_MSG(c.weight[k] >= 0.0f && c.weight[k] <= 1.0f, "weight %g", c.weight[k]);
                     wsum += c.weight[k];
                 }
                 // Inside [0, size-1]^2 all the weight lands on valid corners.
-                if (x >= 0 && y >= 0 && x <= s - 1 && y <= s - 1) CHECK(std::fabs(wsum - 1.0f) < 1e-5f, "sum %g", wsum);
+                if (x >= 0 && y >= 0 && x <= s - 1 && y <= s - 1) CHECK_MSG(std::fabs(wsum - 1.0f) < 1e-5f, "sum %g", wsum);
             }
         }
         mdqe::MsdaCorners c;
-        CHECK(!mdqe::msda_corners_at(s, 0.0f, size, size, c) && !mdqe::msda_corners_at(-1.0f, 0.0f, size, size, c),
+        CHECK_MSG(!mdqe::msda_corners_at(s, 0.0f, size, size, c) && !mdqe::msda_corners_at(-1.0f, 0.0f, size, size, c),
               "x = W and x = -1 have no corner inside");
     }
 }
@@ -211,22 +201,22 @@ void test_invalid_arguments() {
     auto call = [&](const int64_t* sh, const int64_t* st, int64_t S, int64_t M, int64_t L) {
         return mdqe_msda_cpu_forward(value.data(), sh, st, loc.data(), attn.data(), 1, S, M, 2, L, 1, 1, out.data(), 1);
     };
-    CHECK(call(shapes, good_start, 6, 1, 2) == MDQE_MSDA_OK, "valid call: %s", mdqe_msda_last_error());
+    CHECK_MSG(call(shapes, good_start, 6, 1, 2) == MDQE_MSDA_OK, "valid call: %s", mdqe_msda_last_error());
     const int64_t bad_start[2] = {0, 3};
-    CHECK(call(shapes, bad_start, 6, 1, 2) == MDQE_MSDA_ERR_BAD_LEVEL_START, "bad level start");
-    CHECK(std::string(mdqe_msda_last_error()).find("level_start_index[1] = 3") != std::string::npos, "message: %s",
+    CHECK_MSG(call(shapes, bad_start, 6, 1, 2) == MDQE_MSDA_ERR_BAD_LEVEL_START, "bad level start");
+    CHECK_MSG(std::string(mdqe_msda_last_error()).find("level_start_index[1] = 3") != std::string::npos, "message: %s",
           mdqe_msda_last_error());
-    CHECK(call(shapes, good_start, 7, 1, 2) == MDQE_MSDA_ERR_S_MISMATCH, "S mismatch");
+    CHECK_MSG(call(shapes, good_start, 7, 1, 2) == MDQE_MSDA_ERR_S_MISMATCH, "S mismatch");
     const int64_t zero_shape[4] = {2, 2, 0, 2};
-    CHECK(call(zero_shape, good_start, 4, 1, 2) == MDQE_MSDA_ERR_BAD_SHAPES, "zero shape");
-    CHECK(call(shapes, good_start, 6, 0, 2) == MDQE_MSDA_ERR_BAD_DIMENSION, "M=0");
-    CHECK(call(shapes, good_start, -1, 1, 2) == MDQE_MSDA_ERR_BAD_DIMENSION, "S<0");
-    CHECK(call(nullptr, good_start, 6, 1, 2) == MDQE_MSDA_ERR_NULL_POINTER, "null shapes");
-    CHECK(mdqe_msda_cpu_forward(value.data(), shapes, good_start, loc.data(), attn.data(), 1, 6, 1, 2, 2, 1, 1,
+    CHECK_MSG(call(zero_shape, good_start, 4, 1, 2) == MDQE_MSDA_ERR_BAD_SHAPES, "zero shape");
+    CHECK_MSG(call(shapes, good_start, 6, 0, 2) == MDQE_MSDA_ERR_BAD_DIMENSION, "M=0");
+    CHECK_MSG(call(shapes, good_start, -1, 1, 2) == MDQE_MSDA_ERR_BAD_DIMENSION, "S<0");
+    CHECK_MSG(call(nullptr, good_start, 6, 1, 2) == MDQE_MSDA_ERR_NULL_POINTER, "null shapes");
+    CHECK_MSG(mdqe_msda_cpu_forward(value.data(), shapes, good_start, loc.data(), attn.data(), 1, 6, 1, 2, 2, 1, 1,
                                 nullptr, 1) == MDQE_MSDA_ERR_NULL_POINTER,
           "null output");
-    CHECK(std::string(mdqe_msda_status_name(MDQE_MSDA_ERR_S_MISMATCH)) == "MDQE_MSDA_ERR_S_MISMATCH", "status name");
-    CHECK(mdqe_msda_default_threads() >= 1, "default threads");
+    CHECK_MSG(std::string(mdqe_msda_status_name(MDQE_MSDA_ERR_S_MISMATCH)) == "MDQE_MSDA_ERR_S_MISMATCH", "status name");
+    CHECK_MSG(mdqe_msda_default_threads() >= 1, "default threads");
 }
 
 }  // namespace
@@ -236,10 +226,5 @@ int main() {
     test_edge_layouts();
     test_corners_at_float_borders();
     test_invalid_arguments();
-    if (g_failures) {
-        std::printf("%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    std::printf("all CPU kernel checks passed\n");
-    return 0;
+    return mdqe_test::finish("all CPU kernel checks passed");
 }

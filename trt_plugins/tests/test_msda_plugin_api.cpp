@@ -9,19 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
+
 using namespace nvinfer1;
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                    \
-    do {                                                               \
-        if (!(cond)) {                                                 \
-            ++g_failures;                                              \
-            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                              \
-    } while (0)
 
 class CaptureLogger : public ILogger {
 public:
@@ -168,10 +160,5 @@ int main() {
 
     delete plugin;
     setLoggerFinder(nullptr);
-    if (g_failures) {
-        std::printf("%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    std::printf("all plugin API checks passed\n");
-    return 0;
+    return mdqe_test::finish("all plugin API checks passed");
 }

@@ -5,19 +5,11 @@
 
 #include "msda_plugin_logic.h"
 
+#include "check.h"
+
 using namespace mdqe::plugin;
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                    \
-    do {                                                               \
-        if (!(cond)) {                                                 \
-            ++g_failures;                                              \
-            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                              \
-    } while (0)
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
@@ -141,10 +133,5 @@ int main() {
     test_fields_round_trip();
     test_fields_decode();
     test_shapes();
-    if (g_failures) {
-        std::printf("%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    std::printf("all plugin logic checks passed\n");
-    return 0;
+    return mdqe_test::finish("all plugin logic checks passed");
 }
