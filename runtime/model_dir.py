@@ -25,6 +25,59 @@ DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
 PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed")
 
 
+# ------------------------------------------------------------------------------------------------
+# MSDeformAttn forms of an export (export.json "msda") and the plugin identities they carry.
+# One home: the exporter, the ONNX Runtime custom ops, the backends, build_engines and the tests
+# import these (tests/test_export_forms.py checks the C++ plugin's identity against OUR_PLUGIN).
+# ------------------------------------------------------------------------------------------------
+MSDA_ONNX = "onnx"                # pure ONNX, bilinear sampling written with Gather (no GridSample)
+MSDA_GRIDSAMPLE = "gridsample"    # pure ONNX, per level one GridSample (bilinear, zeros, align_corners=0)
+MSDA_PLUGIN = "plugin"            # one node per call for our MDQEMSDeformAttn plugin (fp32 accumulation)
+MSDA_TRT_BUILTIN = "trt-builtin"  # one node per call for NVIDIA's MultiscaleDeformableAttnPlugin_TRT
+MSDA_FORMS = (MSDA_ONNX, MSDA_GRIDSAMPLE, MSDA_PLUGIN, MSDA_TRT_BUILTIN)
+MSDA_EXPORT_DEFAULT = MSDA_ONNX   # plain ONNX that stock TensorRT (any version) and ONNX Runtime run
+# The form the demo exports for the ONNX Runtime CPU backend: the fastest one measured by
+# `python -m benchmarks.msda_forms` (docs/export.md section 5).
+MSDA_ORT_CPU_FASTEST = MSDA_ONNX
+
+
+@dataclass(frozen=True)
+class PluginIdentity:
+    """How an MSDeformAttn custom node is named in the ONNX graph and found by TensorRT.
+
+    The TensorRT ONNX parser maps a node whose op_type equals a registered plugin name to that
+    plugin; the node's ``plugin_version`` / ``plugin_namespace`` attributes select the creator.
+    ``onnx_domain`` only keeps the graph valid ONNX (the parser does not read it).
+    """
+    op_type: str
+    onnx_domain: str
+    version: str
+    namespace: str
+    library: str                  # where TensorRT finds the creator
+    needs_plugin_library: bool    # True: trtexec --dynamicPlugins / --staticPlugins must load `library`
+    output_rank: int              # 3: [N, Lq, M*D]; 4: [N, Lq, M, D]
+    versions: Tuple[str, ...] = ()
+
+
+OUR_PLUGIN = PluginIdentity(op_type="MDQEMSDeformAttn", onnx_domain="mdqe", version="1", namespace="mdqe",
+                            library="libmdqe_trt_plugin.so", needs_plugin_library=True, output_rank=3,
+                            versions=("1",))
+# NVIDIA's plugin inside libnvinfer_plugin (TensorRT/plugin/multiscaleDeformableAttnPlugin): version "1"
+# (IPluginV2DynamicExt, TensorRT 8.4+, deprecated since 10.11) and "2" (IPluginV3, TensorRT 10.11+);
+# no plugin fields; value [N,S,M,D], spatial_shapes [L,2] INT32, level_start_index [L] INT32,
+# sampling_locations [N,Lq,M,L,P,2], attention_weights [N,Lq,M,L,P] -> [N,Lq,M,D]; float or half.
+TRT_BUILTIN_PLUGIN = PluginIdentity(op_type="MultiscaleDeformableAttnPlugin_TRT", onnx_domain="trt.plugins",
+                                    version="2", namespace="", library="libnvinfer_plugin.so",
+                                    needs_plugin_library=False, output_rank=4, versions=("1", "2"))
+
+
+def plugin_identity(form: str) -> "PluginIdentity | None":
+    """The custom node identity of an MSDA form (None for the pure-ONNX forms)."""
+    if form not in MSDA_FORMS:
+        raise ValueError(f"MSDeformAttn form must be one of {MSDA_FORMS}, got {form!r}")
+    return {MSDA_PLUGIN: OUR_PLUGIN, MSDA_TRT_BUILTIN: TRT_BUILTIN_PLUGIN}.get(form)
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How frames are turned into model input (export.json "preprocess")."""
@@ -47,7 +100,7 @@ class ModelSpec:
     embed_dim: int
     mask_stride: int
     preprocess: PreprocessSpec
-    msda: str                       # "plugin" | "onnx"
+    msda: str                       # one of MSDA_FORMS
     dtype: str                      # "fp32" | "fp16"
     encoder_file: str
     decoder_file: str
@@ -139,9 +192,9 @@ def load_model_dir(model_dir: str) -> ModelSpec:
     num_classes = int(_require(meta, "num_classes", where))
     if len(class_names) != num_classes:
         raise ModelDirError(f"{where}: {len(class_names)} class_names for num_classes={num_classes}")
-    msda = str(meta.get("msda", "onnx"))
-    if msda not in ("onnx", "plugin"):
-        raise ModelDirError(f"{where}: msda must be 'onnx' or 'plugin', got {msda!r}")
+    msda = str(meta.get("msda", MSDA_ONNX))
+    if msda not in MSDA_FORMS:
+        raise ModelDirError(f"{where}: msda must be one of {list(MSDA_FORMS)}, got {msda!r}")
     spec = ModelSpec(
         model_dir=os.path.abspath(model_dir),
         num_frames=int(_require(meta, "num_frames", where)),

@@ -3,9 +3,10 @@
 Providers: CPU by default; ``providers="auto"`` picks CUDA when the
 installed onnxruntime has it, then CPU; TensorRT's EP only when asked for
 by name (``providers=["TensorrtExecutionProvider", ...]``). Plugin-form
-graphs (export.json ``"msda": "plugin"``) run through the onnxruntime-extensions
-Python op of ``export/ort_custom_ops.py`` (torch-free; the MSDeformAttn
-node then runs on the CPU). Onnx-form graphs run in plain ONNX Runtime.
+and trt-builtin graphs (export.json ``"msda": "plugin"`` / ``"trt-builtin"``) run
+through the onnxruntime-extensions Python ops of ``export/ort_custom_ops.py``
+(torch-free; the MSDeformAttn node then runs our native CPU kernel). The pure-ONNX
+forms ("onnx", "gridsample") run in plain ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
 from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, ModelSpec,
-                         check_tensor_names, load_model_dir, require_graph_files)
+                         check_tensor_names, load_model_dir, plugin_identity, require_graph_files)
 from .base import Backend
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -84,12 +85,13 @@ class OrtBackend(Backend):
             so.intra_op_num_threads = int(threads)
         so.log_severity_level = 3
         try:
-            if self.spec.msda == "plugin":
+            ident = plugin_identity(self.spec.msda)
+            if ident is not None:
                 try:
                     from export.ort_custom_ops import create_session
                 except ImportError as e:
                     raise PluginLibraryError(
-                        f"{path} is a plugin-form graph (MDQEMSDeformAttn nodes); running it in ONNX Runtime "
+                        f"{path} is a {self.spec.msda}-form graph ({ident.op_type} nodes); running it in ONNX Runtime "
                         f"needs onnx, onnxruntime-extensions and export/ort_custom_ops.py ({e}). "
                         "Re-export with --msda onnx for plain ONNX Runtime.") from e
                 try:
@@ -106,7 +108,7 @@ class OrtBackend(Backend):
             if "no op registered" in low or "not a registered function" in low or "unregistered" in low:
                 raise PluginLibraryError(f"ONNX Runtime cannot run {path}: a custom op (MSDeformAttn) is not "
                                          f"registered ({first})") from e
-            if "MDQEMSDeformAttn" in msg:
+            if ident is not None and ident.op_type in msg:
                 raise ModelDirError(f"ONNX Runtime rejects the MSDeformAttn node of {path} - is the graph from an "
                                     f"older export? re-export it ({first})") from e
             raise ModelDirError(f"ONNX Runtime cannot load {path}: {first}") from e
