@@ -89,7 +89,7 @@ def export_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc
         M, D = int(value.shape[2]), int(value.shape[3])
         if torch.jit.is_tracing():
             out = _TrtBuiltinMSDA.apply(value, spatial_shapes, level_start_index, sampling_locations,
-                                        attention_weights, builtin_plugin_version())
+                                        attention_weights, builtin_plugin_version(), M, D)
         else:
             out = _builtin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations,
                                            attention_weights)
@@ -295,22 +295,23 @@ class _TrtBuiltinMSDA(torch.autograd.Function):
     """Traced as one `MultiscaleDeformableAttnPlugin_TRT` node (TorchScript-based exporter)."""
 
     @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, version):
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, version, m, d):
         N, _, M, D = value.shape
         return _reference(value, spatial_shapes, level_start_index, sampling_locations,
                           attention_weights).reshape(N, sampling_locations.shape[1], M, D)
 
     @staticmethod
-    def symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, version):
+    def symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, version, m, d):
         ss32 = g.op("Cast", spatial_shapes, to_i=6)        # onnx.TensorProto.INT32, as the plugin takes them
         lsi32 = g.op("Cast", level_start_index, to_i=6)
         ident = TRT_BUILTIN_PLUGIN
         out = g.op(f"{ident.onnx_domain}::{ident.op_type}", value, ss32, lsi32, sampling_locations,
                    attention_weights, plugin_version_s=str(version), plugin_namespace_s=ident.namespace)
+        # output [N, Lq, M, D] of value's type; M and D are fixed by the weights, N and Lq may be dynamic
         vs, ls = _shape_of(value, 4), _shape_of(sampling_locations, 6)
-        n, m, d = (vs[0], vs[2], vs[3]) if vs is not None else (None, None, None)
+        n = vs[0] if vs is not None else None
         lq = ls[1] if ls is not None else None
-        out.setType(value.type().with_sizes([n, lq, m, d]))
+        out.setType(value.type().with_sizes([n, lq, int(m), int(d)]))
         return out
 
 
