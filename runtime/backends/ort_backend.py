@@ -10,13 +10,14 @@ forms ("onnx", "gridsample") run in plain ONNX Runtime.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, ModelSpec,
-                         check_tensor_names, load_model_dir, plugin_identity, require_graph_files)
+from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_EXPORT_DEFAULT,
+                         MSDA_ORT_CPU_FASTEST, ModelSpec, check_tensor_names, load_model_dir, plugin_identity,
+                         require_graph_files)
 from .base import Backend
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -29,6 +30,36 @@ def _import_ort():
     except ImportError as e:
         raise BackendUnavailableError("backend 'ort' needs onnxruntime (pip install onnxruntime)") from e
     return ort
+
+
+def custom_node_support() -> Optional[str]:
+    """None when plugin / trt-builtin graphs run fast in ONNX Runtime here (onnx and
+    onnxruntime-extensions importable, native MSDeformAttn CPU kernel built), else why not."""
+    import importlib.util
+    for mod in ("onnx", "onnxruntime_extensions"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed"
+    try:
+        from ..native import msda
+        if not msda.is_available():
+            return "the native MSDeformAttn kernel (runtime/native/libmdqe_msda.so) is not built"
+    except ImportError as e:
+        return f"runtime.native is unavailable ({e})"
+    return None
+
+
+def ort_cpu_form() -> Tuple[str, str]:
+    """(form, reason): the MSDeformAttn export form this runtime runs fastest with ONNX Runtime on
+    the CPU - ``MSDA_ORT_CPU_FASTEST`` (measured by ``python -m benchmarks.msda_forms``) when what
+    it needs is here, else the default pure-ONNX form. The demo exports this form."""
+    ident = plugin_identity(MSDA_ORT_CPU_FASTEST)
+    if ident is None:
+        return MSDA_ORT_CPU_FASTEST, "fastest in ONNX Runtime on the CPU (benchmarks/msda_forms.py)"
+    missing = custom_node_support()
+    if missing is None:
+        return MSDA_ORT_CPU_FASTEST, ("fastest in ONNX Runtime on the CPU (benchmarks/msda_forms.py): the native "
+                                      "kernel as an onnxruntime-extensions op")
+    return MSDA_EXPORT_DEFAULT, f"{MSDA_ORT_CPU_FASTEST!r} would be faster but {missing}"
 
 
 def resolve_providers(providers: Union[None, str, Sequence[str]], available: Sequence[str]) -> List[str]:
