@@ -1,6 +1,6 @@
 """MSDeformAttn precision study: which fp16 path to pick (issue 10).
 
-    python -m benchmarks.msda_precision [--e2e-size 384x640] [--no-e2e] [--json benchmarks/results/msda_precision.json]
+    python -m benchmarks.msda_precision [--e2e-size 192x352] [--no-e2e] [--json benchmarks/results/msda_precision.json]
 
 Part 1, the op on the shapes of MDQE R50 at 360p (input 360x640 padded to 384x640; levels 48x80,
 24x40, 12x20, 6x10, S=5100; M=8 heads, D=32, P=4 points) with trained-like inputs, against an
@@ -306,7 +306,7 @@ def e2e_study(size, seed=0, threads=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--e2e-size", default="384x640", help="HxW of the end-to-end run (multiples of 32)")
+    ap.add_argument("--e2e-size", default="192x352", help="HxW of the end-to-end run (multiples of 32)")
     ap.add_argument("--no-e2e", action="store_true", help="only the op-level study")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for the end-to-end run (0 = default)")
     ap.add_argument("--json", help="also write the results to this JSON file")

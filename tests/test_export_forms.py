@@ -181,6 +181,28 @@ def test_trt_builtin_plugin_version_1_and_census_errors(mini, tmp_path, mini_gra
         check_msda_form(mini_graphs["gridsample"], "g", "gridsample", 1, expected_gridsample=4)
 
 
+@pytest.mark.parametrize("form", ["onnx", "gridsample"])
+def test_fp16_typing_of_pure_onnx_forms(form, mini, mini_graphs):
+    """The Gather form survives the fp16 pass: index arithmetic stays int64, the result is close."""
+    from export.fp16 import FLOAT16, _float_types, convert_graph_fp16
+
+    model = onnx.ModelProto()
+    model.CopyFrom(mini_graphs[form])
+    for n in model.graph.node:
+        n.name = "/encoder/layers.0/" + (n.name or n.op_type).lstrip("/")
+    half = convert_graph_fp16(model)
+    onnx.checker.check_model(half)
+    types = _float_types(half)
+    op = "MatMul" if form == "onnx" else "GridSample"
+    assert any(types.get(n.output[0]) == FLOAT16 for n in half.graph.node if n.op_type == op)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref, _ = mini(x)
+    out = create_session(half).run(["out"], {"images": x.numpy()})[0]
+    err = np.abs(out - ref.numpy()).max()
+    assert 0 < err < 1e-2 + 2e-2 * np.abs(ref.numpy()).max(), err
+
+
 def test_fp16_typing_of_trt_builtin_node(mini, tmp_path):
     from export.fp16 import FLOAT16, _float_types, convert_graph_fp16
 
