@@ -37,8 +37,11 @@ MSDA_TRT_BUILTIN = "trt-builtin"  # one node per call for NVIDIA's MultiscaleDef
 MSDA_FORMS = (MSDA_ONNX, MSDA_GRIDSAMPLE, MSDA_PLUGIN, MSDA_TRT_BUILTIN)
 MSDA_EXPORT_DEFAULT = MSDA_ONNX   # plain ONNX that stock TensorRT (any version) and ONNX Runtime run
 # The form the demo exports for the ONNX Runtime CPU backend: the fastest one measured by
-# `python -m benchmarks.msda_forms` (docs/export.md section 5).
-MSDA_ORT_CPU_FASTEST = MSDA_ONNX
+# `python -m benchmarks.msda_forms` (docs/export.md section 5): our native kernel behind the
+# onnxruntime-extensions op; without that kernel, the fastest plain-ONNX form (GridSample, which
+# ONNX Runtime computes correctly; the TensorRT GridSample problem does not apply there).
+MSDA_ORT_CPU_FASTEST = MSDA_PLUGIN
+MSDA_ORT_CPU_FASTEST_PLAIN = MSDA_GRIDSAMPLE
 
 
 @dataclass(frozen=True)

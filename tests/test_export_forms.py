@@ -291,3 +291,20 @@ def test_printed_trtexec_and_polygraphy_lines_per_form(form, capsys, tmp_path):
         assert "TensorRT >= 10.11" in out
     if form == "gridsample":
         assert "miscompile" in out
+
+
+def test_runtime_picks_the_fastest_ort_cpu_form(monkeypatch):
+    """The demo's default form: the measured fastest (our kernel behind the Python op) when the
+    kernel and onnxruntime-extensions are here, else the fastest plain-ONNX form."""
+    from runtime.backends import ort_backend
+    from runtime.model_dir import MSDA_ORT_CPU_FASTEST_PLAIN
+
+    assert plugin_identity(MSDA_ORT_CPU_FASTEST_PLAIN) is None
+    monkeypatch.setattr(ort_backend, "custom_node_support", lambda: None)
+    assert ort_backend.ort_cpu_form()[0] == MSDA_ORT_CPU_FASTEST
+    monkeypatch.setattr(ort_backend, "custom_node_support", lambda: "the native kernel is not built")
+    form, why = ort_backend.ort_cpu_form()
+    assert form == (MSDA_ORT_CPU_FASTEST if plugin_identity(MSDA_ORT_CPU_FASTEST) is None
+                    else MSDA_ORT_CPU_FASTEST_PLAIN)
+    if plugin_identity(MSDA_ORT_CPU_FASTEST) is not None:
+        assert "not built" in why

@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_EXPORT_DEFAULT,
-                         MSDA_ORT_CPU_FASTEST, ModelSpec, check_tensor_names, load_model_dir, plugin_identity,
+from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_ORT_CPU_FASTEST,
+                         MSDA_ORT_CPU_FASTEST_PLAIN, ModelSpec, check_tensor_names, load_model_dir, plugin_identity,
                          require_graph_files)
 from .base import Backend
 
@@ -51,7 +51,7 @@ def custom_node_support() -> Optional[str]:
 def ort_cpu_form() -> Tuple[str, str]:
     """(form, reason): the MSDeformAttn export form this runtime runs fastest with ONNX Runtime on
     the CPU - ``MSDA_ORT_CPU_FASTEST`` (measured by ``python -m benchmarks.msda_forms``) when what
-    it needs is here, else the default pure-ONNX form. The demo exports this form."""
+    it needs is here, else the fastest plain-ONNX form. The demo exports this form."""
     ident = plugin_identity(MSDA_ORT_CPU_FASTEST)
     if ident is None:
         return MSDA_ORT_CPU_FASTEST, "fastest in ONNX Runtime on the CPU (benchmarks/msda_forms.py)"
@@ -59,7 +59,8 @@ def ort_cpu_form() -> Tuple[str, str]:
     if missing is None:
         return MSDA_ORT_CPU_FASTEST, ("fastest in ONNX Runtime on the CPU (benchmarks/msda_forms.py): the native "
                                       "kernel as an onnxruntime-extensions op")
-    return MSDA_EXPORT_DEFAULT, f"{MSDA_ORT_CPU_FASTEST!r} would be faster but {missing}"
+    return MSDA_ORT_CPU_FASTEST_PLAIN, (f"fastest plain-ONNX form in ONNX Runtime on the CPU; {MSDA_ORT_CPU_FASTEST!r} "
+                                        f"would be faster but {missing}")
 
 
 def resolve_providers(providers: Union[None, str, Sequence[str]], available: Sequence[str]) -> List[str]:
