@@ -141,8 +141,9 @@ class StreamWriter:
 
 
 def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional[ClientOptions] = None,
-                 names: Optional[List[str]] = None) -> dict:
+                 names: Optional[List[str]] = None, on_frame=None) -> dict:
     """Stream ``source`` (path, camera index or FrameSource) as sequence ``stream_id``; write the outputs.
+    ``on_frame(index)`` (optional) is called after each frame's response (tests interleave other requests).
     Returns the timing dict (also timing.json): frames, wall_s, fps, latency_ms (p50/p90/p99/max)."""
     opts = opts or ClientOptions()
     src = source if isinstance(source, FrameSource) else FrameSource(source, max_frames=opts.max_frames)
@@ -160,6 +161,8 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
             lat.append(time.perf_counter() - t)
             for f, items in frames:
                 w.final(f, items)
+            if on_frame is not None:
+                on_frame(n)
             n += 1
         if n == 0:
             raise ServingError(f"no frames decoded from {src.source}")
