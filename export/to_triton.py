@@ -37,8 +37,12 @@ from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, 
 from runtime.serving import protocol as P  # noqa: E402
 from runtime.tracker import TrackerParams  # noqa: E402
 
+# Triton's TensorRT backend only dlopen()s the libraries of --backend-config=tensorrt,plugins=...
+# (then calls initLibNvInferPlugins for NVIDIA's own): the library must register its creator when
+# loaded, i.e. the self-registering variant, not the getCreators() one (docs/native.md).
+from export.build_engines import PLUGIN_LIB_NAME, STATIC_PLUGIN_LIB_NAME  # noqa: E402
+
 BACKENDS = ("onnxruntime", "tensorrt", "python")
-PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"
 _INT64 = ("spatial_shapes", "level_start_index")
 _RANKS = {"images": 4, "memory": 3, "spatial_shapes": 2, "level_start_index": 1, "mask_features": 4,
           "query_feat": 3, "query_points": 3, "query_embed": 3, "pred_logits": 2, "pred_boxes": 3,
@@ -129,13 +133,16 @@ from {module} import {cls} as TritonPythonModel  # noqa: F401
 
 
 def _readme(args, spec, repo_name: str, msda: str, dec_inputs: List[str]) -> str:
-    plugin = os.path.abspath(args.plugin_lib) if args.plugin_lib else f"/path/to/{PLUGIN_LIB_NAME}"
+    plugin = os.path.abspath(args.plugin_lib) if args.plugin_lib else f"/path/to/{STATIC_PLUGIN_LIB_NAME}"
     trt_line = ""
     if args.backend == "tensorrt":
         if msda == "plugin":
             trt_line = (f"\nThe engines hold MDQEMSDeformAttn plugin layers: the TensorRT backend loads the plugin "
                         f"library named on the command line:\n\n    --backend-config=tensorrt,plugins=\"{plugin}\"\n\n"
-                        "(or `LD_PRELOAD` it). With `--msda trt-builtin` engines (NVIDIA's "
+                        f"(or `LD_PRELOAD` it). Triton only loads the library, so it must be the self-registering "
+                        f"`{STATIC_PLUGIN_LIB_NAME}`, not `{PLUGIN_LIB_NAME}` (which registers nothing on load). "
+                        "A library that fails to load is only logged; the engine then fails to deserialize "
+                        "(plugin creator not found). With `--msda trt-builtin` engines (NVIDIA's "
                         "MultiscaleDeformableAttnPlugin_TRT from libnvinfer_plugin, which the TensorRT backend "
                         "initialises itself) no library is needed.\n")
         else:
@@ -173,7 +180,7 @@ Python, sets `LD_LIBRARY_PATH`/`PATH`/`PYTHONPATH`, binds 127.0.0.1 and stops th
 
     docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
         -v $PWD/{repo_name}:/models -v $PWD/mdqe-deploy:/opt/mdqe nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
-        bash -c "pip install /opt/mdqe && tritonserver --model-repository /models{' --backend-config=tensorrt,plugins=' + chr(34) + '/opt/mdqe/' + PLUGIN_LIB_NAME + chr(34) if (args.backend == 'tensorrt' and msda == 'plugin') else ''}"
+        bash -c "pip install /opt/mdqe && tritonserver --model-repository /models{' --backend-config=tensorrt,plugins=' + chr(34) + plugin + chr(34) if (args.backend == 'tensorrt' and msda == 'plugin') else ''}"
 
 The TensorRT engines must be built with the same TensorRT version as the container's
 (`export/build_engines.py`), on the same GPU model.
@@ -222,6 +229,9 @@ def build_repository(args) -> str:
                 if src is None:
                     raise UsageError(f"no TensorRT engine {graph}.plan in {engine_dir} or {args.model} "
                                      "(build them with export/build_engines.py, or pass --engine-dir)")
+                if args.plugin_lib and os.path.basename(args.plugin_lib) == PLUGIN_LIB_NAME:
+                    raise UsageError(f"--plugin-lib {args.plugin_lib}: Triton only loads plugin libraries, and "
+                                     f"{PLUGIN_LIB_NAME} registers nothing on load; use {STATIC_PLUGIN_LIB_NAME}")
                 shutil.copy2(src, os.path.join(vdir, "model.plan"))
             else:
                 require_graph_files(spec)
@@ -275,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tritonserver of nvidia-pytriton can serve)")
     p.add_argument("--engine-dir", default=None, help="tensorrt: folder with encoder.plan/decoder.plan "
                                                       "(default MODEL/engines, then MODEL)")
-    p.add_argument("--plugin-lib", default=None, help=f"tensorrt: {PLUGIN_LIB_NAME} to name in the README's "
+    p.add_argument("--plugin-lib", default=None, help=f"tensorrt: path of {STATIC_PLUGIN_LIB_NAME} (the self-"
+                                                      "registering build) on the server, named in the README's "
                                                       "server command (plugin-form engines)")
     p.add_argument("--decoder-inputs", default=None,
                    help="comma list of the decoder inputs to send (an engine of the onnx-form decoder may lack "

@@ -32,6 +32,7 @@ from .outputs.overlay import OverlayWriter, draw_overlay
 from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool
 from .serving import protocol as P
+from .timing import StageStats
 from .video import FrameSource
 
 
@@ -141,15 +142,17 @@ class StreamWriter:
 
 
 def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional[ClientOptions] = None,
-                 names: Optional[List[str]] = None, on_frame=None) -> dict:
+                 names: Optional[List[str]] = None, on_frame=None, latency: Optional[StageStats] = None) -> dict:
     """Stream ``source`` (path, camera index or FrameSource) as sequence ``stream_id``; write the outputs.
-    ``on_frame(index)`` (optional) is called after each frame's response (tests interleave other requests).
+    ``on_frame(index)`` (optional) is called after each frame's response (tests interleave other requests);
+    ``latency`` (optional StageStats) receives each frame request's round trip in seconds (not the END flush).
     Returns the timing dict (also timing.json): frames, wall_s, fps, latency_ms (p50/p90/p99/max)."""
     opts = opts or ClientOptions()
     src = source if isinstance(source, FrameSource) else FrameSource(source, max_frames=opts.max_frames)
     names = names or class_names(client, opts.model)
     w = StreamWriter(output_dir, names, src.fps, opts)
-    lat: List[float] = []
+    lat = latency if latency is not None else StageStats()
+    flush_s = 0.0
     n = 0
     t0 = time.perf_counter()
     try:
@@ -158,7 +161,7 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
             t = time.perf_counter()
             frames, _, _ = send_frame(client, opts.model, stream_id, frame, n, start=(n == 0),
                                       timeout_s=opts.timeout_s)
-            lat.append(time.perf_counter() - t)
+            lat.add(time.perf_counter() - t)
             for f, items in frames:
                 w.final(f, items)
             if on_frame is not None:
@@ -168,7 +171,7 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
             raise ServingError(f"no frames decoded from {src.source}")
         t = time.perf_counter()
         frames, pairs, _ = send_frame(client, opts.model, stream_id, None, n, end=True, timeout_s=opts.timeout_s)
-        lat.append(time.perf_counter() - t)
+        flush_s = time.perf_counter() - t
         for f, items in frames:
             w.final(f, items)
         entries = w.finish(pairs, n)
@@ -179,12 +182,13 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
     finally:
         w.cleanup()
         src.close()
-    ms = np.array(lat) * 1e3
-    timing = {"video": src.name, "stream_id": stream_id, "frames": n, "requests": len(lat),
+    ms = np.frombuffer(lat.samples, dtype=np.float64) * 1e3     # a reservoir of at most 4096 samples
+    timing = {"video": src.name, "stream_id": stream_id, "frames": n, "requests": n + 1,
               "frames_written": w.frames_written, "results_entries": entries,
               "wall_s": round(wall, 6), "fps": round(n / wall, 4) if wall > 0 else None,
               "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 3), "p90": round(float(np.percentile(ms, 90)), 3),
-                             "p99": round(float(np.percentile(ms, 99)), 3), "max": round(float(ms.max()), 3)},
+                             "p99": round(float(np.percentile(ms, 99)), 3), "max": round(float(ms.max()), 3),
+                             "end_flush": round(flush_s * 1e3, 3)},
               "counted": "decode + request round trip (server: preprocess, encoder, decoder, tracker, RLE) + "
                          "client writes; per-frame latency = one request's round trip"}
     write_json(os.path.join(output_dir, "timing.json"), timing)

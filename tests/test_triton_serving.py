@@ -186,7 +186,9 @@ def test_onnxruntime_and_tensorrt_repositories(work, tmp_path, capsys):
     (plug / "engines").mkdir()
     for g in ("encoder", "decoder"):
         (plug / "engines" / f"{g}.plan").write_bytes(b"engine bytes " + g.encode())
-    r = gen(str(plug), str(tmp_path / "trt"), "--backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin.so",
+    r = gen(str(plug), str(tmp_path / "trt1"), "--backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin.so")
+    assert r.returncode == 2 and "registers nothing on load" in r.stderr     # Triton only dlopen()s plugins
+    r = gen(str(plug), str(tmp_path / "trt"), "--backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin_static.so",
             "--decoder-inputs", "memory,mask_features,query_feat,query_points,query_embed")
     assert r.returncode == 0, r.stderr
     c = text_format.Parse((tmp_path / "trt" / "mdqe_decoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -194,7 +196,7 @@ def test_onnxruntime_and_tensorrt_repositories(work, tmp_path, capsys):
     assert "spatial_shapes" not in [i.name for i in c.input]
     assert (tmp_path / "trt" / "mdqe_decoder" / "1" / "model.plan").read_bytes() == b"engine bytes decoder"
     readme = (tmp_path / "trt" / "README.md").read_text()
-    assert '--backend-config=tensorrt,plugins="/opt/libmdqe_trt_plugin.so"' in readme
+    assert '--backend-config=tensorrt,plugins="/opt/libmdqe_trt_plugin_static.so"' in readme
     v = text_format.Parse((tmp_path / "trt" / "mdqe_video" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert json.loads(v.parameters["decoder_inputs"].string_value) == ["memory", "mask_features", "query_feat",
                                                                        "query_points", "query_embed"]
