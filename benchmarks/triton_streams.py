@@ -111,16 +111,20 @@ def main(argv=None) -> int:
                       tracker=TrackerParams(new_track_score=2 * args.score_thr), overlay=False, progress=False)
     backend = create_backend("ort", model, threads=args.threads)
     run_video(videos[0], os.path.join(work, "warmup"), backend, opts)
-    ref = []
-    t0 = time.perf_counter()
-    for k, v in enumerate(videos):
-        ref.append(run_video(v, os.path.join(work, f"ref{k}"), backend, opts))
-    ref_wall = time.perf_counter() - t0
-    backend.close()
-    frame_ms = [1e3 * r["wall_s"] / r["frames"] for r in ref]
-    runtime_row = {"fps": round(sum(r["frames"] for r in ref) / ref_wall, 3),
-                   "ms_per_frame_mean": round(float(np.mean(frame_ms)), 2),
-                   "videos": len(videos), "frames": sum(r["frames"] for r in ref)}
+
+    def runtime_pass(tag: str) -> dict:
+        """runtime on every video in turn (one process, as runtime.infer would run them)."""
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        timings = [run_video(v, os.path.join(work, f"ref{k}" if tag == "before" else f"ref_{tag}{k}"), backend, opts)
+                   for k, v in enumerate(videos)]
+        wall = time.perf_counter() - t0
+        frames = sum(t["frames"] for t in timings)
+        return {"when": tag, "fps": round(frames / wall, 3), "frames": frames, "wall_s": round(wall, 3),
+                "ms_per_frame_mean": round(1e3 * wall / frames, 2), "load_average": [round(load0, 2),
+                                                                                     round(os.getloadavg()[0], 2)]}
+
+    runtime_rows = [runtime_pass("before")]
 
     # --- Triton ------------------------------------------------------------------------------------
     repo = os.path.join(work, "repo")
@@ -150,6 +154,7 @@ def main(argv=None) -> int:
 
             threads = [threading.Thread(target=run, args=(k, sid)) for k in range(s)]
             sid += s
+            load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
@@ -164,12 +169,15 @@ def main(argv=None) -> int:
                        == json.load(open(os.path.join(work, f"ref{k}", "results.json"))) for k in range(s))
             frames = sum(t["frames"] for t in timings)
             rows.append({"streams": s, "frames": frames, "wall_s": round(wall, 3),
+                         "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
                          "streams_x_fps": round(frames / wall, 3), "per_stream_fps": round(frames / wall / s, 3),
                          "latency_p50_ms": _pct(lat, 50), "latency_p99_ms": _pct(lat, 99),
                          "end_flush_ms_mean": round(float(np.mean([t["latency_ms"]["end_flush"] for t in timings])), 2),
                          "results_equal_runtime": bool(same)})
             print(json.dumps(rows[-1]), flush=True)
         rc_stop = srv.stop()
+    runtime_rows.append(runtime_pass("after"))     # brackets the Triton runs: the machine's load drifts
+    backend.close()
     report = {
         "command": "python -m benchmarks.triton_streams " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": args.machine or _cpu(),
@@ -182,7 +190,7 @@ def main(argv=None) -> int:
         "counted": "wall time from the first request of the first stream to the last response of the last stream; "
                    "client decode + gRPC + server pipeline + client results writing; model loading and a warm-up "
                    "stream excluded. runtime.infer: the videos one after another in one process, after a warm-up.",
-        "runtime_infer": runtime_row,
+        "runtime_infer": runtime_rows,
         "triton": rows,
         "server_exit_status": rc_stop,
     }
@@ -191,13 +199,19 @@ def main(argv=None) -> int:
     md = ["# Triton streams vs runtime.infer", "", f"Machine: {report['machine']} (load average at the end "
           f"{report['load_average_at_end'][0]:.1f}). Command: `{report['command']}`.", "",
           f"Model: {report['model']}. Videos: {report['videos']}. Server: {report['server']}.", "",
-          "| setting | streams x frames / s | per-stream FPS | p50 ms / frame | p99 ms / frame | results == runtime.infer |",
-          "|---|---:|---:|---:|---:|---|",
-          f"| runtime.infer, videos in turn | {runtime_row['fps']} | {runtime_row['fps']} | "
-          f"{runtime_row['ms_per_frame_mean']} (mean) | - | (reference) |"]
+          "| setting | streams x frames / s | per-stream FPS | p50 ms / frame | p99 ms / frame | results == runtime.infer "
+          "| load average (start, end) |",
+          "|---|---:|---:|---:|---:|---|---|"]
+    for r in runtime_rows[:1]:
+        md.append(f"| runtime.infer, videos in turn ({r['when']}) | {r['fps']} | {r['fps']} | "
+                  f"{r['ms_per_frame_mean']} (mean) | - | (reference) | {r['load_average']} |")
     for r in rows:
         md.append(f"| Triton, {r['streams']} concurrent stream(s) | {r['streams_x_fps']} | {r['per_stream_fps']} | "
-                  f"{r['latency_p50_ms']} | {r['latency_p99_ms']} | {'yes' if r['results_equal_runtime'] else 'NO'} |")
+                  f"{r['latency_p50_ms']} | {r['latency_p99_ms']} | {'yes' if r['results_equal_runtime'] else 'NO'} "
+                  f"| {r['load_average']} |")
+    for r in runtime_rows[1:]:
+        md.append(f"| runtime.infer, videos in turn ({r['when']}) | {r['fps']} | {r['fps']} | "
+                  f"{r['ms_per_frame_mean']} (mean) | - | (reference) | {r['load_average']} |")
     md += ["", f"Counted: {report['counted']}", ""]
     write_text(os.path.join(args.output, "triton_streams.md"), "\n".join(md))
     print("\n".join(md))

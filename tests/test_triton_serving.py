@@ -341,16 +341,33 @@ def test_end_frees_state_and_idle_stream_is_evicted(work, server, client, tmp_pa
     _assert_same_as_infer(out, work["refs"][1])
 
 
+def _video_frames(path):
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames
+
+
 def test_client_cli(work, server, tmp_path):
+    """The CLI writes runtime.infer's outputs; its overlay (labels "id class score" from the per-frame
+    CLASS_ID / SCORE outputs, every track drawn with --vis-thr 0) decodes to the same frames."""
     from runtime.client import main
-    out = str(tmp_path / "cli")
-    assert main(["--url", server.grpc_url, "--video", work["videos"][0], "--output", out, "--save-pngs"]) == 0
+    out, ref = str(tmp_path / "cli"), str(tmp_path / "ref_overlay")
+    assert main(["--url", server.grpc_url, "--video", work["videos"][0], "--output", out, "--save-pngs",
+                 "--vis-thr", "0"]) == 0
     _assert_same_as_infer(out, work["refs"][0])
-    cap = cv2.VideoCapture(os.path.join(out, "overlay.mp4"))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == N_FRAMES
+    assert infer_main(["--model", work["model"], "--video", work["videos"][0], "--output", ref, "--score-thr",
+                       SCORE_THR, "--vis-thr", "0", "--no-progress", "--threads", "1"]) == 0
+    got, want = _video_frames(os.path.join(out, "overlay.mp4")), _video_frames(os.path.join(ref, "overlay.mp4"))
+    assert len(got) == len(want) == N_FRAMES
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert any(not np.array_equal(a, cv2.imread(os.path.join(work["videos"][0], f"{i:05d}.png")))
+               for i, a in enumerate(got))                      # something was drawn
     with open(os.path.join(out, "timing.json")) as f:
         t = json.load(f)
     assert t["frames"] == N_FRAMES and t["latency_ms"]["p50"] > 0
