@@ -201,8 +201,8 @@ class TritonServer:
         ``grace_s``. Returns the exit status (None if never started). Safe to call twice."""
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-        shutil.rmtree(os.path.join(self._tmp, "backends"), ignore_errors=True) if self.proc is None else None
         if self.proc is None:
+            shutil.rmtree(os.path.join(self._tmp, "backends"), ignore_errors=True)
             return None
         grace = self.exit_timeout_s + 5 if grace_s is None else grace_s
         if self.proc.poll() is None:
