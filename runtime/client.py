@@ -8,7 +8,8 @@ frame after the last), and the instances of each frame that became final come ba
 (runtime/serving/protocol.py). Outputs, with the writers of ``runtime.outputs``:
 results.json (YouTube-VIS, the same entries as ``runtime.infer`` with the pipeline options the
 repository was generated with), overlay.mp4, masks/ with --save-pngs, and timing.json with the
-per-frame round-trip latencies. Errors: one line, exit status 2 (bad video, server unreachable,
+per-frame round-trip latencies. Ctrl-C once stops reading (e.g. a camera), ends the stream and
+still writes the outputs of the frames sent; a second Ctrl-C aborts. Errors: one line, exit status 2 (bad video, server unreachable,
 a request the server refuses).
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -154,9 +157,20 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
     lat = latency if latency is not None else StageStats()
     flush_s = 0.0
     n = 0
+    stop = {"interrupted": False}
+
+    def on_sigint(signum, frame):        # first Ctrl-C: stop reading (a camera), END the stream, write outputs
+        if stop["interrupted"]:
+            raise KeyboardInterrupt
+        stop["interrupted"] = True
+
+    previous = (signal.signal(signal.SIGINT, on_sigint)
+                if threading.current_thread() is threading.main_thread() else None)
     t0 = time.perf_counter()
     try:
         for frame in src:
+            if stop["interrupted"]:
+                break
             w.sent(n, frame)
             t = time.perf_counter()
             frames, _, _ = send_frame(client, opts.model, stream_id, frame, n, start=(n == 0),
@@ -180,10 +194,13 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
         w.abort()
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         w.cleanup()
         src.close()
     ms = np.frombuffer(lat.samples, dtype=np.float64) * 1e3     # a reservoir of at most 4096 samples
     timing = {"video": src.name, "stream_id": stream_id, "frames": n, "requests": n + 1,
+              "interrupted": stop["interrupted"],
               "frames_written": w.frames_written, "results_entries": entries,
               "wall_s": round(wall, 6), "fps": round(n / wall, 4) if wall > 0 else None,
               "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 3), "p90": round(float(np.percentile(ms, 90)), 3),
