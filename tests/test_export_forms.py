@@ -308,3 +308,29 @@ def test_runtime_picks_the_fastest_ort_cpu_form(monkeypatch):
                     else MSDA_ORT_CPU_FASTEST_PLAIN)
     if plugin_identity(MSDA_ORT_CPU_FASTEST) is not None:
         assert "not built" in why
+
+
+def test_precision_study_emulations():
+    """benchmarks.msda_precision: the fp64 reference equals grid_sample in float64; our fp16
+    emulation on half-exact inputs equals our fp32 kernel up to the output rounding; NVIDIA's
+    half arithmetic is measurably worse than ours and still close."""
+    from benchmarks import msda_precision as mp
+    from runtime.native import msda
+
+    if not msda.is_available():
+        pytest.skip("native kernel not built")
+    rng = np.random.default_rng(0)
+    shapes = [(6, 10), (3, 5)]
+    ref_pts = rng.uniform(0.05, 0.95, (2, 9, 2))
+    args = mp.make_case(rng, 2, 9, shapes, ref_pts)
+    t = [torch.from_numpy(a) for a in args]
+    ref64 = mp.msda_fp64(*args)
+    grid64 = ms_deform_attn_torch(t[0].double(), t[1], t[2], t[3].double(), t[4].double()).numpy()
+    assert np.abs(ref64.reshape(grid64.shape) - grid64).max() < 1e-10
+    half_exact = [a.astype(np.float16).astype(np.float32) if a.dtype == np.float32 else a for a in args]
+    ours16 = mp.msda_ours_fp16(*half_exact).astype(np.float64)
+    ours32 = mp.msda_ours_fp32(*half_exact).astype(np.float64)
+    assert np.abs(ours16 - ours32).max() <= np.abs(ours32).max() * 2 ** -10       # half output rounding
+    e_ours = np.abs(mp.msda_ours_fp16(*args) - ref64).mean()
+    e_nv = np.abs(mp.msda_nvidia_fp16(*args).astype(np.float64) - ref64).mean()
+    assert e_ours < e_nv < 0.05 * np.abs(ref64).max()
