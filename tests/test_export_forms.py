@@ -334,3 +334,17 @@ def test_precision_study_emulations():
     e_ours = np.abs(mp.msda_ours_fp16(*args) - ref64).mean()
     e_nv = np.abs(mp.msda_nvidia_fp16(*args).astype(np.float64) - ref64).mean()
     assert e_ours < e_nv < 0.05 * np.abs(ref64).max()
+
+
+def test_exporter_rejects_bad_form_options(tmp_path, capsys):
+    from export import to_onnx
+
+    out = str(tmp_path / "x")
+    assert to_onnx.main(["--config", "tiny", "--weights", "random", "--output", out, "--msda", "plugin",
+                         "--plugin-version", "1"]) == 2
+    assert "--plugin-version applies to --msda trt-builtin only" in capsys.readouterr().err
+    with pytest.raises(to_onnx.ExportError, match="--msda must be one of onnx, gridsample, plugin, trt-builtin"):
+        to_onnx.export_model("tiny", "random", out, msda="tensorrt")
+    with pytest.raises(SystemExit):
+        to_onnx.parse_args(["--config", "tiny", "--weights", "random", "--output", out, "--msda", "trt-builtin",
+                            "--plugin-version", "3"])
