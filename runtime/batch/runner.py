@@ -187,7 +187,7 @@ def run_batch(spec: BatchSpec, on_event: Optional[Callable[..., None]] = None) -
                         st.failed += 1
                         failures.append({"video": item.key, "video_id": item.video_id, "source": item.describe(),
                                          "error": out["error"], "attempts": attempts[item.key]})
-                        bar.write(f"failed: {item.key}: {out['error']}")
+                        tqdm.write(f"failed: {item.key}: {out['error']}", file=sys.stderr)
                         emit("failed", slot=slot, item=item, error=out["error"])
                         bar.update(1)
                     else:   # the worker died: replace it, retry the video (bounded)
@@ -195,8 +195,9 @@ def run_batch(spec: BatchSpec, on_event: Optional[Callable[..., None]] = None) -
                         retry = attempts[item.key] <= spec.max_retries
                         retries.append({"video": item.key, "worker": slot, "pid": out.get("pid"), "error": out["error"],
                                         "attempt": attempts[item.key], "retried": retry})
-                        bar.write(f"worker {slot} died while running {item.key} ({out['error']}); "
-                                  + ("retrying" if retry else f"giving up after {attempts[item.key]} attempts"))
+                        tqdm.write(f"worker {slot} died while running {item.key} ({out['error']}); "
+                                   + ("retrying" if retry else f"giving up after {attempts[item.key]} attempts"),
+                                   file=sys.stderr)
                         if retry:
                             pending.appendleft(item)
                         else:
