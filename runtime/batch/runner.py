@@ -129,6 +129,7 @@ def run_batch(spec: BatchSpec, on_event: Optional[Callable[..., None]] = None) -
         raise BatchInputError("--max-retries must be >= 0")
     if spec.evaluate and not os.path.isfile(spec.evaluate):
         raise BatchInputError(f"--evaluate ground truth not found: {spec.evaluate}")
+    kind = choose_executor(spec)
     items, dataset = discover_videos(spec.videos, spec.frames_root)
     ns = parse_run_args(spec.run_args)
     if ns.model is not None:
@@ -138,7 +139,6 @@ def run_batch(spec: BatchSpec, on_event: Optional[Callable[..., None]] = None) -
             require_graph_files(model_spec)
     cpus = spec.cpus_per_worker or max(1, (os.cpu_count() or 1) // spec.workers)
     threads = max(1, int(cpus)) if spec.gpus_per_worker == 0 else None
-    kind = choose_executor(spec)
 
     store = BatchStore(spec.output)
     store.open()
