@@ -1,19 +1,20 @@
 """Batch throughput with 1 vs 2 workers, measured in one run.
 
     python -m benchmarks.batch_workers [--model DIR] [--videos N --frames F] [--executor ray|local]
-                                       [--workers 1,2] [--repeats R] [--output benchmarks/results/cpu_batch]
+                                       [--configs 1x2,2x1,1x1] [--repeats R] [--output DIR]
 
-Runs ``runtime.batch`` over the same videos once per worker count (fresh output folders; the
-order alternates over repeats: 1,2 then 2,1 ...) and writes ``batch_workers.json`` and
-``batch_workers.md`` (atomically) to ``--output``. FPS = frames / work time (first video
-submitted to last result; cluster start and model loading excluded, reported as startup);
-per worker: frames / time busy running videos. Each worker count gets the machine's cores split
-between its workers (ONNX Runtime intra-op threads = cores / workers). The merged results of
-every run are checked to be identical (the worker count must not change the output).
+Runs ``runtime.batch`` over the same videos once per configuration WORKERSxTHREADS (workers x
+ONNX Runtime threads per worker; fresh output folders; the order alternates over repeats) and
+writes ``batch_workers.json`` and ``batch_workers.md`` (atomically) to ``--output`` (default
+benchmarks/results/cpu_batch). FPS = frames / work time (first video submitted to last result;
+cluster start and model loading excluded, reported as startup); per worker: frames / its time
+busy running videos. Default configurations for C cores: one worker with C threads, two
+workers with C/2 threads each, one worker with one thread. The merged results of every run are
+checked to be identical (the configuration must not change the output).
 
-Defaults: weights/tiny_synthetic.safetensors exported to ONNX (onnx form) into the output's
-scratch folder, 12 synthetic videos of 16 frames at 192x320 (mdqe.data.synthetic, seed 1000,
-never used for training), overlay video not written (``--overlay`` writes it).
+Defaults: weights/tiny_synthetic.safetensors exported to ONNX (onnx form) into the scratch
+folder, 12 synthetic videos of 16 frames at 192x320 (mdqe.data.synthetic, seed 1000, never used
+for training), overlay video not written (``--overlay`` writes it).
 """
 from __future__ import annotations
 
@@ -73,13 +74,14 @@ def markdown(rep: dict) -> str:
         "loading, not counted. Per worker: frames / its busy time.",
         f"- Load average before / after: {rep['load_before']} / {rep['load_after']}",
         "",
-        "| workers | ORT threads each | frames | work s | startup s | FPS | FPS per worker (busy) | x vs 1 worker |",
+        f"| workers | ORT threads each | frames | work s | startup s | FPS | FPS per worker (busy) | "
+        f"x vs {rep['configs'][0][0]}x{rep['configs'][0][1]} |",
         "|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rep["runs"]:
         lines.append(f"| {r['workers']} | {r['threads_per_worker']} | {r['frames']} | {r['work_s']:.2f} | "
                      f"{r['startup_s']:.2f} | **{r['fps']:.2f}** | {', '.join(f'{x:.2f}' for x in r['fps_per_worker'])} | "
-                     f"{r['speedup_vs_1']:.2f} |")
+                     f"{r['speedup_vs_first']:.2f} |")
     lines += ["", f"Merged results identical across runs: {rep['identical_results']}", ""]
     return "\n".join(lines)
 
@@ -91,16 +93,21 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--height", type=int, default=192)
     p.add_argument("--width", type=int, default=320)
-    p.add_argument("--workers", default="1,2", help="comma list of worker counts")
-    p.add_argument("--repeats", type=int, default=1, help="runs per worker count (order alternates)")
+    p.add_argument("--configs", default=None,
+                   help="comma list of WORKERSxTHREADS (ONNX Runtime threads per worker); default: 1xC,2x(C/2),1x1 "
+                        "for C cores (the cores split between the workers, plus one worker on one core)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per configuration (order alternates)")
     p.add_argument("--executor", default="ray", choices=("ray", "local"))
     p.add_argument("--overlay", action="store_true", help="also write overlay videos")
     p.add_argument("--machine", default=None, help="machine description (default: detected)")
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "cpu_batch"))
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
     args = p.parse_args(argv)
-    counts = [int(x) for x in args.workers.split(",")]
     cores = os.cpu_count() or 1
+    if args.configs:
+        configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
+    else:
+        configs = [(1, cores), (2, max(1, cores // 2)), (1, 1)]
     work = args.work or tempfile.mkdtemp(prefix="mdqe_batch_bench_")
     model = args.model or export_model(os.path.join(work, "model"))
     gt = make_videos(os.path.join(work, "videos"), args.videos, args.frames, args.height, args.width)
@@ -108,11 +115,10 @@ def main(argv=None) -> int:
     load_before = _load()
     order = []
     for r in range(args.repeats):
-        order += counts if r % 2 == 0 else counts[::-1]
+        order += configs if r % 2 == 0 else configs[::-1]
     runs, merged = [], []
-    for i, n in enumerate(order):
-        out = os.path.join(work, f"run{i}_w{n}")
-        threads = max(1, cores // n)
+    for i, (n, threads) in enumerate(order):
+        out = os.path.join(work, f"run{i}_w{n}x{threads}")
         print(f"== {n} worker(s), {threads} ORT thread(s) each", flush=True)
         t0 = time.perf_counter()
         s = run_batch(BatchSpec(videos=gt, output=out, run_args=base_args, workers=n, executor=args.executor,
@@ -126,12 +132,10 @@ def main(argv=None) -> int:
                      "fps_per_worker": [w["fps"] for w in s["per_worker"]],
                      "videos_per_worker": [w["videos"] for w in s["per_worker"]]})
         print(json.dumps(runs[-1]), flush=True)
-    base = {}
+    first = [r["fps"] for r in runs if (r["workers"], r["threads_per_worker"]) == configs[0]]
+    fps1 = sum(first) / len(first)
     for r in runs:
-        base.setdefault(r["workers"], []).append(r["fps"])
-    fps1 = sum(base[min(base)]) / len(base[min(base)])
-    for r in runs:
-        r["speedup_vs_1"] = round(r["fps"] / fps1, 3)
+        r["speedup_vs_first"] = round(r["fps"] / fps1, 3)
     meta = json.load(open(os.path.join(model, "export.json")))
     pre = meta["preprocess"]
     from runtime.preprocess import padded_size, resized_size
@@ -145,10 +149,10 @@ def main(argv=None) -> int:
         "size": [args.height, args.width], "input_size": list(input_size),
         "cores": cores, "python": platform.python_version(),
         "load_before": load_before, "load_after": _load(),
-        "runs": runs, "identical_results": all(m == merged[0] for m in merged),
+        "configs": configs, "runs": runs, "identical_results": all(m == merged[0] for m in merged),
     }
     if not report["identical_results"]:
-        raise SystemExit("error: the merged results differ between worker counts")
+        raise SystemExit("error: the merged results differ between configurations")
     os.makedirs(args.output, exist_ok=True)
     write_json(os.path.join(args.output, "batch_workers.json"), report)
     write_text(os.path.join(args.output, "batch_workers.md"), markdown(report))

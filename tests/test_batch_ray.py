@@ -71,8 +71,14 @@ def test_merged_equals_infer_one_by_one_corrupt_video_reported_killed_worker_rep
 
     out = tmp_path / "out"
     summary = run_batch(BatchSpec(videos=os.path.dirname(os.path.dirname(gt)), output=str(out),
-                                  run_args=run_args(setup["model"]), workers=2, progress=False), on_event=on_event)
+                                  run_args=run_args(setup["model"]), workers=2, progress=False, evaluate=gt),
+                        on_event=on_event)
     assert summary["executor"] == "ray" and summary["cluster"]["resources"]["CPU"] == 2
+    # --evaluate: the evaluator's metrics of the merged file (run as `python -m mdqe.evaluate`)
+    from mdqe.evaluation import evaluate
+    direct = evaluate(gt, str(out / "results.json"))
+    assert summary["metrics"] == load(out / "metrics.json")
+    assert summary["metrics"] == pytest.approx(direct) and summary["metrics"]["AP"] >= 0
     # the merged file == runtime.infer on each video one by one (the corrupt one left out)
     merged = load(out / "results.json")
     assert merged == concat(setup["ref"], [i for i in setup["ids"] if i != bad_id])

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ray, local processes, or auto (Ray when installed)")
     p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="Ray CPUs per worker and ONNX Runtime threads when --threads is 0 "
-                        "(default: this machine's cores / workers)")
+                        "(default: this machine's cores / workers; 1 with --address)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (Ray num_gpus)")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a video whose worker died")
     p.add_argument("--frames-root", default=None, help="dataset input: folder the file_names are relative to")

@@ -6,6 +6,7 @@ picture and docs/batch.md for usage.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 from tqdm import tqdm
 
-from .inputs import BatchInputError, VideoItem, discover_videos
+from .inputs import BatchInputError, discover_videos
 from .store import BatchStore, batch_config
 from .worker import parse_run_args
 
@@ -30,7 +31,8 @@ class BatchSpec:
     run_args: the per-video flags of ``python -m runtime.infer`` (``--model``, ``--backend``,
     ``--score-thr`` ...). workers: pool size. executor: ``ray``, ``local`` (processes on this
     machine) or ``auto`` (Ray when installed). cpus_per_worker: Ray CPUs per actor, also ONNX
-    Runtime's intra-op threads when ``--threads`` is 0 (default: this machine's cores / workers).
+    Runtime's intra-op threads when ``--threads`` is 0 (default: this machine's cores / workers;
+    1 with ``address``).
     max_retries: how often a video is retried after its worker died (failed videos are not retried).
     """
     videos: str
@@ -108,7 +110,6 @@ def run_evaluation(gt: str, results: str, output: str) -> dict:
     if r.returncode != 0:
         msg = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
         raise BatchInputError(f"evaluation failed: {msg}")
-    import json
     with open(output, encoding="utf-8") as f:
         return {"metrics": json.load(f), "table": r.stdout.strip()}
 
@@ -137,7 +138,8 @@ def run_batch(spec: BatchSpec, on_event: Optional[Callable[..., None]] = None) -
         model_spec = load_model_dir(ns.model)           # bad model directory: fail before any worker starts
         if ns.backend in ("ort",):
             require_graph_files(model_spec)
-    cpus = spec.cpus_per_worker or max(1, (os.cpu_count() or 1) // spec.workers)
+    # default: split this machine's cores between the workers; one CPU each on an existing cluster
+    cpus = spec.cpus_per_worker or (1 if spec.address else max(1, (os.cpu_count() or 1) // spec.workers))
     threads = max(1, int(cpus)) if spec.gpus_per_worker == 0 else None
 
     store = BatchStore(spec.output)
