@@ -82,8 +82,23 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {r['workers']} | {r['threads_per_worker']} | {r['frames']} | {r['work_s']:.2f} | "
                      f"{r['startup_s']:.2f} | **{r['fps']:.2f}** | {', '.join(f'{x:.2f}' for x in r['fps_per_worker'])} | "
                      f"{r['speedup_vs_first']:.2f} |")
+    lines += ["", "Mean over the runs of each configuration:", "",
+              "| workers x threads | runs | mean FPS | x vs " + f"{rep['configs'][0][0]}x{rep['configs'][0][1]} |",
+              "|---|---:|---:|---:|"]
+    means = config_means(rep)
+    for (n, t), (k, fps) in means.items():
+        lines.append(f"| {n}x{t} | {k} | {fps:.2f} | {fps / means[tuple(rep['configs'][0])][1]:.2f} |")
     lines += ["", f"Merged results identical across runs: {rep['identical_results']}", ""]
     return "\n".join(lines)
+
+
+def config_means(rep: dict) -> dict:
+    """{(workers, threads): (runs, mean FPS)} in the order of rep['configs']."""
+    out = {}
+    for c in rep["configs"]:
+        fps = [r["fps"] for r in rep["runs"] if [r["workers"], r["threads_per_worker"]] == list(c)]
+        out[tuple(c)] = (len(fps), sum(fps) / len(fps))
+    return out
 
 
 def main(argv=None) -> int:
@@ -102,7 +117,15 @@ def main(argv=None) -> int:
     p.add_argument("--machine", default=None, help="machine description (default: detected)")
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "cpu_batch"))
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="only write batch_workers.md again from a batch_workers.json (no runs)")
     args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            rep = json.load(f)
+        write_text(os.path.join(os.path.dirname(os.path.abspath(args.render)), "batch_workers.md"), markdown(rep))
+        print(markdown(rep))
+        return 0
     cores = os.cpu_count() or 1
     if args.configs:
         configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
