@@ -24,6 +24,14 @@ def export_tiny(out: str) -> str:
     return out
 
 
+def shared_tiny(tmp_path_factory) -> str:
+    """The exported model, made once per test session (both batch test modules use it)."""
+    out = tmp_path_factory.getbasetemp() / "batch_tiny_model"
+    if not (out / "export.json").is_file():
+        export_tiny(str(out))
+    return str(out)
+
+
 def make_dataset(root: str, num_videos: int = NUM_VIDEOS) -> str:
     """Synthetic YouTube-VIS layout under ``root``; returns the annotation JSON."""
     from mdqe.data.synthetic import generate_split

@@ -17,8 +17,8 @@ import textwrap
 import cv2
 import pytest
 
-from batch_support import (FRAMES, NUM_VIDEOS, ROOT, concat, dataset_videos, export_tiny, infer_reference, load,
-                           make_dataset, run_args)
+from batch_support import (FRAMES, NUM_VIDEOS, ROOT, concat, dataset_videos, infer_reference, load, make_dataset,
+                           run_args, shared_tiny)
 
 pytest.importorskip("torch")   # the export of the tiny model
 
@@ -43,7 +43,7 @@ NO_RAY = textwrap.dedent(r"""
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("batch_local")
-    model = export_tiny(str(base / "model"))
+    model = shared_tiny(tmp_path_factory)
     gt = make_dataset(str(base / "clean"))
     # the same videos as MP4 files (plus one corrupt file) in a folder
     files = base / "files"

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from batch_support import (NUM_VIDEOS, ROOT, concat, copy_dataset, corrupt_frame, dataset_videos, export_tiny,
-                           infer_reference, load, make_dataset, run_args)
+from batch_support import (NUM_VIDEOS, ROOT, concat, copy_dataset, corrupt_frame, dataset_videos, infer_reference,
+                           load, make_dataset, run_args, shared_tiny)
 
 ray = pytest.importorskip("ray", reason="Ray is the [cluster] extra: pip install -e '.[dev,cluster]'")
 pytest.importorskip("torch")   # the export of the tiny model
@@ -30,7 +30,7 @@ from runtime.batch import BatchSpec, run_batch  # noqa: E402
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("batch_ray")
-    model = export_tiny(str(base / "model"))
+    model = shared_tiny(tmp_path_factory)
     gt = make_dataset(str(base / "clean"))
     ref = infer_reference(model, dataset_videos(gt), str(base / "ref"))
     return {"base": base, "model": model, "gt": gt, "clean": str(base / "clean"), "ref": ref,
