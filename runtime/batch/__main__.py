@@ -50,7 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "-h" in argv or "--help" in argv:
         from ..infer import build_parser as infer_parser
         print(parser.format_help())
-        print("per-video options (python -m runtime.infer):")
+        print("per-video options (python -m runtime.infer; its --video, --output and --video-id are set "
+              "by runtime.batch for each video):")
         print(infer_parser().format_help().split("options:", 1)[-1])
         return 0
     args, run_args = parser.parse_known_args(argv)
