@@ -6,7 +6,7 @@ from mdqe.config import get_config
 from mdqe.losses import SetCriterion
 
 
-def _outputs(B=1, Q=6, T=2, C=5, h=8, w=8, E=4, n_aux=1, seed=0):
+def _outputs(B=1, Q=9, T=2, C=5, h=8, w=8, E=4, n_aux=1, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def head():
