@@ -164,6 +164,11 @@ def centre_prior(pred_xyxy: torch.Tensor, gt_xyxy: torch.Tensor, radius: float =
     return in_box.any(dim=1) | in_centre.any(dim=1)
 
 
+def with_centre_prior(cost: torch.Tensor, inside: torch.Tensor, penalty: float = OUTSIDE_PENALTY) -> torch.Tensor:
+    """cost [Q,K] + penalty * (number of frames where :func:`centre_prior` is False for the query) -> [Q,K]."""
+    return cost + penalty * (~inside).sum(dim=-1)[..., None]
+
+
 def _keep_cheapest(assign: torch.Tensor, cost: torch.Tensor) -> None:
     """Rows of ``assign`` [Q,K] with several ones keep one 1, at the row's cheapest column (in place)."""
     multi = assign.sum(dim=1) > 1
@@ -267,6 +272,5 @@ class DynamicKMatcher:
                 out.append((torch.as_tensor(qi, dtype=torch.long, device=logits.device),
                             torch.as_tensor(ki, dtype=torch.long, device=logits.device)))
             else:
-                c = c + OUTSIDE_PENALTY * (~inside).sum(dim=-1)[..., None]
-                out.append(dynamic_k_assignment(c, giou))
+                out.append(dynamic_k_assignment(with_centre_prior(c, inside), giou))
         return out

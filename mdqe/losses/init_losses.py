@@ -160,6 +160,26 @@ def grid_offsets(grid_size: int, device=None) -> torch.Tensor:
     return (cells[:, None] - cells[None]).abs()
 
 
+def reid_candidates(ids: torch.Tensor, anchor: int, T: int, offsets: torch.Tensor, window: int) -> torch.Tensor:
+    """The candidate queries of one init-reid anchor.
+
+    ids [T*Q] (frame-major instance ids), anchor: flat index of the anchor,
+    offsets [Q,Q,2] (:func:`grid_offsets`), window: the association window.
+    Returns a bool mask [T*Q]: in frame t the queries within ``max(window, 2) *
+    (|t - t_anchor| + 1)`` grid cells (column and row) of the anchor's cell; or,
+    when all of those carry the anchor's id, an int64 tensor of T*Q ones (the
+    authors' code then indexes with it: T*Q copies of query 1 of frame 0).
+    """
+    Q = offsets.shape[0]
+    frame, cell = anchor // Q, anchor % Q
+    w = max(int(window), 2)
+    limit = w * ((torch.arange(T, device=offsets.device) - frame).abs() + 1)  # [T]
+    fired = (offsets[:, cell][None] <= limit[:, None, None]).all(dim=-1).reshape(T * Q)
+    if bool((ids[fired] == ids[anchor]).all()):
+        return torch.ones_like(ids)
+    return fired
+
+
 def init_reid_sampled_loss(embeds: torch.Tensor, inst_ids: torch.Tensor, window: int, grid_size: int,
                            generator: torch.Generator | None = None):
     """Init-reid loss of the authors' code: sampled contrast plus the auxiliary cosine-MSE term.
@@ -183,19 +203,13 @@ def init_reid_sampled_loss(embeds: torch.Tensor, inst_ids: torch.Tensor, window:
     """
     B, T, Q, E = embeds.shape
     rel = grid_offsets(grid_size, device=inst_ids.device)
-    w = max(int(window), 2)
-    t_range = torch.arange(T, device=inst_ids.device)
     ctt, aux = [], []
     for b in range(B):
         e = embeds[b].reshape(T * Q, E)
         ids = inst_ids[b].reshape(T * Q)
         for u in ids[ids >= 0].unique():
             a = int(torch.nonzero(ids == u)[0, 0])
-            frame, cell = a // Q, a % Q
-            limit = w * ((t_range - frame).abs() + 1)  # [T]
-            fired = (rel[:, cell][None] <= limit[:, None, None]).all(dim=-1).reshape(T * Q)
-            if bool((ids[fired] == u).all()):
-                fired = torch.ones_like(ids)  # integer index: T*Q copies of query 1 (authors' quirk)
+            fired = reid_candidates(ids, a, T, rel, window)
             cand_ids, cand_e = ids[fired], e[fired]
             anchor = e[a]
             same, diff = cand_ids == u, cand_ids != u
