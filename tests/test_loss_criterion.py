@@ -144,3 +144,32 @@ def test_style_and_square_grid_are_checked():
         SetCriterion("tiny", style="other")
     with pytest.raises(ValueError, match="square query grid"):
         SetCriterion("tiny")(_outputs(Q=6), _targets())
+
+
+def test_train_cli_criterion_option(tmp_path, monkeypatch):
+    """`python -m mdqe.train --criterion paper` runs (default: authors) and records the choice."""
+    pytest.importorskip("mdqe.model")
+    import json
+    import os
+
+    import mdqe.train as tr
+
+    assert tr.parse_args(["--data", "d", "--output", "o"]).criterion == "authors"
+    with pytest.raises(SystemExit):
+        tr.parse_args(["--data", "d", "--output", "o", "--criterion", "other"])
+
+    class Clips(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            t = _targets(T=4, H=64, W=64)[0]
+            return {"images": torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(i)), "targets": t}
+
+    monkeypatch.setattr(tr, "build_dataset", lambda *a, **k: Clips())
+    out = str(tmp_path / "run")
+    assert tr.main(["--config", "tiny", "--data", "unused", "--output", out, "--iters", "1", "--batch", "1",
+                    "--no-progress", "--threads", "1", "--criterion", "paper"]) == 0
+    rec = [json.loads(x) for x in open(os.path.join(out, "log.jsonl"))][0]
+    assert "loss_init_reid" in rec and "loss_init_reid_aux" not in rec
+    assert json.load(open(os.path.join(out, "train_args.json")))["criterion"] == "paper"
