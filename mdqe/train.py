@@ -222,11 +222,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     t_last, it_last = t0, start_iter
     for it in range(start_iter, args.iters):
+        reid_gen.manual_seed(args.seed * 1000003 + info.rank * 7919 + it)
         batch = next(loader)
         images = batch["images"].to(info.device, non_blocking=True)
         targets = targets_to(batch["targets"], info.device)
         outputs = net(images)
-        reid_gen.manual_seed(args.seed * 1000003 + info.rank * 7919 + it)
         losses = criterion(outputs, targets)
         total = losses["loss"]
         if not torch.isfinite(total):
