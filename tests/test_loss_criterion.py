@@ -163,7 +163,7 @@ def test_train_cli_criterion_option(tmp_path, monkeypatch):
             return 2
 
         def __getitem__(self, i):
-            t = _targets(T=4, H=64, W=64)[0]
+            t = dict(_targets(T=4, H=64, W=64)[0], image_size=(64, 64))
             return {"images": torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(i)), "targets": t}
 
     monkeypatch.setattr(tr, "build_dataset", lambda *a, **k: Clips())
