@@ -333,10 +333,14 @@ def compare_case(A, case: Case, models: dict) -> dict:
 
 
 def run(A, args) -> dict:
-    """Stage entry point. args (attributes, all optional): criterion_tol (1e-5), criterion_cases (names)."""
+    """Stage entry point. args (attributes, all optional): criterion_tol (1e-5), criterion_cases (names),
+    presets (keep the cases of these presets)."""
     tol = getattr(args, "criterion_tol", None) or 1e-5
     names = getattr(args, "criterion_cases", None)
-    cases = [c for c in DEFAULT_CASES if not names or c.name in names]
+    presets = getattr(args, "presets", None)
+    cases = [c for c in DEFAULT_CASES if (not names or c.name in names) and (not presets or c.preset in presets)]
+    if not cases:
+        raise ValueError(f"no criterion case selected (cases {names}, presets {presets})")
     models: dict = {}
     results = []
     for case in cases:
