@@ -251,7 +251,8 @@ class DynamicKMatcher:
         return c, giou, inside
 
     @torch.no_grad()
-    def __call__(self, outputs: Dict[str, torch.Tensor], targets: List[dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def __call__(self, outputs: Dict[str, torch.Tensor],
+                 targets: List[dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         from .losses.targets import prepare_target
         logits, boxes, masks = outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"]
         B = logits.shape[0]

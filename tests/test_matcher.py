@@ -131,7 +131,8 @@ def test_video_giou_zero_when_disjoint_mean_over_valid_frames_and_clamps():
     tiny = torch.tensor([[0.0, 0.0, 0.01, 0.01]])
     assert matched_giou(tiny, tiny).item() == pytest.approx(0.1, rel=1e-4)
     # ... and 1.0 in the matching cost (its union is clamped before the hull term)
-    assert video_giou_matrix(tiny[:, None], tiny[:, None], torch.tensor([[True]])).item() == pytest.approx(1.0, rel=1e-4)
+    cost_giou = video_giou_matrix(tiny[:, None], tiny[:, None], torch.tensor([[True]]))
+    assert cost_giou.item() == pytest.approx(1.0, rel=1e-4)
 
 
 def _clip(Q=12, T=2, h=8, w=8):

@@ -56,8 +56,8 @@ import torch.nn.functional as F
 
 from .box_ops import cxcywh_to_xyxy, generalized_box_iou_elementwise, matched_giou
 from .focal import sigmoid_focal_loss
-from .init_losses import (SEM_NUM_POINTS, init_reid_loss, init_reid_sampled_loss, init_sem_loss, init_sem_peak_loss, point_owners,
-                          query_instance_ids, semantic_targets)
+from .init_losses import (SEM_NUM_POINTS, init_reid_loss, init_reid_sampled_loss, init_sem_loss, init_sem_peak_loss,
+                          point_owners, query_instance_ids, semantic_targets)
 from .mask import (bce_loss, clip_mask_losses, dice_loss, downsample_masks, inter_instance_masks, neighbour_matrix,
                    neighbour_union_masks, union_bce_loss, union_dice_loss)
 from .targets import peak_targets, prepare_target

@@ -43,7 +43,6 @@ import torch
 
 from mdqe.config import get_config
 from mdqe.losses import SetCriterion
-from mdqe.losses.box_ops import cxcywh_to_xyxy
 from mdqe.losses.targets import peak_targets, prepare_target
 from mdqe.matcher import DynamicKMatcher
 
@@ -352,8 +351,9 @@ def run(A, args) -> dict:
               f"{r['peak_targets_identical']}, max grad rel err {max(r['grad_rel_err'].values()):.1e} "
               f"({r['seconds']} s)", flush=True)
     worst = max(r["max_err"] for r in results)
-    ok = worst <= tol and all(r["matches_identical"] and r["peak_targets_identical"] and r["one_to_one_matches_identical"]
-                              and not r["their_terms_not_compared"] for r in results)
+    ok = worst <= tol and all(r["matches_identical"] and r["peak_targets_identical"]
+                              and r["one_to_one_matches_identical"] and not r["their_terms_not_compared"]
+                              for r in results)
     return {"ok": bool(ok), "tolerance": tol, "max_err": worst, "cases": results}
 
 
@@ -370,7 +370,8 @@ def table(result: dict) -> str:
     rows = []
     for r in result["cases"]:
         rows.append(f"| {r['case']} | " + " | ".join(f"{r['terms'][k]['err']:.1e}" for k in TABLE_TERMS)
-                    + f" | {r['max_err']:.1e} | {'yes' if r['matches_identical'] else 'NO'} ({r['matched_pairs']} pairs)"
+                    + f" | {r['max_err']:.1e} | {'yes' if r['matches_identical'] else 'NO'}"
+                    + f" ({r['matched_pairs']} pairs)"
                     + f"; one-to-one: {'yes' if r['one_to_one_matches_identical'] else 'NO'}"
                     + f" | {'yes' if r['peak_targets_identical'] else 'NO'} | {max(r['grad_rel_err'].values()):.1e} |")
     return "\n".join([head, sep] + rows)
