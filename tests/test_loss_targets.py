@@ -35,6 +35,9 @@ def test_prepare_target_xyxy_valid_ranked_ids_and_soft_masks():
     assert p["box_valid"].tolist() == [[True, True], [False, True], [True, True]]
     # ids replaced by their rank (ascending id), -1 where absent
     assert p["ids_nt"].tolist() == [[2, 2], [-1, 0], [1, 1]]
+    # equal ids (one instance for init-reid, as in the authors' code) keep one rank
+    assert prepare_target(dict(tgt, ids=torch.tensor([30, 10, 30])), (4, 4))["ids_nt"].tolist() == \
+        [[1, 1], [-1, 0], [1, 1]]
     assert p["match_masks"].shape == (3, T, 4, 4) and p["masks"].dtype == torch.float32
 
 

@@ -53,7 +53,7 @@ def box_valid(boxes_xyxy: torch.Tensor) -> torch.Tensor:
 def instance_ids_per_frame(ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per-frame instance ids: ``ids [K]`` where ``valid [K,T]``, else -1 -> int64 [K,T].
 
-    The ids are replaced by their rank (0..K-1 in ascending id order): the
+    The ids are replaced by their dense rank (0, 1, ... in ascending id order): the
     losses only compare ids for equality and visit instances in ascending id
     order, so ranks give the same values and stay exact when they pass
     through float sampling (ids above 2**24 would not).
@@ -61,8 +61,7 @@ def instance_ids_per_frame(ids: torch.Tensor, valid: torch.Tensor) -> torch.Tens
     K, T = valid.shape
     if K == 0:
         return torch.full((0, T), -1, dtype=torch.long, device=valid.device)
-    ranks = torch.empty(K, dtype=torch.long, device=ids.device)
-    ranks[torch.argsort(ids.long(), stable=True)] = torch.arange(K, device=ids.device)
+    ranks = torch.unique(ids.long(), sorted=True, return_inverse=True)[1]  # equal ids keep one rank
     ranks = ranks.to(valid.device)[:, None].expand(K, T)
     return torch.where(valid.bool(), ranks, torch.full_like(ranks, -1))
 
