@@ -21,6 +21,9 @@ import pytest
 from batch_support import (NUM_VIDEOS, ROOT, concat, copy_dataset, corrupt_frame, dataset_videos, infer_reference,
                            load, make_dataset, run_args, shared_tiny)
 
+from runtime.batch.ray_pool import use_loopback_cluster  # noqa: E402
+
+use_loopback_cluster()   # the test cluster (and jobs that join it) stays on 127.0.0.1
 ray = pytest.importorskip("ray", reason="Ray is the [cluster] extra: pip install -e '.[dev,cluster]'")
 pytest.importorskip("torch")   # the export of the tiny model
 
@@ -42,7 +45,9 @@ def ray_cluster():
     assert not ray.is_initialized()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
-        yield ray.get_runtime_context().gcs_address
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:"), f"the test cluster must stay on loopback, got {address}"
+        yield address
     finally:
         ray.shutdown()
 

@@ -20,6 +20,20 @@ from .inputs import BatchInputError, VideoItem
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def use_loopback_cluster() -> None:
+    """Make a local cluster started by this process bind and advertise 127.0.0.1 only.
+
+    Ray picks the node address once, when it is first imported: with this variable at "0" it
+    takes the loopback address (its single-machine mode) instead of the host's network address,
+    so a local cluster never listens on, or sends to, another interface. Call it before the
+    first ``import ray`` and only when no ``--address`` of an existing cluster is given.
+    """
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+
+
 def ray_available() -> bool:
     try:
         import ray  # noqa: F401

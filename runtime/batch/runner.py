@@ -76,7 +76,9 @@ class _WorkerStats:
 
 
 def choose_executor(spec: BatchSpec) -> str:
-    from .ray_pool import ray_available
+    from .ray_pool import ray_available, use_loopback_cluster
+    if not spec.address:
+        use_loopback_cluster()
     if spec.executor not in EXECUTORS:
         raise BatchInputError(f"--executor must be one of {', '.join(EXECUTORS)}")
     if spec.executor == "local":
