@@ -322,11 +322,11 @@ def check_graph_io(spec: ModelSpec, graph: str, inputs: Dict[str, Any], outputs:
     static sizes the spec fixes (clip length T on the decoder's per-frame inputs and on pred_boxes /
     pred_masks, num_queries, num_classes on pred_logits, embed_dim). ``inputs``/``outputs`` map
     names to shapes (lists whose entries are ints for static axes, anything else for dynamic ones,
-    or None when unknown). Raises ModelDirError naming the tensor, axis and both values."""
+    or None / [] when unknown). Raises ModelDirError naming the tensor, axis and both values."""
     for kind, tensors in (("inputs", inputs), ("outputs", outputs)):
         for name, shape in tensors.items():
-            if shape is None:
-                continue
+            if shape is None or len(shape) == 0:
+                continue            # shape not recorded (no contract tensor is a scalar)
             shape = list(shape)
             rank = TENSOR_RANKS.get(name)
             if rank is not None and len(shape) != rank:
