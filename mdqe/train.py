@@ -152,6 +152,12 @@ def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
     return acc
 
 
+def _fail(msg: str) -> None:
+    """A one-line error on bad input (a refused or unfitting checkpoint, ...): exit status 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     info = init_distributed(args.device)
@@ -163,8 +169,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from . import build_model
     model = build_model(cfg).to(info.device)
     if args.init:
-        from .checkpoint import load_checkpoint
-        sd, _, _ = load_checkpoint(args.init, cfg)
+        from .checkpoint import CheckpointError, load_checkpoint
+        try:
+            sd, _, _ = load_checkpoint(args.init, cfg)
+        except (CheckpointError, FileNotFoundError, ValueError) as e:
+            _fail(f"--init {args.init}: {(str(e).splitlines() or [type(e).__name__])[0]}")
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if info.is_main:
             print(f"init from {args.init}: {len(missing)} missing, {len(unexpected)} unexpected keys", flush=True)
@@ -172,19 +181,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     scheduler = build_scheduler(optimizer, args.steps, args.gamma, args.warmup)
     start_iter = 0
     if args.resume:
-        state = load_train_state(args.resume)
+        try:
+            state = load_train_state(args.resume)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(f"--resume: {e}")
         if state["config"] != json.loads(json.dumps(cfg.to_dict())) and state["config"] != cfg.to_dict():
-            raise SystemExit(f"--resume {args.resume}: its config differs from --config {args.config}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+            _fail(f"--resume {args.resume}: its config differs from --config {args.config}")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            _fail(f"--resume {args.resume}: the state does not fit the model/optimizer "
+                  f"({(str(e).splitlines() or [type(e).__name__])[0]})")
         start_iter = int(state["iteration"])
         if "rng" in state and info.world_size == 1:
             set_rng_state(state["rng"])
         else:
             seed_all(args.seed + 1000 * info.rank + start_iter)
     if start_iter >= args.iters:
-        raise SystemExit(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
+        _fail(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
 
     os.makedirs(args.output, exist_ok=True)
     log = JsonlLog(os.path.join(args.output, "log.jsonl"))
