@@ -184,7 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             state = load_train_state(args.resume)
         except (ValueError, FileNotFoundError) as e:
-            _fail(f"--resume: {e}")
+            _fail(str(e) if str(e).startswith("--resume") else f"--resume: {e}")
         if state["config"] != json.loads(json.dumps(cfg.to_dict())) and state["config"] != cfg.to_dict():
             _fail(f"--resume {args.resume}: its config differs from --config {args.config}")
         try:
