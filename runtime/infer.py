@@ -36,6 +36,16 @@ from .output_dir import check_output_dir  # noqa: E402
 from .tracker import TrackerParams  # noqa: E402
 
 
+def _delays(text: str):
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {text!r}") from None
+    if any(not (0.0 <= v <= 3600.0) for v in vals):
+        raise argparse.ArgumentTypeError(f"delays must be between 0 and 3600 s, got {text!r}")
+    return vals
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -56,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("network streams (rtsp://, http(s)://, any URL OpenCV/FFmpeg opens)")
+    g.add_argument("--reconnect-delays", default="0.5,1,2", type=_delays,
+                   help="a dropped stream is reopened once after each of these delays (seconds); then the run "
+                        "ends with the frames so far (exit 4)")
     g = p.add_argument_group("per-clip filtering")
     d = FilterParams()
     g.add_argument("--score-thr", type=float, default=d.score_thr,
@@ -136,7 +150,8 @@ def main(argv=None) -> int:
             load_model_dir(args.model)                                 # cheap: before decoding anything
         from .pipeline import run_video
         from .video import FrameSource
-        source = FrameSource(args.video, max_frames=args.max_frames)   # fail fast on a bad video
+        source = FrameSource(args.video, max_frames=args.max_frames,   # fail fast on a bad video
+                             reconnect_delays=args.reconnect_delays)
         backend = backend_from_args(args)
         try:
             timing = run_video(source, args.output, backend, options_from_args(args))

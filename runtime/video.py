@@ -179,7 +179,9 @@ class FrameSource:
         if not ok or frame is None:
             frame = None
             if self.kind == "stream" and index > 0:
-                frame = self._reconnect(index)
+                announced = self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+                if not (0 < announced < 1e12 and index >= int(announced)):   # not the end of a served file
+                    frame = self._reconnect(index)
             elif self.kind == "file" and index > 0:
                 announced = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
                 if index < announced:
