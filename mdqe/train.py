@@ -163,7 +163,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = init_distributed(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        _fail(f"--config {args.config}: {(str(e).splitlines() or [type(e).__name__])[0]}")
     seed_all(args.seed + 1000 * info.rank)
 
     from . import build_model
@@ -202,6 +205,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if start_iter >= args.iters:
         _fail(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
 
+    # the data are read before anything is written to --output
+    try:
+        train_set = build_dataset(args.data, args.split, cfg, args, train=True)
+        val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
+    except (OSError, ValueError, KeyError) as e:
+        _fail(f"training data: {(str(e).splitlines() or [type(e).__name__])[0]}")
+
     os.makedirs(args.output, exist_ok=True)
     log = JsonlLog(os.path.join(args.output, "log.jsonl"))
     if info.is_main:
@@ -211,8 +221,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump({**vars(args), "world_size": info.world_size, "argv": sys.argv}, f, indent=1)
         os.replace(os.path.join(args.output, "train_args.json.tmp"), os.path.join(args.output, "train_args.json"))
 
-    train_set = build_dataset(args.data, args.split, cfg, args, train=True)
-    val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
     loader = iter(make_loader(train_set, info, args, start_iter))
     criterion = SetCriterion(cfg, repulsion=not args.no_repulsion)
     net = model

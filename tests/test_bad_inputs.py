@@ -136,7 +136,7 @@ CASES = [
     ("infer", "export-json-list", {"--model": "model_list"}, "expected a JSON object"),
     ("infer", "export-json-typed", {"--model": "model_typed"}, "num_frames must be an integer"),
     # export/to_onnx.py
-    ("to_onnx", "weights-missing", {"--weights": MISSING}, "not found"),
+    ("to_onnx", "weights-missing", {"--weights": MISSING}, "no such file"),
     ("to_onnx", "weights-empty", {"--weights": "empty.safetensors"}, "empty.safetensors"),
     ("to_onnx", "weights-corrupt", {"--weights": "corrupt.pt"}, "corrupt.pt"),
     ("to_onnx", "weights-wrong-type", {"--weights": "tensor.pt"}, "tensor.pt"),
@@ -164,10 +164,10 @@ CASES = [
     ("train", "config-corrupt-json", {"--config": "corrupt.json"}, "corrupt.json"),
     ("train", "data-missing", {"--data": MISSING}, MISSING),
     # mdqe.convert
-    ("convert", "src-missing", {"src": MISSING}, "not found"),
+    ("convert", "src-missing", {"src": MISSING}, "no such file"),
     ("convert", "src-empty", {"src": "empty.pt"}, "empty.pt"),
     ("convert", "src-corrupt", {"src": "corrupt.pt"}, "not a readable"),
-    ("convert", "src-wrong-type", {"src": "tensor.pt"}, "tensor.pt"),
+    ("convert", "src-wrong-type", {"src": "tensor.pt"}, "expected a detectron2 checkpoint"),
     # benchmarks.fps
     ("fps", "model-missing", {"--model": MISSING}, "model directory not found"),
     ("fps", "export-json-typed", {"--model": "model_typed"}, "num_frames must be an integer"),
@@ -188,11 +188,13 @@ def _resolve(f, inputs):
     return {k: (f[v] if v in f else v) for k, v in inputs.items()}
 
 
-def _prefill(out):
-    """An output folder that already holds files (from an earlier run)."""
+def _prefill(out, cli):
+    """An output folder that already holds files (from an earlier run of ``cli``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "keep.txt").write_text("earlier output")
     (out / "results.json").write_text("[]")
+    if cli == "to_onnx":       # to_onnx only replaces a folder that holds an earlier export
+        (out / "export.json").write_text('{"format_version": 1}')
     return snapshot(str(out))
 
 
@@ -207,7 +209,7 @@ def _check(code, err, needle):
 @pytest.mark.parametrize("cli,case,inputs,needle", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_bad_input(cli, case, inputs, needle, files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    before = _prefill(out)
+    before = _prefill(out, cli)
     argv = _argv(cli, files, out, **_resolve(files, inputs))
     monkeypatch.setattr(sys, "argv", ["prog"] + argv)
     try:
@@ -223,7 +225,7 @@ def test_bad_input_subprocess(cli, files, tmp_path):
     """The first case of each CLI again, as the real command line."""
     case = next(c for c in CASES if c[0] == cli)
     out = tmp_path / "out"
-    before = _prefill(out)
+    before = _prefill(out, cli)
     r = run_cli(SUBPROCESS[cli] + _argv(cli, files, out, **_resolve(files, case[2])))
     _check(r.returncode, r.stderr, case[3])
     assert snapshot(str(out)) == before
