@@ -56,6 +56,17 @@ def _impls():
 IMPLS = _impls()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_kernel_bad_samples_contribute_zero():
+    value, loc, attn = _inputs()
+    bad_loc, bad_attn, _ = _bad(loc, attn)
+    ref = ms_deform_attn(value, SHAPES, STARTS, bad_loc, bad_attn, impl="torch")
+    with torch.no_grad():
+        out = ms_deform_attn(*(t.cuda() for t in (value, SHAPES, STARTS, bad_loc, bad_attn)), impl="cuda").cpu()
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name,fn", IMPLS, ids=[n for n, _ in IMPLS])
 def test_bad_samples_contribute_zero(name, fn):
     value, loc, attn = _inputs()
