@@ -11,8 +11,9 @@ the soak measures the runtime itself; ``--backend ort --model DIR`` runs an expo
 ONNX Runtime, with the export's preprocessing changed to ``--size`` (its graphs take any size that
 is a multiple of 32 and at least 8 x the query grid: 64 for ``tiny``).
 
-Recorded (``soak_report.json`` / ``.md`` under ``--output``): resident memory sampled every 0.25 s
-(at 10 %, 50 % and 100 % of the frames, peak, and the growth from 20 % to 100 %), open file
+Recorded (``soak_report.json`` / ``.md`` under ``--output``): resident memory sampled every 0.25 s of
+the run's wall time (at 10/20/50/90/100 %, peak, growth from 20 % to 90 % and to 100 %: the last
+samples fall in the final results.json write, which holds one track's RLEs at a time), open file
 descriptors before and after, files in the private temp folder before and after, and hidden
 leftovers in the run's output folder (spool, temporaries) after.
 """
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
             "results_json_mb": round(os.path.getsize(os.path.join(run_dir, "results.json")) / 2 ** 20, 2),
             "overlay_frames": timing["overlay_frames"], "stopped_early": timing["stopped_early"],
             "rss_mb": {"before_run": before["rss_mb"], "at_10pct": at(0.1), "at_20pct": at(0.2), "at_50pct": at(0.5),
-                       "at_100pct": at(1.0), "after_run": after["rss_mb"], "peak_during_run": round(max(rss), 1),
+                       "at_90pct": at(0.9), "at_100pct": at(1.0), "after_run": after["rss_mb"], "peak_during_run": round(max(rss), 1),
+                       "growth_20_to_90pct": round(at(0.9) - at(0.2), 1),
                        "growth_20_to_100pct": round(at(1.0) - at(0.2), 1), "samples": n,
                        "ru_maxrss_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
             "open_fds": {"before": before["open_fds"], "after": after["open_fds"]},
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
         "| measure | before | during / after |",
         "|---|---|---|",
         f"| resident memory (MB) | {r['before_run']} | 10%: {r['at_10pct']}, 20%: {r['at_20pct']}, 50%: {r['at_50pct']}, "
-        f"100%: {r['at_100pct']}; peak {r['peak_during_run']}; growth 20%->100%: {r['growth_20_to_100pct']} |",
+        f"90%: {r['at_90pct']}, 100% (writing results.json): {r['at_100pct']}; peak {r['peak_during_run']}; "
+        f"growth 20%->90%: {r['growth_20_to_90pct']}, 20%->100%: {r['growth_20_to_100pct']} |",
         f"| open file descriptors | {report['open_fds']['before']} | {report['open_fds']['after']} |",
         f"| files in the private temp folder | {report['temp_files']['before']} | {report['temp_files']['after']} |",
         f"| hidden leftovers in the output folder | - | {len(report['output_leftovers'])} |",

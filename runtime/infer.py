@@ -131,10 +131,8 @@ EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 def exit_status(timing: dict) -> int:
     """The exit status of a finished run (see the module doc)."""
-    reason = timing.get("stop_reason") or ""
-    for name, code in EXIT_SIGNAL.items():
-        if reason.startswith(f"stopped by {name}"):
-            return code
+    if timing.get("signal") in EXIT_SIGNAL:      # a signal is reported even when it came after the last frame
+        return EXIT_SIGNAL[timing["signal"]]
     return EXIT_STOPPED_EARLY if timing.get("stopped_early") else EXIT_OK
 
 
@@ -173,6 +171,9 @@ def main(argv=None) -> int:
     if timing["stopped_early"]:
         print(f"warning: stopped early: {timing['stop_reason']}; the outputs cover the {timing['frames']} "
               "frames read", file=sys.stderr)
+    elif timing.get("signal"):
+        print(f"warning: {timing['signal']} received after the last frame was read; the outputs are complete",
+              file=sys.stderr)
     return exit_status(timing)
 
 

@@ -80,6 +80,7 @@ class _Run:
         self.interrupted = False
         self.signal_name: Optional[str] = None   # "SIGINT" / "SIGTERM" that stopped the run
         self.source_done = False
+        self.signal_stopped_reading = False
 
     # -- per clip -----------------------------------------------------------
     def _clip(self, start: int, n_real: int) -> None:
@@ -128,8 +129,8 @@ class _Run:
             if self.interrupted:
                 raise SignalAbort(signum)
             self.interrupted = True
-            if not self.source_done:      # a signal after the last frame was read stops nothing
-                self.signal_name = signal.Signals(signum).name
+            self.signal_name = signal.Signals(signum).name
+            self.signal_stopped_reading = not self.source_done   # after the last frame it stops nothing
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -200,7 +201,7 @@ class _Run:
             self.spool.cleanup()
             self.source.close()
         g = self.pre.geometry
-        if self.signal_name is not None:
+        if self.signal_stopped_reading:
             stop_reason = f"stopped by {self.signal_name} after {self.n_frames} frames"
         else:
             stop_reason = getattr(self.source, "stop_reason", None)
@@ -212,6 +213,7 @@ class _Run:
             "clip_length": self.T,
             "padded_clip": padded,
             "interrupted": self.interrupted,
+            "signal": self.signal_name,
             "stopped_early": stop_reason is not None,
             "stop_reason": stop_reason,
             "reconnects": getattr(self.source, "reconnects", 0),
