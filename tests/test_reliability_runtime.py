@@ -121,6 +121,29 @@ def test_immutable_results_refused_before_work(assets, tmp_path, capsys):
         subprocess.run(["chattr", "-i", str(res)])
 
 
+def test_read_only_output_refused_before_work(assets, tmp_path, capsys):
+    """A read-only mount (a tmpfs mounted ro; needs root, skipped elsewhere) and, for other users, a
+    folder without write permission."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here")
+    else:
+        os.chmod(ro, 0o555)
+    try:
+        assert _infer(assets["model"], assets["video"], ro) == 2
+        assert "cannot write to the output folder" in capsys.readouterr().err
+        assert _infer(assets["model"], assets["video"], ro / "sub") == 2
+        assert "cannot create the output folder" in capsys.readouterr().err
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ro)])
+        else:
+            os.chmod(ro, 0o755)
+
+
 def test_second_run_into_the_same_folder_is_refused(assets, tmp_path, capsys):
     from runtime.output_dir import OutputLock
     out = tmp_path / "out"
