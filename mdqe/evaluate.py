@@ -39,9 +39,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: --output {args.output} is a directory; give a file path for the metrics JSON",
                   file=sys.stderr)
             return 2
-        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-            print(f"error: --output {args.output}: folder {out_dir} does not exist or is not writable",
-                  file=sys.stderr)
+        parent = out_dir                       # missing folders are created: check the nearest existing one
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            print(f"error: --output {args.output}: {parent} is not a writable folder", file=sys.stderr)
             return 2
     try:
         res = evaluate_detailed(args.gt, args.results)
