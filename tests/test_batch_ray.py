@@ -24,7 +24,9 @@ from batch_support import (NUM_VIDEOS, ROOT, concat, copy_dataset, corrupt_frame
 from runtime.batch.ray_pool import use_loopback_cluster  # noqa: E402
 
 use_loopback_cluster()   # the test cluster (and jobs that join it) stays on 127.0.0.1
-ray = pytest.importorskip("ray", reason="Ray is the [cluster] extra: pip install -e '.[dev,cluster]'")
+from extras import require  # noqa: E402
+
+ray = require("ray", "cluster")
 pytest.importorskip("torch")   # the export of the tiny model
 
 from runtime.batch import BatchSpec, run_batch  # noqa: E402
