@@ -57,6 +57,13 @@ class FrameSource:
     source ended before its end), ``reconnects`` (successful reopenings).
     """
 
+    stop_reason: Optional[str] = None
+    reconnects = 0
+    reconnect_delays: Sequence[float] = RECONNECT_DELAYS
+    # a folder image after the first that cannot be decoded ends the video early (stop_reason set,
+    # outputs for the frames so far); False: it raises VideoError (FrameListSource, dataset videos)
+    partial_on_bad_frame = True
+
     def __init__(self, source: Union[str, int], max_frames: Optional[int] = None,
                  reconnect_delays: Sequence[float] = RECONNECT_DELAYS):
         self.source = source
@@ -168,7 +175,7 @@ class FrameSource:
                 return None
             img = cv2.imread(self._files[index], cv2.IMREAD_COLOR)
             if img is None:
-                if index == 0:
+                if index == 0 or not self.partial_on_bad_frame:
                     raise VideoError(f"cannot decode image {self._files[index]} (corrupt or unsupported)")
                 self.stop_reason = (f"cannot decode image {self._files[index]} (corrupt or unsupported); "
                                     f"stopped after {index} frames")
@@ -218,6 +225,8 @@ class FrameListSource(FrameSource):
     (kind "folder"); ``name`` defaults to the folder of the first file. Raises VideoError for an
     empty list, a missing file, or a first frame that cannot be decoded (later corrupt frames
     raise VideoError while iterating)."""
+
+    partial_on_bad_frame = False   # a dataset video with a corrupt frame fails as a whole
 
     def __init__(self, files: List[str], name: Optional[str] = None, max_frames: Optional[int] = None):
         files = [os.fspath(f) for f in files]
