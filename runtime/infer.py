@@ -38,7 +38,7 @@ from .tracker import TrackerParams  # noqa: E402
 
 def _delays(text: str):
     try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
+        vals = [float(x) for x in text.split(",") if x.strip()]   # a list: JSON round trips keep it equal
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {text!r}") from None
     if any(not (0.0 <= v <= 3600.0) for v in vals):
