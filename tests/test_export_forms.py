@@ -348,3 +348,44 @@ def test_exporter_rejects_bad_form_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         to_onnx.parse_args(["--config", "tiny", "--weights", "random", "--output", out, "--msda", "trt-builtin",
                             "--plugin-version", "3"])
+
+
+class _Op(torch.nn.Module):
+    def forward(self, value, spatial_shapes, level_start_index, loc, attn):
+        from mdqe.ops import ms_deform_attn
+        return ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn, impl="torch")
+
+
+@pytest.mark.parametrize("form", MSDA_FORMS)
+def test_bad_samples_contribute_zero_in_every_form(form, tmp_path):
+    """mdqe.ops' semantics for bad samples hold in every exported form: a non-finite location, or one
+    with no corner inside its map, contributes exactly 0 whatever its weight (even NaN)."""
+    from export.ort_custom_ops import create_session as session
+
+    args = list(_random_call(seed=4))
+    loc, aw = args[3], args[4]
+    loc[0, 0, :, 0, 0] = torch.tensor([float("nan"), 0.5])
+    loc[0, 1, :, 1, 1] = torch.tensor([float("inf"), 0.5])
+    loc[1, 2, :, 2, 2] = torch.tensor([0.5, -float("inf")])
+    loc[1, 3, :, 0, 1] = torch.tensor([3.0, 0.5])          # far right: no corner inside
+    aw[0, 0, :, 0, 0] = float("nan")
+    aw[0, 1, :, 1, 1] = float("inf")
+    aw[1, 3, :, 0, 1] = float("nan")
+    ref = ms_deform_attn_torch(*args)
+    assert torch.isfinite(ref).all()
+    path = tmp_path / "op.onnx"
+    names = ["value", "spatial_shapes", "level_start_index", "loc", "attn"]
+    with export_mode(form), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Op(), tuple(args), str(path), dynamo=False, opset_version=17, input_names=names,
+                          output_names=["out"],
+                          custom_opsets={i.onnx_domain: 1 for i in (OUR_PLUGIN, TRT_BUILTIN_PLUGIN)})
+    sess = session(path)
+    feeds = {n: a.numpy() for n, a in zip(names, args) if n in {i.name for i in sess.get_inputs()}}
+    out = sess.run(None, feeds)[0]
+    assert np.isfinite(out).all(), form
+    assert np.abs(out - ref.numpy()).max() < 1e-5, form
+    if form in ("onnx", "gridsample"):
+        hook = ms_deform_attn_gather_form if form == "onnx" else __import__(
+            "mdqe.ops.export_hooks", fromlist=["x"]).ms_deform_attn_onnx_form
+        assert (hook(*args) - ref).abs().max().item() < 1e-5

@@ -194,8 +194,9 @@ def ms_deform_attn_gather_form(value, spatial_shapes, level_start_index, samplin
         y = loc[..., 1] * h - 0.5
         inside = (x > -1) & (y > -1) & (x < w) & (y < h)                        # False for NaN
         zero = torch.zeros_like(x)
-        x0f = torch.where(inside, torch.floor(x), zero)
-        y0f = torch.where(inside, torch.floor(y), zero)
+        x = torch.where(inside, x, zero)        # a sample with no corner inside (or non-finite) reads
+        y = torch.where(inside, y, zero)        # pixel (0, 0) with weight exactly 0 (mdqe.ops semantics)
+        x0f, y0f = torch.floor(x), torch.floor(y)
         fx, fy = x - x0f, y - y0f
         # per-axis weights, 0 for a column / row outside the map
         gx = torch.where(x0f >= 0, 1 - fx, zero)
@@ -231,18 +232,28 @@ def ms_deform_attn_onnx_form(value, spatial_shapes, level_start_index, sampling_
     grids = 2.0 * sampling_locations - 1.0                                   # [N, Lq, M, L, P, 2]
     # [N, Lq, M, L, P, 2] -> [N, M, L, Lq, P, 2] -> [N*M, L, Lq, P, 2]
     grids = grids.permute(0, 2, 3, 1, 4, 5).reshape(-1, L, Lq, P, 2)
+    locs = sampling_locations.permute(0, 2, 3, 1, 4, 5).reshape(-1, L, Lq, P, 2)   # [N*M, L, Lq, P, 2]
     value_t = value.permute(0, 2, 3, 1)                                       # [N, M, D, S]
-    sampled = []
+    sampled, valids = [], []
     start = 0
     for lvl in range(L):
         h, w = sizes[lvl]
         v = value_t[..., start:start + h * w]                                   # dynamic Slice
         start = start + h * w
         v = v.reshape(-1, D, h, w)                                             # [N*M, D, H_l, W_l]
+        # a sample with no corner inside the map (or non-finite) contributes exactly 0, whatever its
+        # weight (mdqe.ops.ms_deform_attn semantics): grid point far outside, weight 0
+        px = locs[:, lvl, ..., 0] * w - 0.5
+        py = locs[:, lvl, ..., 1] * h - 0.5
+        valid = (px > -1) & (py > -1) & (px < w) & (py < h)                     # [N*M, Lq, P]
+        g = torch.where(valid.unsqueeze(-1), grids[:, lvl], torch.full_like(grids[:, lvl], -4.0))
         sampled.append(torch.nn.functional.grid_sample(
-            v, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]
+            v, g, mode="bilinear", padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]
+        valids.append(valid)
     stacked = torch.stack(sampled, dim=-2)                                     # [N*M, D, Lq, L, P]
     w_ = attention_weights.permute(0, 2, 1, 3, 4).reshape(-1, 1, Lq, L, P)    # [N*M, 1, Lq, L, P]
+    valid = torch.stack(valids, dim=-2).unsqueeze(1)                           # [N*M, 1, Lq, L, P]
+    w_ = torch.where(valid, w_, torch.zeros_like(w_))
     out = (stacked * w_).sum(dim=(-1, -2))                                     # [N*M, D, Lq]
     return out.reshape(-1, M * D, Lq).transpose(1, 2)                          # [N, Lq, M*D]
 
