@@ -257,9 +257,10 @@ def test_python_op_output_path_is_fast_and_exact(mini_graphs):
 
 def _meta(form, version=None):
     return {"format_version": 1, "msda": form, "dtype": "fp32", "num_frames": 4, "num_queries": 196,
-            "embed_dim": 256, "export_size": [384, 640], "num_levels": 4,
+            "embed_dim": 256, "export_size": [384, 640], "num_levels": 4, "class_names": ["a"], "num_classes": 1,
             "config": {"hidden_dim": 256, "mask_dim": 256, "num_feature_levels": 4},
-            "preprocess": {"size_divisibility": 32, "max_size": 1280},
+            "preprocess": {"size_divisibility": 32, "max_size": 1280, "shorter_side": 360,
+                           "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
             "plugin": ({"version": version or "2"} if form == "trt-builtin" else {}),
             "encoder": {"file": "encoder.onnx"}, "decoder": {"file": "decoder.onnx"}}
 
