@@ -32,8 +32,10 @@ def build_authors_model(A, preset: str, seed: int = 0):
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            fan = p.shape[-1] if p.dim() > 1 else 16
-            p.copy_(torch.randn(p.shape, generator=g) * (1.0 / fan ** 0.5))
+            if p.dim() > 1:   # weights: fan-in scaled normal
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            else:             # biases and norm affines: their init + 0.1 N(0, 1)
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
         for name, b in model.named_buffers():
             if name.endswith("running_var"):
                 b.copy_(torch.rand(b.shape, generator=g) + 0.5)
