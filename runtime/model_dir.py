@@ -12,17 +12,22 @@ from typing import Any, Dict, List, Tuple
 
 from .errors import ModelDirError
 
-FORMAT_VERSION = 1
+# 2: padding masks (valid_hw input of both graphs) and the pred_queries decoder output.
+FORMAT_VERSION = 2
 
-ENCODER_INPUTS = ("images",)
+# valid (unpadded) height and width in pixels of each padded frame, int64 [N, 2] (encoder) /
+# [T, 2] (decoder): the graphs derive the authors' padding masks from it (docs/INTERFACES.md).
+VALID_HW = "valid_hw"
+ENCODER_INPUTS = ("images", VALID_HW)
 FEATURE_NAMES = ("memory", "spatial_shapes", "level_start_index", "mask_features",
                  "query_feat", "query_points", "query_embed")
 ENCODER_OUTPUTS = FEATURE_NAMES
-DECODER_INPUTS = FEATURE_NAMES
-DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
-# Features that are per frame (leading dim N in the encoder, T in the decoder);
+DECODER_INPUTS = FEATURE_NAMES + (VALID_HW,)
+# pred_queries [Q, C]: the raw clip-level query (the authors' tracking embedding)
+DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds", "pred_queries")
+# Per-frame decoder inputs (leading dim N in the encoder, T in the decoder);
 # the others (spatial_shapes, level_start_index) are shared by all frames.
-PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed")
+PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed", VALID_HW)
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,10 @@ def load_model_dir(model_dir: str) -> ModelSpec:
     if not isinstance(meta, dict):
         raise ModelDirError(f"{meta_path}: expected a JSON object")
     version = meta.get("format_version")
+    if version == 1:
+        raise ModelDirError(f"{meta_path}: format_version 1 is an older graph contract (no padding masks, "
+                            f"no pred_queries); re-export it with `python -m export.to_onnx ... --output DIR` "
+                            f"(this runtime reads format_version {FORMAT_VERSION})")
     if version != FORMAT_VERSION:
         raise ModelDirError(f"{meta_path}: format_version {version!r} is not supported "
                             f"(this runtime reads format_version {FORMAT_VERSION})")

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import numpy as np
 from tqdm import tqdm
 
 from .atomic import write_json
@@ -145,7 +146,8 @@ class _Run:
                     if self.opts.overlay:
                         self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.source.fps, g.original)
                 with self.timer("encoder"):
-                    feats = self.backend.encode(image[None])
+                    # the valid (unpadded) area: the graphs derive the padding masks from it
+                    feats = self.backend.encode(image[None], np.array([self.pre.geometry.resized], np.int64))
                 self.encoder_frames += 1
                 self.n_frames += 1
                 self.ring.push(feats)

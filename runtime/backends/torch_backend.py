@@ -14,8 +14,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError
-from ..model_dir import ModelSpec, load_model_dir
-from .base import Backend
+from ..model_dir import DECODER_OUTPUTS, ModelSpec, load_model_dir
+from .base import Backend, valid_hw_or_full
 
 
 def state_dict_sha256(state) -> str:
@@ -98,9 +98,10 @@ class TorchBackend(Backend):
     def _to_numpy(d) -> Dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in d.items() if hasattr(v, "detach")}
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        valid_hw = valid_hw_or_full(images, valid_hw)
         with self.torch.inference_mode():
-            out = self.model.encode_frames(self._to_torch(images.astype(np.float32)))
+            out = self.model.encode_frames(self._to_torch(images.astype(np.float32)), self._to_torch(valid_hw))
         return self._to_numpy(out)
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -113,7 +114,7 @@ class TorchBackend(Backend):
             tf["sem_logits"] = self.torch.zeros((T, self.spec.num_classes, h0, w0), device=self.device)
         with self.torch.inference_mode():
             out = self.model.decode_clip(tf, with_aux=False)
-        keep = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+        keep = DECODER_OUTPUTS
         return {k: v.astype(np.float32) for k, v in self._to_numpy({k: out[k] for k in keep}).items()}
 
     def describe(self) -> Dict[str, str]:
