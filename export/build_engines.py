@@ -20,6 +20,9 @@ import shlex
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+if __package__ in (None, ""):  # run as a script: make the repository importable (runtime.model_dir)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
 STATIC_PLUGIN_LIB_NAME = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
 
@@ -59,8 +62,12 @@ def load_meta(model_dir: str) -> dict:
         raise BuildError(f"{model_dir}: no export.json (export with `python export/to_onnx.py ... --output DIR`)")
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
-    if meta.get("format_version") != 1:
-        raise BuildError(f"{path}: format_version {meta.get('format_version')!r} is not supported (need 1)")
+    from runtime.model_dir import FORMAT_VERSION
+    if meta.get("format_version") != FORMAT_VERSION:
+        hint = (" (format_version 1 graphs have no padding masks and no pred_queries: re-export with "
+                "`python -m export.to_onnx ... --output DIR`)") if meta.get("format_version") == 1 else ""
+        raise BuildError(f"{path}: format_version {meta.get('format_version')!r} is not supported "
+                         f"(need {FORMAT_VERSION}){hint}")
     for k in ("encoder", "decoder"):
         p = os.path.join(model_dir, meta[k]["file"])
         if not os.path.isfile(p):
@@ -98,7 +105,9 @@ def profiles(meta: dict, min_size=None, opt_size=None, max_size=None, min_frames
         return sum(a * b for a, b in level_sizes(hw[0], hw[1], L))
 
     enc = {"images": tuple((n, 3, hw[0], hw[1]) for n, hw in
-                           ((min_frames, min_size), (opt_frames, opt_size), (max_frames, max_size)))}
+                           ((min_frames, min_size), (opt_frames, opt_size), (max_frames, max_size))),
+           # valid (unpadded) size per frame, int64 [N, 2]: follows the frame batch N
+           "valid_hw": tuple((n, 2) for n in (min_frames, opt_frames, max_frames))}
     # only the dynamic inputs get a range; the others are static in the graph (spatial_shapes [L,2],
     # level_start_index [L], query_* [T,Q,...]); the onnx-form decoder does not even read
     # spatial_shapes / level_start_index (it takes level sizes from mask_features' shape)
