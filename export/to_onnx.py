@@ -372,6 +372,8 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 got_enc = V.run_ort(enc_path, feeds_enc, ENCODER_OUTPUTS, threads)
                 ref_enc_np = {k: v.numpy() for k, v in c_ref_enc.items()}
                 res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol)
+                if dtype == "fp16":  # selection near-ties may flip in fp16: counted, bounded (export/verify.py)
+                    res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
                 feeds_dec = {k: ref_enc_np[k] for k in DECODER_INPUTS}
                 got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
                 ref_dec_np = {k: v.numpy() for k, v in c_ref_dec.items()}
@@ -381,6 +383,8 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                          f"error vs fp64", quiet)
                     err_enc, err_dec = reference_rounding_error(model, c_images, c_valid, c_ref_enc, c_ref_dec)
                     res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
+                    if dtype == "fp16":
+                        res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
                     res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol, err_dec)
                 _log(V.format_report(f"encoder ({case})", res_enc), quiet)
                 _log(V.format_report(f"decoder ({case})", res_dec), quiet)
@@ -400,6 +404,10 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 "padded": {g: {k: r["max_abs_err"] for k, r in rr.items()}
                            for g, rr in zip(("encoder", "decoder"), results["padded"])},
             }
+            if dtype == "fp16":
+                verification["selection_flips"] = {
+                    c: f"{r[0]['query_points']['selection_flips']}/{r[0]['query_points']['selection_points']}"
+                    for c, r in results.items()}
             ref_errs = {f"{g}.{k}": r["ref_fp32_vs_fp64"] for g, rr in (("encoder", res_enc), ("decoder", res_dec))
                         for k, r in rr.items() if "ref_fp32_vs_fp64" in r}
             if ref_errs:
