@@ -363,6 +363,8 @@ def test_build_engines_print_only(tiny_plugin, tiny_fp16):
     assert "--fp16" not in t11_enc and "--fp16" not in t11_dec
     assert "--minShapes=images:1x3x64x64" in t10_enc and "--optShapes=images:4x3x128x160" in t10_enc
     assert "--maxShapes=images:4x3x384x384" in t10_enc
+    # the valid-size input follows the frame batch N (int64 [N, 2])
+    assert "--minShapes=images:1x3x64x64,valid_hw:1x2 " in t10_enc + " " and "valid_hw:4x2" in t10_enc
     S_opt = sum(h * w for h, w in level_sizes(128, 160, 4))
     S_max = sum(h * w for h, w in level_sizes(384, 384, 4))
     assert S_opt == 426                                           # the exported memory length at 128x160

@@ -1,6 +1,7 @@
 """Compare this toolkit with the authors' MDQE code, stage by stage (docs/fidelity.md).
 
-    python -m tools.authors_parity --authors-repo PATH [--stages model,converter,...] [--output report.json]
+    python tools/authors_parity.py --authors-repo PATH [--stages model,converter,...] [--output report.json]
+    (or python -m tools.authors_parity ...)
 
 PATH is a checkout of github.com/MinghanLi/MDQE_CVPR2023 (the user's; nothing of it is copied
 here). Needs the `parity` extra (einops, pyyaml). Runs on CPU. Exit codes: 0 every stage within
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import os
 import sys
 import time
+
+if __package__ in (None, ""):  # run as a script (python tools/authors_parity.py): make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # stage name -> module under tools.parity exposing run(authors, args) -> {"ok": bool, ...}
 STAGES = {
