@@ -54,7 +54,8 @@ def collate_clips(samples: List[dict]) -> dict:
 
     Clips are zero-padded right/bottom to the largest H, W of the batch; masks are
     padded with False and boxes (normalised by the padded size) rescaled to the new size.
-    ``valid_hw`` is each frame's image size before padding (targets' image_size): the model
+    ``valid_hw`` is each frame's image size before padding (targets' image_size, else the sample's
+    own size): the model
     derives the authors' padding masks from it (``MDQE.forward(images, valid_hw=...)``).
     """
     if not samples:
@@ -75,5 +76,7 @@ def collate_clips(samples: List[dict]) -> dict:
             t["masks"] = F.pad(t["masks"], (0, W2 - W, 0, H2 - H), value=False)
         targets.append(t)
     T = samples[0]["images"].shape[0]
-    valid_hw = torch.tensor([[list(s["targets"]["image_size"])] * T for s in samples], dtype=torch.int64)
+    # a sample without image_size is taken as unpadded at its own size
+    valid_hw = torch.tensor([[list(s["targets"].get("image_size", s["images"].shape[-2:]))] * T for s in samples],
+                            dtype=torch.int64)
     return {"images": torch.stack(images), "valid_hw": valid_hw, "targets": targets}
