@@ -121,3 +121,29 @@ class FrameSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+class FrameListSource(FrameSource):
+    """Frames from an explicit list of image files, in list order: one video of a YouTube-VIS / OVIS
+    dataset (its ``file_names`` joined to the frames folder). Same interface as FrameSource
+    (kind "folder"); ``name`` defaults to the folder of the first file. Raises VideoError for an
+    empty list, a missing file, or a first frame that cannot be decoded (later corrupt frames
+    raise VideoError while iterating)."""
+
+    def __init__(self, files: List[str], name: Optional[str] = None, max_frames: Optional[int] = None):
+        files = [os.fspath(f) for f in files]
+        if not files:
+            raise VideoError(f"video {name or '?'} lists no frames")
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise VideoError(f"{len(missing)} of {len(files)} frames not found, first: {missing[0]}")
+        self.source = name or os.path.dirname(files[0])
+        self.name = name or os.path.basename(os.path.dirname(os.path.abspath(files[0])))
+        self.kind = "folder"
+        self.max_frames = max_frames if (max_frames is None or max_frames > 0) else None
+        self._files = files
+        self._cap = None
+        self._first = self._read_one(0)
+        if self._first is None:
+            raise VideoError(f"no frames could be decoded from {self.source}")
+        self._size = tuple(self._first.shape[:2])
