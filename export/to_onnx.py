@@ -378,9 +378,9 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
                 ref_dec_np = {k: v.numpy() for k, v in c_ref_dec.items()}
                 res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol)
-                if not all(r["ok"] for r in list(res_enc.values()) + list(res_dec.values())):
-                    _log(f"      {case}: some outputs exceed the plain tolerance: measuring PyTorch fp32's own "
-                         f"error vs fp64", quiet)
+                if V.needs_reference_error(res_enc, res_dec):
+                    _log(f"      {case}: some outputs exceed the plain tolerance or pass it with a margin below "
+                         f"{V.MIN_MARGIN:g}x: measuring PyTorch fp32's own error vs fp64", quiet)
                     err_enc, err_dec = reference_rounding_error(model, c_images, c_valid, c_ref_enc, c_ref_dec)
                     res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
                     if dtype == "fp16":
@@ -403,6 +403,8 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 "decoder": {k: r["max_abs_err"] for k, r in res_dec.items()},
                 "padded": {g: {k: r["max_abs_err"] for k, r in rr.items()}
                            for g, rr in zip(("encoder", "decoder"), results["padded"])},
+                "margin": {f"{g}.{k}": round(r["margin"], 2) for g, rr in (("encoder", res_enc), ("decoder", res_dec))
+                           for k, r in rr.items() if "margin" in r and r["margin"] != float("inf")},
             }
             if dtype == "fp16":
                 verification["selection_flips"] = {
