@@ -208,11 +208,11 @@ def test_new_cpu_index_content_during_capture_is_refused(fake_cuda, monkeypatch)
         ms_deform_attn(*args, impl="cuda")
 
 
-def test_cuda_auto_off_and_grad_fall_back_to_torch(fake_cuda, monkeypatch):
+def test_native_auto_off_and_grad_fall_back_to_torch(fake_cuda, monkeypatch):
     args = _meta(_inputs(**CASES["4 levels"]))
     seen = []
     monkeypatch.setitem(sys.modules["mdqe.ops.ms_deform_attn"]._IMPLS, "torch", lambda *a: seen.append("torch"))
-    with torch.no_grad(), native_impls.cuda_auto(False):
+    with torch.no_grad(), native_impls.native_auto(False):
         ms_deform_attn(*args)
     assert seen == ["torch"] and not fake_cuda.calls
     with torch.no_grad():

@@ -142,3 +142,63 @@ def _describe(sig: tuple) -> str:
 def maybe_graphed(fn: Callable, enabled: bool, **kwargs) -> Optional[GraphedCall]:
     """GraphedCall(fn, **kwargs) when `enabled`, else None (callers then run fn eagerly)."""
     return GraphedCall(fn, **kwargs) if enabled else None
+
+
+class EagerReplayApi:
+    """The GraphedCall api without a GPU: "capture" runs the body once and "replay" runs it again,
+    copying the new results into the first run's output tensors (the static outputs). It exercises
+    every step of GraphedCall (static inputs, warm-up, capture, replay, output aliasing, fallback) on
+    the CPU, for tests and the CPU dry run of benchmarks/gpu_suite.py; it makes nothing faster."""
+
+    class _Stream:
+        def wait_stream(self, other) -> None:
+            pass
+
+    class _Graph:
+        body = None
+        outputs = None
+
+    def __init__(self, fail_capture: Optional[str] = None):
+        self.fail_capture = fail_capture
+        self.captures = 0
+        self.replays = 0
+
+    def side_stream(self, device):
+        return self._Stream()
+
+    def current_stream(self, device):
+        return self._Stream()
+
+    def use_stream(self, stream):
+        return contextlib.nullcontext()
+
+    def new_graph(self):
+        return self._Graph()
+
+    def capture(self, graph, body, stream=None):
+        if self.fail_capture:
+            raise RuntimeError(self.fail_capture)
+        self.captures += 1
+        graph.body = body
+        graph.outputs = body()
+        return graph.outputs
+
+    def replay(self, graph) -> None:
+        self.replays += 1
+        _copy_into(graph.outputs, graph.body())
+
+    def synchronize(self, device) -> None:
+        pass
+
+
+def _copy_into(dst, src) -> None:
+    if isinstance(dst, torch.Tensor):
+        dst.copy_(src)
+    elif isinstance(dst, dict):
+        for k in dst:
+            _copy_into(dst[k], src[k])
+    elif isinstance(dst, (list, tuple)):
+        for d, s in zip(dst, src):
+            _copy_into(d, s)
+    else:
+        raise TypeError(f"graph outputs must be tensors or dicts/lists/tuples of tensors, got {type(dst).__name__}")

@@ -46,15 +46,17 @@ class HostToDevice:
         return out
 
 
-def to_host(tensors: Dict[str, torch.Tensor], names: Iterable[str] = None) -> Dict[str, np.ndarray]:
-    """{name: device tensor} -> {name: numpy}; floating tensors become float32. One sync for all copies."""
+def to_host(tensors: Dict[str, torch.Tensor], names: Iterable[str] = None, copy: bool = False) -> Dict[str, np.ndarray]:
+    """{name: device tensor} -> {name: numpy}; floating tensors become float32. One sync for all copies.
+    A CPU tensor's array shares its memory unless `copy` (needed when the tensor is reused, e.g. a
+    CUDA-graph static output replayed on the CPU by EagerReplayApi)."""
     names = list(tensors) if names is None else list(names)
     cpu = {}
     for k in names:
         t = tensors[k].detach()
         if t.is_floating_point() and t.dtype != torch.float32:
             t = t.float()
-        cpu[k] = t.to("cpu", non_blocking=t.is_cuda)
+        cpu[k] = t.to("cpu", non_blocking=t.is_cuda, copy=copy)
     if any(tensors[k].is_cuda for k in names):
         torch.cuda.current_stream().synchronize()
     return {k: v.numpy() for k, v in cpu.items()}

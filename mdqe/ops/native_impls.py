@@ -100,7 +100,7 @@ def _cpu_available() -> bool:
 
 
 def _choose_cpu(value, sampling_locations, attention_weights) -> bool:
-    return (value.device.type == "cpu" and value.dtype == torch.float32 and not _tracing()
+    return (_native_auto and value.device.type == "cpu" and value.dtype == torch.float32 and not _tracing()
             and not _needs_grad(value, sampling_locations, attention_weights) and _cpu_available())
 
 
@@ -109,7 +109,7 @@ CUDA_EXT_NAME = "mdqe_msda_cuda_ext"
 _cuda_lock = threading.Lock()
 _cuda_ext = None
 _cuda_error = None
-_cuda_auto = True
+_native_auto = True
 _index_cache: dict = {}
 _INDEX_CACHE_MAX = 64
 
@@ -222,15 +222,15 @@ def _reset_cuda_state():
 
 
 @contextlib.contextmanager
-def cuda_auto(enabled: bool):
-    """Within the block, impl="auto" does (True) or does not (False) pick the CUDA kernel; False runs the
-    grid_sample form on CUDA tensors (the baseline of benchmarks/gpu_suite.py)."""
-    global _cuda_auto
-    old, _cuda_auto = _cuda_auto, bool(enabled)
+def native_auto(enabled: bool):
+    """Within the block, impl="auto" may (True) or may not (False) pick a native kernel ("cpu" / "cuda");
+    False runs the grid_sample form (the baseline of benchmarks/gpu_suite.py). Process-wide."""
+    global _native_auto
+    old, _native_auto = _native_auto, bool(enabled)
     try:
         yield
     finally:
-        _cuda_auto = old
+        _native_auto = old
 
 
 def _capturing() -> bool:
@@ -287,7 +287,7 @@ _cuda_warned = False
 
 def _choose_cuda(value, sampling_locations, attention_weights) -> bool:
     global _cuda_warned
-    if not (_cuda_auto and _on_gpu(value) and value.dtype in (torch.float32, torch.float16) and not _tracing()
+    if not (_native_auto and _on_gpu(value) and value.dtype in (torch.float32, torch.float16) and not _tracing()
             and not _needs_grad(value, sampling_locations, attention_weights)):
         return False
     if _cuda_ext is None and load_cuda_extension() is None:

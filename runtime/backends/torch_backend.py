@@ -115,7 +115,7 @@ class TorchBackend(Backend):
         from mdqe.ops import native_impls
         stack = contextlib.ExitStack()
         stack.enter_context(self.torch.inference_mode())
-        stack.enter_context(native_impls.cuda_auto(self.msda != "torch"))
+        stack.enter_context(native_impls.native_auto(self.msda != "torch"))
         if self.amp == "fp16":
             stack.enter_context(self.torch.autocast("cuda", dtype=self.torch.float16, cache_enabled=False))
         return stack
@@ -162,10 +162,10 @@ class TorchBackend(Backend):
     def _to_torch(self, a: np.ndarray, name: str = "x"):
         return self.h2d.upload(name, a)
 
-    @staticmethod
-    def _to_numpy(d) -> Dict[str, np.ndarray]:
+    def _to_numpy(self, d) -> Dict[str, np.ndarray]:
         from mdqe.engine.device_io import to_host
-        return to_host({k: v for k, v in d.items() if hasattr(v, "detach")})
+        # graph outputs are static tensors overwritten by the next replay: never hand out views of them
+        return to_host({k: v for k, v in d.items() if hasattr(v, "detach")}, copy=self._enc_graph is not None)
 
     def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
         x = self._to_torch(images.astype(np.float32, copy=False), "images")
