@@ -24,6 +24,7 @@ only run with --compile-check. Exit codes: 0 all stages ok, 1 a stage failed (se
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -62,6 +63,24 @@ VARIANTS = (
 def _slug(name: str) -> str:
     from benchmarks.gpu_env import slug
     return slug(name)
+
+
+def model_spec(config: str, weights=None, seed: int = 0):
+    """A ModelSpec for the torch backend straight from an mdqe config (no exported files behind it):
+    weights from `weights` (a checkpoint path) or recreated from `seed`."""
+    import mdqe
+    from runtime.model_dir import ModelSpec, PreprocessSpec
+    cfg = mdqe.get_config(config)
+    w = {"source": os.path.abspath(weights)} if weights else {"seed": seed}
+    return ModelSpec(
+        model_dir="<gpu_suite>", num_frames=cfg.num_frames, num_queries=cfg.num_grid_queries,
+        num_classes=cfg.num_classes, class_names=tuple(cfg.class_names), embed_dim=cfg.embed_dim,
+        mask_stride=4,
+        preprocess=PreprocessSpec(color="RGB", mean=tuple(cfg.pixel_mean), std=tuple(cfg.pixel_std),
+                                  shorter_side=cfg.test_shorter_side, max_size=cfg.test_max_size,
+                                  size_divisibility=cfg.size_divisibility),
+        msda="torch", dtype="fp32", encoder_file="", decoder_file="", model_name=cfg.name,
+        config=cfg.to_dict(), weights=w)
 
 
 class Suite:
@@ -127,8 +146,11 @@ class Suite:
         sm = self.arch().replace(".", "")
         cmake = shutil.which("cmake") or "cmake"
         ctest = shutil.which("ctest") or "ctest"
+        from mdqe.ops.native_impls import _cuda_home
+        home = _cuda_home()
+        nvcc = [f"-DCMAKE_CUDA_COMPILER={home}/bin/nvcc"] if home else []
         return [[cmake, "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DMDQE_CUDA=ON",
-                 f"-DMDQE_CUDA_ARCHS={sm}", "-DMDQE_BUILD_TESTS=ON"],
+                 f"-DMDQE_CUDA_ARCHS={sm}", "-DMDQE_BUILD_TESTS=ON", *nvcc],
                 [cmake, "--build", str(build), "--parallel", str(os.cpu_count() or 2)],
                 [ctest, "--test-dir", str(build), "--output-on-failure"]]
 
@@ -202,19 +224,7 @@ class Suite:
         return "tiny" if self.dry else self.args.config
 
     def spec(self):
-        import mdqe
-        from runtime.model_dir import ModelSpec, PreprocessSpec
-        cfg = mdqe.get_config(self.config_name())
-        weights = {"source": os.path.abspath(self.args.weights)} if self.args.weights else {"seed": self.args.seed}
-        return ModelSpec(
-            model_dir="<gpu_suite>", num_frames=cfg.num_frames, num_queries=cfg.num_grid_queries,
-            num_classes=cfg.num_classes, class_names=tuple(cfg.class_names), embed_dim=cfg.embed_dim,
-            mask_stride=4,
-            preprocess=PreprocessSpec(color="RGB", mean=tuple(cfg.pixel_mean), std=tuple(cfg.pixel_std),
-                                      shorter_side=cfg.test_shorter_side, max_size=cfg.test_max_size,
-                                      size_divisibility=cfg.size_divisibility),
-            msda="torch", dtype="fp32", encoder_file="", decoder_file="", model_name=cfg.name,
-            config=cfg.to_dict(), weights=weights)
+        return model_spec(self.config_name(), self.args.weights, self.args.seed)
 
     def video(self) -> str:
         """The input video at the model's test size: bikes.mp4 resized to 640x360 (dry run: 448x192)."""
@@ -305,7 +315,8 @@ class Suite:
                            graphs=report["graphs"], outputs_ok=outputs["ok"], report=str(vdir / "fps_report.md"))
                 if any(g.get("failures") for g in report["graphs"].values()):
                     row["notes"].append("CUDA graph capture failed for some calls: eager fallback (see graphs)")
-                del backend
+                del backend     # (its CUDA graphs hold the backend through bound methods: collect the cycle)
+                gc.collect()
                 if self.device == "cuda":
                     torch.cuda.empty_cache()
             except Exception as exc:  # noqa: BLE001 - one variant failing must not hide the others

@@ -80,10 +80,7 @@ def test_host_io_on_cpu():
 # ----------------------------------------------------------------------------- torch backend, graph path
 def _tiny_backend(**opts):
     from runtime.backends.torch_backend import TorchBackend
-    args = gpu_suite.build_parser().parse_args(["--dry-run", "--output", "unused"])
-    args.argv, args.weights = [], None
-    suite = gpu_suite.Suite(args)
-    return TorchBackend(None, spec=suite.spec(), device="cpu", **opts)
+    return TorchBackend(None, spec=gpu_suite.model_spec("tiny"), device="cpu", **opts)
 
 
 def test_torch_backend_graph_path_matches_eager_over_several_calls():
