@@ -166,8 +166,8 @@ def test_bad_input_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"),
-                    reason="needs nvcc")
+@pytest.mark.skipif((shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"))
+                    or shutil.which("ninja") is None, reason="needs nvcc and ninja")
 def test_compile_check_builds_extension_objects_for_sm90(tmp_path):
     """Without a GPU: the torch extension's two objects compile for sm_90 (the link needs libtorch_cuda)."""
     from mdqe.ops import native_impls

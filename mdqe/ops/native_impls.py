@@ -127,15 +127,16 @@ def cuda_ext_dir(build_dir=None) -> Path:
 
 
 def _cuda_home():
-    """CUDA toolkit root for torch.utils.cpp_extension: its own guess, else CUDA_HOME / CUDA_PATH, else
-    /usr/local/cuda (torch's guess is None on CPU builds even when nvcc is installed)."""
+    """CUDA toolkit root (holding bin/nvcc and include/cuda_runtime_api.h) for torch.utils.cpp_extension:
+    its own guess, else CUDA_HOME / CUDA_PATH, the folder above nvcc on PATH, /usr/local/cuda (torch's
+    guess is None on CPU builds even when nvcc is installed)."""
     import shutil
     from torch.utils import cpp_extension
     on_path = shutil.which("nvcc")
     from_path = str(Path(on_path).resolve().parents[1]) if on_path else None
     for cand in (cpp_extension.CUDA_HOME, os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), from_path,
                  "/usr/local/cuda"):
-        if cand and (Path(cand) / "bin" / "nvcc").exists():
+        if cand and (Path(cand) / "bin" / "nvcc").exists() and (Path(cand) / "include" / "cuda_runtime_api.h").exists():
             return str(cand)
     return None
 
