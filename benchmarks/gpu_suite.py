@@ -376,6 +376,7 @@ class Suite:
     def run(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "work").mkdir(exist_ok=True)
+        (self.out / "suite.log").write_text("")     # a rerun into the same folder starts a fresh log
         self.summary["started"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.log(f"gpu suite on {self.env()['device']} (torch {self.env()['torch']}, CUDA {self.env()['cuda']}, "
                  f"driver {self.env()['driver']}); output {self.out}")
@@ -560,8 +561,8 @@ def main(argv=None) -> int:
     if args.output is None:
         # on the device tool's machine ($OUT set): the full tree outside $OUT, a bundle of <= 6 files in it
         args.output = os.path.join(tempfile.gettempdir(), "mdqe_gpu_suite") if os.environ.get("OUT") else "gpu_suite_out"
-        if os.environ.get("OUT") and args.bundle is None:
-            args.bundle = os.environ["OUT"]
+    if os.environ.get("OUT") and args.bundle is None:
+        args.bundle = os.environ["OUT"]
     args.frames = args.frames or (10 if args.dry_run else 250)
     args.warmup_frames = args.warmup_frames if args.warmup_frames is not None else (4 if args.dry_run else 8)
     args.repeats = args.repeats or (2 if args.dry_run else 50)
