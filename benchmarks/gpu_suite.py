@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -278,7 +276,6 @@ class Suite:
         import torch
 
         from benchmarks import fps
-        from runtime.pipeline import RunOptions, run_video  # noqa: F401 (fps.run_once imports them)
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = True
         video = self.video()
