@@ -343,7 +343,7 @@ class Suite:
         name, opts = VARIANTS[3]
         backend, notes = self.backend(opts)
         run_args = SimpleNamespace(score_thr=self.args.score_thr, quiet=True)
-        counts = (6, 24) if self.dry else (30, 300)
+        counts = (5, 15) if self.dry else (30, 300)
         size = (448, 192) if self.dry else tuple(self.args.size)
         src = self.args.video or sample_video("bikes.mp4")
         fps.run_once(run_args, self.video(), str(self.out / "work" / "mem_warmup"), self.args.warmup_frames, backend)
