@@ -7,7 +7,8 @@ Stages (each writes under --output; each file carries the environment: device, d
   build   the torch extension (python -m mdqe.ops.native_impls build-cuda) and, in the background,
           the standalone CMake build (libmdqe_msda + CUDA kernel, for the GPU's architecture) + ctest
   parity  pytest tests/test_msda_cuda.py (fp32/fp16 vs the fp64 reference, borders, outside
-          locations, zeroed padded rows, no host sync, graph capture)
+          locations, zeroed padded rows, no host sync, graph capture) and
+          tests/test_reliability_msda.py (bad samples contribute zero, CUDA kernel included)
   op      benchmarks.msda_op: our kernel vs the grid_sample form at the R50 360p encoder, decoder and
           TCA shapes, fp32 and fp16, in one run
   e2e     the runtime (benchmarks/fps.py counting) with the torch backend on a real video resized to
@@ -47,6 +48,8 @@ if str(ROOT) not in sys.path:
 from runtime.atomic import write_json, write_text  # noqa: E402
 
 STAGES = ("build", "parity", "op", "e2e", "memory")
+# the CUDA kernel's parity tests, and the bad-sample semantics (NaN/inf/far-outside locations) shared by every impl
+PARITY_TESTS = ("tests/test_msda_cuda.py", "tests/test_reliability_msda.py")
 
 # (name, TorchBackend options); "KERNEL" is our kernel: impl "cuda" on a GPU, "auto" (the CPU kernel) on the CPU
 VARIANTS = (
@@ -192,8 +195,7 @@ class Suite:
     # ------------------------------------------------------------------ parity
     def stage_parity(self) -> dict:
         xml = self.out / "parity_junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_msda_cuda.py",
-               f"--junitxml={xml}"]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PARITY_TESTS, f"--junitxml={xml}"]
         env = dict(os.environ, MDQE_CUDA_EXT_DIR=str(self.torch_ext_dir()), PYTHONUNBUFFERED="1")
         r = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, env=env,
                            timeout=max(60, self.args.budget_s - self.elapsed()))

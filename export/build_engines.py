@@ -20,6 +20,9 @@ import shlex
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+if __package__ in (None, ""):  # run as a script: make the repository importable (runtime.model_dir)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
 STATIC_PLUGIN_LIB_NAME = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
 
@@ -54,17 +57,25 @@ def level_sizes(h: int, w: int, num_levels: int) -> List[Tuple[int, int]]:
 
 
 def load_meta(model_dir: str) -> dict:
+    """export.json of ``model_dir``, validated by the runtime's one validation (runtime.model_dir:
+    types, ranges, tensor names/ranks/sizes) plus the config fields the profiles need."""
+    from runtime.errors import ModelDirError
+    from runtime.model_dir import load_model_dir, require_graph_files
+    try:
+        spec = load_model_dir(model_dir)
+        require_graph_files(spec)
+    except ModelDirError as e:
+        raise BuildError(str(e)) from None
+    meta = spec.raw
+    cfg = spec.config
     path = os.path.join(model_dir, "export.json")
-    if not os.path.isfile(path):
-        raise BuildError(f"{model_dir}: no export.json (export with `python export/to_onnx.py ... --output DIR`)")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format_version") != 1:
-        raise BuildError(f"{path}: format_version {meta.get('format_version')!r} is not supported (need 1)")
-    for k in ("encoder", "decoder"):
-        p = os.path.join(model_dir, meta[k]["file"])
-        if not os.path.isfile(p):
-            raise BuildError(f"{model_dir}: missing {meta[k]['file']}")
+    for key, alt in (("hidden_dim", "hidden_dim"), ("mask_dim", "mask_dim"), ("num_feature_levels", "num_levels")):
+        if key not in cfg and alt not in meta:
+            raise BuildError(f"{path}: needs config.{key} (or {alt}) to size the TensorRT profiles")
+        cfg.setdefault(key, meta.get(alt))
+    if "export_size" not in meta:
+        raise BuildError(f"{path}: needs export_size [height, width] (the profiles' optimum size)")
+    meta = dict(meta, config=cfg)
     return meta
 
 

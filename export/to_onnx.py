@@ -359,8 +359,9 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
             if msda == "plugin":
                 _log(f"      plugin nodes ran in ONNX Runtime with the {kernel_name()} MSDeformAttn CPU kernel", quiet)
             res_dec = V.compare(got_dec, {k: v.numpy() for k, v in ref_dec.items()}, DECODER_OUTPUTS, atol, rtol)
-            if not all(r["ok"] for r in list(res_enc.values()) + list(res_dec.values())):
-                _log("      some outputs exceed the plain tolerance: measuring PyTorch fp32's own error vs fp64", quiet)
+            if V.needs_reference_error(res_enc, res_dec):
+                _log(f"      some outputs exceed the plain tolerance or pass it with a margin below {V.MIN_MARGIN:g}x: "
+                     "measuring PyTorch fp32's own error vs fp64", quiet)
                 err_enc, err_dec = reference_rounding_error(model, images, ref_enc, ref_dec)
                 res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
                 res_dec = V.compare(got_dec, {k: v.numpy() for k, v in ref_dec.items()}, DECODER_OUTPUTS,
@@ -375,6 +376,8 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 "tolerance": {"atol": atol, "rtol_of_max_abs_ref": rtol},
                 "encoder": {k: r["max_abs_err"] for k, r in res_enc.items()},
                 "decoder": {k: r["max_abs_err"] for k, r in res_dec.items()},
+                "margin": {f"{g}.{k}": round(r["margin"], 2) for g, rr in (("encoder", res_enc), ("decoder", res_dec))
+                           for k, r in rr.items() if "margin" in r and r["margin"] != float("inf")},
             }
             ref_errs = {f"{g}.{k}": r["ref_fp32_vs_fp64"] for g, rr in (("encoder", res_enc), ("decoder", res_dec))
                         for k, r in rr.items() if "ref_fp32_vs_fp64" in r}

@@ -13,7 +13,15 @@ from .ort_custom_ops import PLUGIN_DOMAIN, PLUGIN_OP_TYPE, create_session
 FP32_ATOL = 1e-4
 FP16_ATOL = 1e-2
 FP16_RTOL = 2e-2
-REF_ERR_FACTOR = 2.0
+# Where PyTorch fp32 is itself far from the exact (fp64) result, an output's bound becomes
+# REF_ERR_FACTOR x that error: |ort - torch32| <= |ort - exact| + |torch32 - exact|, so 3x lets ONNX
+# Runtime be up to twice as far from the exact result as PyTorch fp32 is (a summation order or a
+# fused kernel of another CPU / ORT build) and still leaves a margin.
+REF_ERR_FACTOR = 3.0
+# An output whose error is above bound / MIN_MARGIN is a close call: the export then measures
+# PyTorch's own fp64 error and derives the bound from it (see needs_reference_error), so a pass never
+# rests on a margin thinner than this against a bound that does not follow the model's own rounding.
+MIN_MARGIN = 2.0
 
 
 class VerificationError(RuntimeError):
@@ -92,8 +100,13 @@ def compare(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], names:
             res[k] = {"max_abs_err": err, "ok": err == 0.0, "bound": 0.0}
             continue
         g64, r64 = g.astype(np.float64), r.astype(np.float64)
+        if not np.all(np.isfinite(r64)):
+            res[k] = {"max_abs_err": float("nan"), "ok": False, "non_finite": "reference",
+                      "why": f"the PyTorch reference is non-finite ({_count_non_finite(r64)}): NaN/inf weights?"}
+            continue
         if not np.all(np.isfinite(g64)):
-            res[k] = {"max_abs_err": float("inf"), "ok": False, "why": "non-finite values"}
+            res[k] = {"max_abs_err": float("nan"), "ok": False, "non_finite": "onnxruntime",
+                      "why": f"ONNX Runtime output is non-finite ({_count_non_finite(g64)})"}
             continue
         err = float(np.abs(g64 - r64).max()) if g.size else 0.0
         scale = float(np.abs(r64).max()) if r.size else 0.0
@@ -103,8 +116,27 @@ def compare(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], names:
             entry["ref_fp32_vs_fp64"] = float(ref_err[k])
             bound = max(bound, REF_ERR_FACTOR * float(ref_err[k]))
             entry.update(bound=bound, ok=err <= bound)
+        entry["margin"] = (bound / err) if err > 0 else float("inf")
         res[k] = entry
     return res
+
+
+def _count_non_finite(a: np.ndarray) -> str:
+    nan = int(np.isnan(a).sum())
+    inf = int(np.isinf(a).sum())
+    return f"{nan} NaN, {inf} inf of {a.size} values"
+
+
+def needs_reference_error(*results: Dict[str, dict]) -> bool:
+    """True when some float output failed its bound or passed it with less than MIN_MARGIN: then the
+    export measures PyTorch fp32's own error against fp64 and re-checks with the derived bounds."""
+    for res in results:
+        for r in res.values():
+            if r.get("non_finite"):
+                continue   # no bound can make NaN pass
+            if not r["ok"] or (r.get("bound", 0.0) > 0.0 and r["max_abs_err"] > r["bound"] / MIN_MARGIN):
+                return True
+    return False
 
 
 def run_ort(path_or_model, feeds: Mapping[str, np.ndarray], output_names, threads: int = 0) -> Dict[str, np.ndarray]:
@@ -118,6 +150,8 @@ def format_report(name: str, res: Dict[str, dict]) -> str:
     for k, r in res.items():
         status = "ok" if r["ok"] else "FAIL"
         extra = f" (bound {r['bound']:.1e})" if "bound" in r else f" ({r.get('why', '')})"
+        if "bound" in r and r["max_abs_err"] > 0:
+            extra += f" margin {r['bound'] / r['max_abs_err']:.1f}x"
         if "ref_fp32_vs_fp64" in r:
             extra += f" [PyTorch fp32 itself is {r['ref_fp32_vs_fp64']:.1e} off fp64 here]"
         lines.append(f"    {name}.{k:<18} max abs err {r['max_abs_err']:.3e}{extra} {status}")
@@ -126,6 +160,11 @@ def format_report(name: str, res: Dict[str, dict]) -> str:
 
 def raise_on_failure(name: str, res: Dict[str, dict], extra: Optional[str] = None) -> None:
     bad = {k: r for k, r in res.items() if not r["ok"]}
+    non_finite = {k: r for k, r in bad.items() if r.get("non_finite")}
+    if non_finite:
+        msg = "; ".join(f"{k}: {r['why']}" for k, r in non_finite.items())
+        raise VerificationError(f"{name}: outputs are not finite (NaN/inf): {msg}"
+                                + (f" ({extra})" if extra else ""))
     if bad:
         msg = ", ".join(f"{k}: {r['max_abs_err']:.3e} > {r.get('bound', 0):.1e}" for k, r in bad.items())
         raise VerificationError(f"{name}: ONNX Runtime output differs from PyTorch beyond tolerance: {msg}"

@@ -106,6 +106,15 @@ def _all_unsafe_globals(path: str) -> list:
         return []
 
 
+def _reason(err: Exception) -> str:
+    """The informative part of a torch.load error: its lines without torch's advice to load with
+    weights_only=False (which would run pickled code; never what a user of this project should do)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if "weights_only" not in ln and "file an issue" not in ln.lower()
+            and "documentation of torch.load" not in ln and not ln.endswith("error:")]
+    return "; ".join(keep)[:200] or type(err).__name__
+
+
 def safe_torch_load(path: str, allow_numpy: bool = False):
     """torch.load(weights_only=True). With allow_numpy, the numpy reconstruct functions and dtype
     classes (and nothing else) are allowed too. Raises CheckpointError naming the refused globals."""
@@ -128,20 +137,23 @@ def safe_torch_load(path: str, allow_numpy: bool = False):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             name = _unsupported_global(err)
+            if name is None and not _all_unsafe_globals(path):
+                raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or another "
+                                      f"format: {_reason(err)})") from None
             if name is None or not (allow_numpy and _numpy_global_ok(name)):
                 others = [g for g in _all_unsafe_globals(path) if not (allow_numpy and _numpy_global_ok(g))]
                 refused = sorted(set(([name] if name else []) + others))
                 raise CheckpointError(
                     f"refusing to load {path}: it needs pickled code or objects that a weights-only load "
-                    f"does not allow ({', '.join(refused) or err}). Only tensors (and, for the authors' "
+                    f"does not allow ({', '.join(refused) or _reason(err)}). Only tensors (and, for the authors' "
                     f"checkpoints, numpy arrays) are accepted; re-save the weights as a plain state dict "
                     f"or safetensors.") from err
             try:
                 allowed.append(_resolve(name))
             except (ImportError, AttributeError) as exc:
                 raise CheckpointError(f"{path}: cannot resolve numpy global {name}: {exc}") from err
-        except (RuntimeError, EOFError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from err
+        except (RuntimeError, EOFError, ValueError, OSError) as err:
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_reason(err)})") from None
     raise CheckpointError(f"{path}: too many distinct numpy globals")
 
 

@@ -44,7 +44,10 @@ def _run(cmd, env=None) -> None:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"error: step failed with exit code {proc.returncode}: {cmd[1] if len(cmd) > 1 else cmd[0]}")
+        # the step printed its own one-line error; keep its exit status (2 bad input, 3 verification)
+        print(f"demo stopped: step failed with exit code {proc.returncode}: {cmd[1] if len(cmd) > 1 else cmd[0]}",
+              file=sys.stderr)
+        raise SystemExit(proc.returncode)
     print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
@@ -69,6 +72,11 @@ def _merge_results(paths, out_path: str) -> None:
     os.replace(tmp, out_path)
 
 
+def _bad_input(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default=os.path.join(ROOT, "demo_output"))
@@ -90,10 +98,21 @@ def main(argv=None) -> int:
         print(f"warning: {weights} not found; exporting random weights (masks will be meaningless)")
         weights = "random"
     elif weights != "random" and not os.path.isfile(weights):
-        raise SystemExit(f"error: weights not found: {weights}")
+        return _bad_input(f"weights not found: {weights}" if not os.path.isdir(weights)
+                          else f"--weights {weights} is a directory, not a checkpoint file")
+    elif weights != "random" and os.path.getsize(weights) == 0:
+        return _bad_input(f"weights file is empty: {weights}")
+    # inputs are checked before the (minutes long) export: a bad video or output folder fails now
+    from runtime.errors import RuntimeErrorBase
+    from runtime.output_dir import check_output_dir
+    from runtime.video import FrameSource
     video = args.video or sample_video()
     out = os.path.abspath(args.output)
-    os.makedirs(out, exist_ok=True)
+    try:
+        FrameSource(video, max_frames=1).close()
+        check_output_dir(out, outputs=())
+    except RuntimeErrorBase as e:
+        return _bad_input(str(e))
     py = sys.executable
     model_dir = os.path.join(out, "model")
 

@@ -9,6 +9,7 @@ Exit status 2 on a malformed or missing input file.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Dict, List, Optional
@@ -32,6 +33,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--per-category", action="store_true", help="also report AP per category")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if args.output is not None:   # checked before the (possibly long) evaluation
+        out_dir = os.path.dirname(os.path.abspath(args.output))
+        if os.path.isdir(args.output):
+            print(f"error: --output {args.output} is a directory; give a file path for the metrics JSON",
+                  file=sys.stderr)
+            return 2
+        parent = out_dir                       # missing folders are created: check the nearest existing one
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            print(f"error: --output {args.output}: {parent} is not a writable folder", file=sys.stderr)
+            return 2
     try:
         res = evaluate_detailed(args.gt, args.results)
     except (FormatError, FileNotFoundError) as e:
@@ -47,7 +60,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         out["per_category_AP"] = per
     print(f"(evaluated in {time.perf_counter() - t0:.2f} s)")
     if args.output:
-        write_json_atomic(out, args.output, indent=2)
+        try:
+            write_json_atomic(out, args.output, indent=2)
+        except OSError as e:
+            print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -159,19 +159,31 @@ def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
     return acc
 
 
+def _fail(msg: str) -> None:
+    """A one-line error on bad input (a refused or unfitting checkpoint, ...): exit status 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     info = init_distributed(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        _fail(f"--config {args.config}: {(str(e).splitlines() or [type(e).__name__])[0]}")
     seed_all(args.seed + 1000 * info.rank)
 
     from . import build_model
     model = build_model(cfg).to(info.device)
     if args.init:
-        from .checkpoint import load_checkpoint
-        sd, _, _ = load_checkpoint(args.init, cfg)
+        from .checkpoint import CheckpointError, load_checkpoint
+        try:
+            sd, _, _ = load_checkpoint(args.init, cfg)
+        except (CheckpointError, FileNotFoundError, ValueError) as e:
+            _fail(f"--init {args.init}: {(str(e).splitlines() or [type(e).__name__])[0]}")
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if info.is_main:
             print(f"init from {args.init}: {len(missing)} missing, {len(unexpected)} unexpected keys", flush=True)
@@ -179,19 +191,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     scheduler = build_scheduler(optimizer, args.steps, args.gamma, args.warmup)
     start_iter = 0
     if args.resume:
-        state = load_train_state(args.resume)
+        try:
+            state = load_train_state(args.resume)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e) if str(e).startswith("--resume") else f"--resume: {e}")
         if state["config"] != json.loads(json.dumps(cfg.to_dict())) and state["config"] != cfg.to_dict():
-            raise SystemExit(f"--resume {args.resume}: its config differs from --config {args.config}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+            _fail(f"--resume {args.resume}: its config differs from --config {args.config}")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            _fail(f"--resume {args.resume}: the state does not fit the model/optimizer "
+                  f"({(str(e).splitlines() or [type(e).__name__])[0]})")
         start_iter = int(state["iteration"])
         if "rng" in state and info.world_size == 1:
             set_rng_state(state["rng"])
         else:
             seed_all(args.seed + 1000 * info.rank + start_iter)
     if start_iter >= args.iters:
-        raise SystemExit(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
+        _fail(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
+
+    # the data are read before anything is written to --output
+    try:
+        train_set = build_dataset(args.data, args.split, cfg, args, train=True)
+        val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
+    except (OSError, ValueError, KeyError) as e:
+        _fail(f"training data: {(str(e).splitlines() or [type(e).__name__])[0]}")
 
     os.makedirs(args.output, exist_ok=True)
     log = JsonlLog(os.path.join(args.output, "log.jsonl"))
@@ -202,8 +228,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump({**vars(args), "world_size": info.world_size, "argv": sys.argv}, f, indent=1)
         os.replace(os.path.join(args.output, "train_args.json.tmp"), os.path.join(args.output, "train_args.json"))
 
-    train_set = build_dataset(args.data, args.split, cfg, args, train=True)
-    val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
     loader = iter(make_loader(train_set, info, args, start_iter))
     # init-reid's random sampling draws from its own generator, re-seeded from (seed, rank, iteration)
     # every iteration: runs are reproducible and --resume stays exact whatever else uses torch's RNG

@@ -134,11 +134,15 @@ class StreamWriter:
         n = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, n_frames, self.opts.video_id)
         if self.overlay is not None:
             self.overlay.close()
+        if self.pngs is not None:
+            self.pngs.commit()          # PNGs are staged and replace masks/ as a whole (runtime.outputs.pngs)
         return n
 
     def abort(self) -> None:
         if self.overlay is not None:
             self.overlay.abort()
+        if self.pngs is not None:
+            self.pngs.abort()
 
     def cleanup(self) -> None:
         self.spool.cleanup()

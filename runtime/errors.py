@@ -2,7 +2,11 @@
 
 
 class RuntimeErrorBase(Exception):
-    """Base of every error the runtime raises on purpose (the CLI prints these without a traceback)."""
+    """Base of every error the runtime raises on purpose (the CLI prints these without a traceback).
+
+    ``exit_code``: the CLI's exit status for it (2 = bad input the user can fix)."""
+
+    exit_code = 2
 
 
 class VideoError(RuntimeErrorBase):
@@ -19,3 +23,14 @@ class BackendUnavailableError(RuntimeErrorBase):
 
 class PluginLibraryError(RuntimeErrorBase):
     """A native library the graphs need (TensorRT plugin, custom-op library) cannot be found or loaded."""
+
+
+class OutputError(RuntimeErrorBase):
+    """The output location cannot be written (a file where a folder is needed, read-only, immutable
+    files, another run writing there)."""
+
+
+class NonFiniteError(RuntimeErrorBase):
+    """A model stage produced NaN or infinite values (broken weights or export): verification failed."""
+
+    exit_code = 3

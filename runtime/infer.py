@@ -4,10 +4,17 @@
 
 Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
 OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
-Errors the user can fix (missing/corrupt video, incompatible model
-directory, missing plugin library, unavailable backend) are printed as one
-line and exit with status 2. Ctrl-C once stops reading (e.g. a camera) and
-still finishes the outputs for the frames read so far.
+Exit status (docs/runtime.md, "Reliability"):
+  0    the whole video was processed;
+  2    bad input the user can fix (missing/corrupt video, unreachable stream, incompatible model
+       directory, unwritable --output, missing plugin library, unavailable backend): one line;
+  3    verification failed: the model produced NaN/inf (the message names the stage);
+  4    stopped early because of the input (truncated video, undecodable frame, stream lost after
+       the bounded reconnects): outputs are complete for the frames read, the summary and
+       timing.json say why;
+  130  stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM: the first signal stops reading and
+       still writes the outputs for the frames read so far; a second one aborts (no outputs,
+       temporaries removed).
 """
 from __future__ import annotations
 
@@ -25,7 +32,18 @@ import sys  # noqa: E402
 
 from .clip_filter import FilterParams  # noqa: E402
 from .errors import RuntimeErrorBase  # noqa: E402
+from .output_dir import check_output_dir  # noqa: E402
 from .tracker import TrackerParams  # noqa: E402
+
+
+def _delays(text: str):
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]   # a list: JSON round trips keep it equal
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {text!r}") from None
+    if any(not (0.0 <= v <= 3600.0) for v in vals):
+        raise argparse.ArgumentTypeError(f"delays must be between 0 and 3600 s, got {text!r}")
+    return vals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("network streams (rtsp://, http(s)://, any URL OpenCV/FFmpeg opens)")
+    g.add_argument("--reconnect-delays", default="0.5,1,2", type=_delays,
+                   help="a dropped stream is reopened once after each of these delays (seconds); then the run "
+                        "ends with the frames so far (exit 4)")
     g = p.add_argument_group("per-clip filtering")
     d = FilterParams()
     g.add_argument("--score-thr", type=float, default=d.score_thr,
@@ -103,15 +125,31 @@ def backend_from_args(args):
     return create_backend("fake", args.model)
 
 
+EXIT_OK, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_STOPPED_EARLY = 0, 2, 3, 4
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def exit_status(timing: dict) -> int:
+    """The exit status of a finished run (see the module doc)."""
+    if timing.get("signal") in EXIT_SIGNAL:      # a signal is reported even when it came after the last frame
+        return EXIT_SIGNAL[timing["signal"]]
+    return EXIT_STOPPED_EARLY if timing.get("stopped_early") else EXIT_OK
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.model is None and args.backend != "fake":
         print("error: --model DIR is required (except with --backend fake)", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:
+        check_output_dir(args.output)                                  # before any work
+        if args.model is not None:
+            from .model_dir import load_model_dir
+            load_model_dir(args.model)                                 # cheap: before decoding anything
         from .pipeline import run_video
         from .video import FrameSource
-        source = FrameSource(args.video, max_frames=args.max_frames)   # fail fast on a bad video
+        source = FrameSource(args.video, max_frames=args.max_frames,   # fail fast on a bad video
+                             reconnect_delays=args.reconnect_delays)
         backend = backend_from_args(args)
         try:
             timing = run_video(source, args.output, backend, options_from_args(args))
@@ -119,14 +157,24 @@ def main(argv=None) -> int:
             backend.close()
     except RuntimeErrorBase as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        name = str(e) if str(e) in EXIT_SIGNAL else "SIGINT"
+        print(f"interrupted ({name}): aborted, no outputs written", file=sys.stderr)
+        return EXIT_SIGNAL[name]
+    except OSError as e:   # e.g. the disk filled up while writing
+        print(f"error: {e.strerror or e}: {e.filename or args.output}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     summary = {k: timing[k] for k in ("frames", "encoder_frames", "decoder_clips", "fps", "tracks",
-                                      "results_entries")}
+                                      "results_entries", "stopped_early", "stop_reason")}
     print(json.dumps(summary))
-    return 0
+    if timing["stopped_early"]:
+        print(f"warning: stopped early: {timing['stop_reason']}; the outputs cover the {timing['frames']} "
+              "frames read", file=sys.stderr)
+    elif timing.get("signal"):
+        print(f"warning: {timing['signal']} received after the last frame was read; the outputs are complete",
+              file=sys.stderr)
+    return exit_status(timing)
 
 
 if __name__ == "__main__":

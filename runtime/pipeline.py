@@ -32,6 +32,8 @@ from .clip_buffer import FeatureRing
 from .clip_filter import FilterParams, filter_clip
 from .errors import VideoError
 from .masks import MaskPostprocessor, encode_rles
+from .model_dir import check_decoder_outputs, check_encoder_features, check_finite
+from .output_dir import OutputLock, check_output_dir, remove_stale
 from .outputs.overlay import OverlayWriter, draw_overlay
 from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool
@@ -85,6 +87,9 @@ class StreamState:
         feats = self.ring.clip()
         with self.timer("decoder"):
             outputs = self.backend.decode(feats)
+            if self.clips == 0:
+                check_decoder_outputs(self.backend.spec, outputs)
+            check_finite("decoder", outputs)
         with self.timer("tracker"):
             dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.filter_params, start=start)
             self.tracker.update(dets)
@@ -98,6 +103,9 @@ class StreamState:
             self.post = MaskPostprocessor(self.pre.geometry, self.backend.spec.mask_stride)
         with self.timer("encoder"):
             feats = self.backend.encode(image[None])
+            if self.encoder_frames == 0:
+                check_encoder_features(self.backend.spec, image[None].shape, feats)
+            check_finite("encoder", feats)
         self.encoder_frames += 1
         self.n_frames += 1
         self.ring.push(feats)
@@ -137,6 +145,9 @@ class _Run:
         self.overlay: Optional[OverlayWriter] = None
         self.frames_written = 0
         self.interrupted = False
+        self.signal_name: Optional[str] = None   # "SIGINT" / "SIGTERM" received during the run
+        self.source_done = False
+        self.signal_stopped_reading = False
 
     # -- per final frame ----------------------------------------------------
     def _finalize(self, f: int) -> None:
@@ -159,30 +170,34 @@ class _Run:
                     self.pngs.write(f, tid, m)
         self.frames_written += 1
 
-    def _install_sigint(self):
-        """First Ctrl-C: stop reading frames and finish the outputs for the frames so far (e.g. a
-        camera); a second Ctrl-C aborts. Only in the main thread; returns the previous handler."""
+    def _install_signals(self):
+        """First Ctrl-C or SIGTERM (docker stop, systemd, timeout): stop reading frames and finish the
+        outputs for the frames so far (e.g. a camera); a second one aborts (SignalAbort, temporaries
+        removed). Only in the main thread; returns the previous handlers."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum, frame):
             if self.interrupted:
-                raise KeyboardInterrupt
+                raise SignalAbort(signum)
             self.interrupted = True
+            self.signal_name = signal.Signals(signum).name
+            self.signal_stopped_reading = not self.source_done   # after the last frame it stops nothing
 
-        return signal.signal(signal.SIGINT, handler)
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def run(self) -> dict:
         t_start = time.perf_counter()
         bar = tqdm(total=self.source.frame_count, unit="frame", desc="mdqe", disable=not self.opts.progress,
                    dynamic_ncols=True)
         it = iter(self.source)
-        previous_handler = self._install_sigint()
+        previous_handlers = self._install_signals()
         try:
             while True:
                 t0 = time.perf_counter()
                 frame = None if self.interrupted else next(it, None)
                 if frame is None:
+                    self.source_done = True
                     break
                 self.timer.add("decode", time.perf_counter() - t0)
                 i = self.stream.n_frames
@@ -206,19 +221,27 @@ class _Run:
                                                   self.opts.video_id)
                 if self.overlay is not None:
                     self.overlay.close()
+                if self.pngs is not None:
+                    self.pngs.commit()
             wall = time.perf_counter() - t_start
         except BaseException:
             if self.overlay is not None:
                 self.overlay.abort()
+            if self.pngs is not None:
+                self.pngs.abort()
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for sig, h in previous_handlers.items():
+                signal.signal(sig, h)
             bar.close()
             self.spool.cleanup()
             self.source.close()
         g = self.stream.pre.geometry
         n = self.stream.n_frames
+        if self.signal_stopped_reading:
+            stop_reason = f"stopped by {self.signal_name} after {n} frames"
+        else:
+            stop_reason = getattr(self.source, "stop_reason", None)
         timing = {
             "video": self.source.name,
             "frames": n,
@@ -227,6 +250,10 @@ class _Run:
             "clip_length": self.stream.T,
             "padded_clip": padded,
             "interrupted": self.interrupted,
+            "signal": self.signal_name,
+            "stopped_early": stop_reason is not None,
+            "stop_reason": stop_reason,
+            "reconnects": getattr(self.source, "reconnects", 0),
             "frames_written": self.frames_written,
             "overlay_frames": self.overlay.frames if self.overlay is not None else 0,
             "fps": round(n / wall, 4) if wall > 0 else None,
@@ -243,7 +270,18 @@ class _Run:
             "stages": self.timer.summary(),
         }
         write_json(os.path.join(self.out, "timing.json"), timing)
+        written = ["results.json", "timing.json"] + (["overlay.mp4"] if self.overlay is not None else []) \
+            + (["masks"] if self.pngs is not None else [])
+        remove_stale(self.out, written)
         return timing
+
+
+class SignalAbort(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM during a run: abort now (temporaries are removed, nothing is written)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def run_video(video: Union[str, int, FrameSource], output_dir: str, backend: Backend,
@@ -252,6 +290,7 @@ def run_video(video: Union[str, int, FrameSource], output_dir: str, backend: Bac
     results.json, overlay.mp4 (unless disabled), masks/ (if save_pngs), timing.json.
     Returns the timing dict (also written as timing.json)."""
     opts = options or RunOptions()
+    check_output_dir(output_dir)
     source = video if isinstance(video, FrameSource) else FrameSource(video, max_frames=opts.max_frames)
-    os.makedirs(output_dir, exist_ok=True)
-    return _Run(source, output_dir, backend, opts).run()
+    with OutputLock(output_dir):
+        return _Run(source, output_dir, backend, opts).run()

@@ -355,7 +355,7 @@ def test_build_engines_print_only(tiny_plugin, tiny_fp16):
     rc, _, err = run(tiny_plugin, "--min-size", "100x160")
     assert rc == 2 and "multiples of 32" in err
     rc, _, err = run(REPO / "nonexistent")
-    assert rc == 2 and "export.json" in err
+    assert rc == 2 and "model directory not found" in err   # runtime.model_dir, the one validation
 
 
 def test_build_engines_without_tensorrt(tiny_plugin):

@@ -20,13 +20,15 @@ import urllib.request
 import numpy as np
 import pytest
 
-pytest.importorskip("tritonclient.grpc")
+from extras import missing, require  # noqa: E402
+
+require("tritonclient.grpc", "serve")
 from runtime.serving.server import TritonServer, find_bundled_server  # noqa: E402
 
 try:
     find_bundled_server()
 except Exception as e:  # pragma: no cover - serve extra not installed
-    pytest.skip(f"no bundled tritonserver: {e}", allow_module_level=True)
+    missing(f"no bundled tritonserver ({e}); pip install --no-deps nvidia-pytriton==0.7.0")
 
 import cv2  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402

@@ -72,10 +72,15 @@ def save_train_state(path: str, model, optimizer, scheduler, iteration: int, cfg
 def load_train_state(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--resume: no such file {path}")
+    from ..checkpoint import CheckpointError, safe_torch_load
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled code or a corrupt file
-        raise ValueError(f"cannot read training state {path}: {e}") from e
+        # weights-only; pickled code is refused with our message (never torch's advice to disable it)
+        state = safe_torch_load(path)
+    except CheckpointError as e:
+        raise ValueError(f"cannot read training state: {e}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a training state (a {type(state).__name__}, not a dict); "
+                         "pass a state_<iter>.pt written by mdqe.train")
     missing = {"model", "optimizer", "scheduler", "iteration", "config"} - set(state)
     if missing:
         raise ValueError(f"{path} is not a training state (missing {sorted(missing)}); "

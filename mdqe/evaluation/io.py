@@ -73,14 +73,34 @@ class GroundTruth:
 def _read_json(obj_or_path: Union[str, os.PathLike, Any], what: str) -> Any:
     if isinstance(obj_or_path, (str, os.PathLike)):
         path = os.fspath(obj_or_path)
+        if os.path.isdir(path):
+            raise FormatError(f"{what} {path} is a directory, not a JSON file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{what} file not found: {path}")
-        with open(path, "r", encoding="utf-8") as f:
-            try:
+        try:
+            with open(path, "r", encoding="utf-8") as f:
                 return json.load(f)
-            except json.JSONDecodeError as e:
-                raise FormatError(f"{what} file {path} is not valid JSON: {e}") from None
+        except json.JSONDecodeError as e:
+            raise FormatError(f"{what} file {path} is not valid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise FormatError(f"{what} file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                              f"offset {e.start})") from None
+        except RecursionError:
+            raise FormatError(f"{what} file {path} is nested too deeply to be a {what} file") from None
+        except OSError as e:
+            raise FormatError(f"cannot read {what} file {path}: {e.strerror or e}") from None
     return obj_or_path
+
+
+def _list_field(d: dict, key: str, where: str) -> list:
+    v = d[key]
+    if not isinstance(v, list):
+        raise FormatError(f"{where}: {key!r} must be a list, got {json.dumps(v)[:40] if _jsonable(v) else type(v).__name__}")
+    return v
+
+
+def _jsonable(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str, list, dict))
 
 
 def _require(d: Any, keys: Sequence[str], where: str) -> None:
@@ -130,11 +150,11 @@ def load_ground_truth(gt: Union[str, os.PathLike, dict]) -> GroundTruth:
     data = _read_json(gt, "ground truth")
     _require(data, ["videos", "annotations", "categories"], "ground truth")
     categories: Dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
+    for i, c in enumerate(_list_field(data, "categories", "ground truth")):
         _require(c, ["id"], f"categories[{i}]")
         categories[_as_int(c["id"], f"categories[{i}].id")] = str(c.get("name", c["id"]))
     videos: Dict[int, GTVideo] = {}
-    for i, v in enumerate(data["videos"]):
+    for i, v in enumerate(_list_field(data, "videos", "ground truth")):
         where = f"videos[{i}]"
         _require(v, ["id", "width", "height"], where)
         vid = _as_int(v["id"], f"{where}.id")
@@ -156,7 +176,7 @@ def load_ground_truth(gt: Union[str, os.PathLike, dict]) -> GroundTruth:
 
     instances: List[GTInstance] = []
     occ_flags = []
-    for i, a in enumerate(data["annotations"]):
+    for i, a in enumerate(_list_field(data, "annotations", "ground truth")):
         where = f"annotations[{i}]"
         _require(a, ["id", "video_id", "category_id", "segmentations"], where)
         vid = _as_int(a["video_id"], f"{where}.video_id")
@@ -177,6 +197,11 @@ def load_ground_truth(gt: Union[str, os.PathLike, dict]) -> GroundTruth:
         elif (not isinstance(areas, list) or len(areas) != video.length
               or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in areas)):
             raise FormatError(f"{where}: areas must be a list of {video.length} numbers or nulls")
+        else:
+            bad = [t for t, x in enumerate(areas) if x is not None and not (math.isfinite(x) and x >= 0)]
+            if bad:
+                raise FormatError(f"{where}: areas[{bad[0]}] = {areas[bad[0]]!r}; areas must be finite and >= 0 "
+                                  "(or null)")
         occ, occ_score = None, None
         if "occlusion" in a:
             labels = a["occlusion"]

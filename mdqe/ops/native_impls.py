@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .ms_deform_attn import register_impl
+from .ms_deform_attn import check_level_start_index, register_impl
 
 _REPO = Path(__file__).resolve().parents[2]
 _CUDA_SOURCES = [_REPO / "trt_plugins" / "torch_ext" / "msda_torch_cuda.cpp", _REPO / "trt_plugins" / "src" / "msda_cuda.cu"]
@@ -52,15 +52,6 @@ def _check_inference(impl, value, sampling_locations, attention_weights):
     if _needs_grad(value, sampling_locations, attention_weights):
         raise RuntimeError(f"MSDeformAttn impl={impl!r} is inference-only, but an input requires grad; "
                            "use impl='torch' (differentiable) or run under torch.no_grad()/torch.inference_mode()")
-
-
-def _check_level_start(spatial_shapes, level_start_index):
-    shapes = spatial_shapes.detach().cpu().to(torch.int64)
-    starts = level_start_index.detach().cpu().to(torch.int64)
-    expected = torch.cumsum(shapes[:, 0] * shapes[:, 1], 0) - shapes[:, 0] * shapes[:, 1]
-    if not torch.equal(starts, expected):
-        raise ValueError(f"level_start_index {starts.tolist()} disagrees with spatial_shapes "
-                         f"{shapes.tolist()} (expected {expected.tolist()})")
 
 
 # ----------------------------------------------------------------------------- "cpu"
@@ -276,8 +267,7 @@ def ms_deform_attn_cuda(value, spatial_shapes, level_start_index, sampling_locat
         raise ValueError(f"MSDeformAttn impl='cuda' needs CUDA tensors, value is on {value.device}")
     if value.dtype not in (torch.float32, torch.float16):
         raise ValueError(f"MSDeformAttn impl='cuda' supports float32 and float16, got {value.dtype}")
-    if spatial_shapes.device.type == "cpu" and level_start_index.device.type == "cpu":
-        _check_level_start(spatial_shapes, level_start_index)   # host values: free to check
+    check_level_start_index(spatial_shapes, level_start_index)   # CPU index tensors only: no device read
     ext = _cuda_ext if _cuda_ext is not None else load_cuda_extension()
     if ext is None:
         raise RuntimeError(_cuda_error)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
 from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, ModelSpec,
-                         check_tensor_names, load_model_dir, require_graph_files)
+                         check_graph_io, check_tensor_names, load_model_dir, require_graph_files)
 from .base import Backend
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -73,6 +73,8 @@ class OrtBackend(Backend):
                                             (self.decoder, DECODER_INPUTS, DECODER_OUTPUTS, "decoder.onnx")):
             check_tensor_names([i.name for i in sess.get_inputs()], inputs, f"{what} inputs")
             check_tensor_names([o.name for o in sess.get_outputs()], outputs, f"{what} outputs")
+            check_graph_io(spec, what.split(".")[0], {i.name: i.shape for i in sess.get_inputs()},
+                           {o.name: o.shape for o in sess.get_outputs()}, what)
         self._enc_in = {i.name: _NP_TYPES.get(i.type, np.float32) for i in self.encoder.get_inputs()}
         self._dec_in = {i.name: _NP_TYPES.get(i.type, np.float32) for i in self.decoder.get_inputs()}
         self._enc_out = [o.name for o in self.encoder.get_outputs()]

@@ -56,7 +56,11 @@ class TorchBackend(Backend):
             if not os.path.isfile(source):
                 raise ModelDirError(f"weights file not found: {source} (pass --weights PATH)")
             model = mdqe.build_model(cfg)
-            state = self._load_state(source)
+            try:
+                state = self._load_state(source)
+            except Exception as e:  # refused (pickled code), corrupt, truncated, not a checkpoint
+                msg = (str(e).splitlines() or [type(e).__name__])[0]
+                raise ModelDirError(f"cannot use weights {source}: {msg}") from None
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ModelDirError(f"weights {source} do not fit config {cfg.name!r}: "

@@ -59,7 +59,8 @@ class OverlayWriter:
         self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (int(w), int(h)))
         if not self.writer.isOpened():
             self._discard()
-            raise RuntimeErrorBase(f"OpenCV cannot write an mp4v video to {path}")
+            raise RuntimeErrorBase(f"OpenCV cannot write a {int(w)}x{int(h)} mp4v video to {path} (some sizes, "
+                                   "e.g. 1x1, have no encoder); run with --no-overlay to skip the overlay video")
         self.size_hw = (int(h), int(w))
         self.frames = 0
 

@@ -37,16 +37,27 @@ __global__ void msda_forward_kernel(const E* __restrict__ value, const int32_t* 
         float acc[LANES];
         for (int k = 0; k < LANES; ++k) acc[k] = 0.0f;
         MsdaCorners c;
+        // level_start_index must be the running sum of H*W (the rule the CPU kernel and the torch form
+        // enforce with an error). The values live in device memory, so a mismatch cannot be raised
+        // without a device sync: it makes the output NaN instead (loud, never a silently wrong number;
+        // the runtime's non-finite check then stops with exit 3).
+        bool shapes_ok = true;
+        int64_t expected_start = 0;
         for (int64_t l = 0; l < L; ++l) {
             const int32_t H = spatial_shapes[2 * l], W = spatial_shapes[2 * l + 1];
             const int64_t start = level_start_index[l];
-            const bool level_ok = H > 0 && W > 0 && start >= 0 && start + static_cast<int64_t>(H) * W <= S;
+            const bool level_ok = H > 0 && W > 0 && start == expected_start && start + static_cast<int64_t>(H) * W <= S;
+            shapes_ok = shapes_ok && level_ok;
+            expected_start += static_cast<int64_t>(H) * W;
             for (int64_t s = 0; s < P; ++s, loc_p += 2, ++attn_p) {
                 if (!level_ok) continue;
                 if (msda_bilinear_setup(to_float(loc_p[0]), to_float(loc_p[1]), H, W, c)) {
                     msda_accumulate(value_nm + start * pixel_stride, pixel_stride, c, to_float(*attn_p), acc, 1, LANES);
                 }
             }
+        }
+        if (!shapes_ok) {
+            for (int k = 0; k < LANES; ++k) acc[k] = __int_as_float(0x7fc00000);  // quiet NaN
         }
         store(output + idx, acc);
     }

@@ -221,7 +221,33 @@ void test_invalid_arguments() {
 
 }  // namespace
 
+// The documented rule for bad samples (msda_core.h): a non-finite location, or one whose four
+// corners are all outside the map, contributes exactly 0 even when its attention weight is NaN or
+// inf; the other samples of the same query are unaffected.
+void test_bad_samples_contribute_zero() {
+    // one level 3x4, one head, D=2, one query, P=4: sample 0 is good, 1..3 are bad
+    const int64_t shapes[2] = {3, 4}, st = 0;
+    std::vector<float> value(12 * 2);
+    for (size_t i = 0; i < value.size(); ++i) value[i] = 0.25f * static_cast<float>(i) - 1.0f;
+    const float inf = INFINITY;
+    const float loc[8] = {0.4f, 0.6f,        // good
+                          NAN, 0.5f,         // non-finite
+                          0.5f, -inf,        // non-finite
+                          -0.2f, 0.5f};      // finite, x pixel = -0.2*4-0.5 = -1.3: no corner inside
+    const float attn_nan[4] = {0.7f, NAN, inf, NAN};
+    const float attn_one[4] = {0.7f, 0.0f, 0.0f, 0.0f};
+    const float loc_good[8] = {0.4f, 0.6f, 0.4f, 0.6f, 0.4f, 0.6f, 0.4f, 0.6f};
+    std::vector<float> out(2, -7.0f), want(2, -7.0f);
+    int rc = mdqe_msda_cpu_forward(value.data(), shapes, &st, loc, attn_nan, 1, 12, 1, 2, 1, 1, 4, out.data(), 1);
+    // the same query with only the good sample weighted
+    int rc2 = mdqe_msda_cpu_forward(value.data(), shapes, &st, loc_good, attn_one, 1, 12, 1, 2, 1, 1, 4, want.data(), 1);
+    CHECK_MSG(rc == MDQE_MSDA_OK && rc2 == MDQE_MSDA_OK, "bad samples are not an error");
+    CHECK_MSG(std::isfinite(out[0]) && std::isfinite(out[1]), "NaN/inf weights of bad samples do not leak");
+    CHECK_MSG(out[0] == want[0] && out[1] == want[1], "bad samples contribute exactly 0, the good one is kept");
+}
+
 int main() {
+    test_bad_samples_contribute_zero();
     test_random_cases();
     test_edge_layouts();
     test_corners_at_float_borders();

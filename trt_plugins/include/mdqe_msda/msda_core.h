@@ -4,7 +4,13 @@
 // Semantics (docs/INTERFACES.md section 2, shared DESIGN.md section 3):
 //   pixel coordinate x = loc_x * W - 0.5, y = loc_y * H - 0.5  (grid_sample, align_corners=False)
 //   bilinear interpolation of the 4 neighbouring pixel centres; a corner outside the map
-//   contributes 0 (zero padding). Non-finite locations contribute 0.
+//   contributes 0 (zero padding).
+//   A sample whose location is not finite (NaN, +-inf), or whose four corners all lie outside the
+//   map (pixel x <= -1 or x >= W, or the same for y), contributes exactly 0 whatever its attention
+//   weight (even NaN); the other samples of the query are unaffected. The torch form
+//   (mdqe/ops/ms_deform_attn.py) implements the same rule; tests compare all of them.
+//   level_start_index must be the running sum of H*W: the CPU kernel returns
+//   MDQE_MSDA_ERR_BAD_LEVEL_START, the CUDA kernel (device values, no sync) writes NaN outputs.
 #ifndef MDQE_MSDA_CORE_H
 #define MDQE_MSDA_CORE_H
 
