@@ -115,4 +115,8 @@ def shapes_tensor(srcs: List[torch.Tensor]) -> torch.Tensor:
     """[L, 2] int64 (H_l, W_l) of maps [N, C, H_l, W_l]; recorded as Shape ops while tracing."""
     if torch.jit.is_tracing():
         return torch.stack([torch._shape_as_tensor(s)[-2:] for s in srcs], 0).to(torch.int64)
-    return torch.tensor([tuple(s.shape[-2:]) for s in srcs], dtype=torch.int64, device=srcs[0].device)
+    sizes = [int(v) for s in srcs for v in s.shape[-2:]]
+    if srcs[0].device.type == "cpu":
+        return torch.tensor(sizes, dtype=torch.int64).view(-1, 2)
+    # on a GPU: fill kernels instead of a blocking host-to-device copy (keeps encode_frames CUDA-graph capturable)
+    return torch.stack([torch.full((), v, dtype=torch.int64, device=srcs[0].device) for v in sizes]).view(-1, 2)

@@ -86,7 +86,8 @@ def grid_select_authors(score: torch.Tensor, n: int) -> Tuple[torch.Tensor, torc
 
 def _scalar_like(v, ref: torch.Tensor) -> torch.Tensor:
     """A level size (Python int, or a 0-d traced tensor while exporting) as a tensor for min/max."""
-    return v.to(ref.dtype) if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=ref.dtype, device=ref.device)
+    # torch.full: a fill kernel on a GPU, not a blocking host-to-device copy (CUDA-graph capturable)
+    return v.to(ref.dtype) if isinstance(v, torch.Tensor) else torch.full((), v, dtype=ref.dtype, device=ref.device)
 
 
 def sample_level_border(fmap: torch.Tensor, h, w, points: torch.Tensor) -> torch.Tensor:
