@@ -102,7 +102,10 @@ class MDQE(nn.Module):
             if tuple(valid_hw.shape) != (images.shape[0], 2):
                 raise ValueError(f"valid_hw must be [N, 2] = {(images.shape[0], 2)}, got {tuple(valid_hw.shape)}")
             H, W = images.shape[-2:]
-            if bool((valid_hw < 1).any()) or bool((valid_hw[:, 0] > H).any()) or bool((valid_hw[:, 1] > W).any()):
+            # values are checked on CPU tensors only: on a GPU the check would be a host sync (and break
+            # CUDA-graph capture); the runtime's backends check the numpy array before uploading it
+            if valid_hw.device.type == "cpu" and (bool((valid_hw < 1).any()) or bool((valid_hw[:, 0] > H).any())
+                                                  or bool((valid_hw[:, 1] > W).any())):
                 raise ValueError(f"valid_hw {valid_hw.tolist()} must lie in [1, {H}] x [1, {W}]")
         return valid_hw.to(torch.int64)
 
