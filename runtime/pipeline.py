@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import numpy as np
 from tqdm import tqdm
 
 from .atomic import write_json
@@ -102,7 +103,8 @@ class StreamState:
         if self.post is None:
             self.post = MaskPostprocessor(self.pre.geometry, self.backend.spec.mask_stride)
         with self.timer("encoder"):
-            feats = self.backend.encode(image[None])
+            # the valid (unpadded) area: the graphs derive the padding masks from it
+            feats = self.backend.encode(image[None], np.array([self.pre.geometry.resized], np.int64))
             if self.encoder_frames == 0:
                 check_encoder_features(self.backend.spec, image[None].shape, feats)
             check_finite("encoder", feats)

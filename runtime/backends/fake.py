@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..model_dir import ModelSpec, PreprocessSpec, load_model_dir
-from .base import Backend
+from ..model_dir import VALID_HW, ModelSpec, PreprocessSpec, load_model_dir
+from .base import Backend, valid_hw_or_full
 
 FAKE_CLASSES = ("disc", "square", "triangle", "ring", "cross")
 
@@ -99,7 +99,7 @@ class SyntheticScene:
 
     def decoder_outputs(self, frames: Sequence[int], h: int, w: int) -> Dict[str, np.ndarray]:
         """Outputs for a clip of frames ``frames`` (len T) at mask size ``h`` x ``w``:
-        pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E]."""
+        pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E], pred_queries [Q,E]."""
         T, Q, C, E = len(frames), self.num_queries, self.num_classes, self.embed_dim
         rng = np.random.default_rng(self.seed * 100003 + int(frames[0]))
         logits = (-6.0 + 0.5 * rng.standard_normal((Q, C))).astype(np.float32)   # background queries
@@ -131,8 +131,10 @@ class SyntheticScene:
                     boxes[d] = boxes[q]
                     for i, t in enumerate(frames):
                         masks[d, i] = self.object_mask_logits(obj, int(t), h, w, shift=1)
+        # pred_queries (the raw clip query, the authors' tracking embedding): the fake has no hidden
+        # dim, so it reuses the embedding (E wide), duplicates included
         return {"pred_logits": logits, "pred_boxes": np.clip(boxes, 0, 1), "pred_masks": masks,
-                "pred_embeds": embeds}
+                "pred_embeds": embeds, "pred_queries": embeds.copy()}
 
 
 def fake_spec(num_frames: int = 4, num_queries: int = 64, embed_dim: int = 32,
@@ -164,9 +166,10 @@ class FakeBackend(Backend):
                                              num_queries=spec.num_queries)
         self.frames_encoded = 0
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         """Tag each of the N frames with its running index (in ``memory[:, 0, 0]``)."""
         n, _, H, W = images.shape
+        valid_hw = valid_hw_or_full(images, valid_hw)
         Q, E = self.spec.num_queries, self.spec.embed_dim
         memory = np.zeros((n, 1, 4), np.float32)
         memory[:, 0, 0] = np.arange(self.frames_encoded, self.frames_encoded + n)
@@ -179,6 +182,7 @@ class FakeBackend(Backend):
             "query_feat": np.zeros((n, Q, 4), np.float32),
             "query_points": np.full((n, Q, 2), 0.5, np.float32),
             "query_embed": np.zeros((n, Q, E), np.float32),
+            VALID_HW: valid_hw,
         }
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -21,8 +21,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError
-from ..model_dir import ModelSpec, load_model_dir
-from .base import Backend
+from ..model_dir import DECODER_OUTPUTS, VALID_HW, ModelSpec, load_model_dir
+from .base import Backend, valid_hw_or_full
 
 
 def state_dict_sha256(state) -> str:
@@ -125,15 +125,15 @@ class TorchBackend(Backend):
         return stack
 
     _ENC_KEYS = ("memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat",
-                 "query_points", "query_embed")
-    _DEC_KEYS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+                 "query_points", "query_embed", VALID_HW)
+    _DEC_KEYS = DECODER_OUTPUTS
 
-    def _encode_fn(self, images):
+    def _encode_fn(self, images, valid_hw):
         with self._context():
-            out = self.model.encode_frames(images)
+            out = self.model.encode_frames(images, valid_hw)
             return {k: (out[k].float() if out[k].is_floating_point() else out[k]) for k in self._ENC_KEYS if k in out}
 
-    def _decode_fn(self, memory, mask_features, query_feat, query_points, query_embed):
+    def _decode_fn(self, memory, mask_features, query_feat, query_points, query_embed, valid_hw):
         spatial_shapes, level_start_index = self._shapes
         T = memory.shape[0]
         h0, w0 = (int(x) for x in spatial_shapes[0].tolist())
@@ -141,7 +141,7 @@ class TorchBackend(Backend):
             # decode_clip passes sem_logits through to init_sem_logits (a training output) only;
             # the exported decoder has no such input, so a zero map of the right shape stands in.
             feats = {"memory": memory, "mask_features": mask_features, "query_feat": query_feat,
-                     "query_points": query_points, "query_embed": query_embed,
+                     "query_points": query_points, "query_embed": query_embed, VALID_HW: valid_hw,
                      "spatial_shapes": spatial_shapes, "level_start_index": level_start_index,
                      "sem_logits": self.torch.zeros((T, self.spec.num_classes, h0, w0), device=memory.device)}
             out = self.model.decode_clip(feats, with_aux=False)
@@ -171,10 +171,11 @@ class TorchBackend(Backend):
         # graph outputs are static tensors overwritten by the next replay: never hand out views of them
         return to_host({k: v for k, v in d.items() if hasattr(v, "detach")}, copy=self._enc_graph is not None)
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         x = self._to_torch(images.astype(np.float32, copy=False), "images")
+        v = self._to_torch(valid_hw_or_full(images, valid_hw), VALID_HW)
         with self.torch.inference_mode():
-            out = self._enc_graph(x) if self._enc_graph is not None else self._encode_fn(x)
+            out = self._enc_graph(x, v) if self._enc_graph is not None else self._encode_fn(x, v)
         return self._to_numpy(out)
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -183,7 +184,7 @@ class TorchBackend(Backend):
         self._shapes = tuple(self.torch.from_numpy(np.ascontiguousarray(feats[k]).astype(np.int64))
                              for k in ("spatial_shapes", "level_start_index"))
         args = [self._to_torch(feats[k], k) for k in ("memory", "mask_features", "query_feat", "query_points",
-                                                      "query_embed")]
+                                                      "query_embed", VALID_HW)]
         with self.torch.inference_mode():
             if self._dec_graph is not None:
                 key = tuple(int(v) for t in self._shapes for v in t.reshape(-1).tolist())
