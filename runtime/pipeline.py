@@ -11,8 +11,15 @@ to the original size, RLE-encoded, spooled, drawn on the overlay, and the
 frame's data is dropped. Memory is bounded by T frames of features, T
 original frames and at most T stride-4 mask maps per live track.
 
-A video shorter than T gets one clip padded by repeating its last frame's
-features (no extra encoder run); only its real frames are output.
+As the authors do, the end of a video adds one truncated clip of its last
+T-1 frames (``TrackerParams.tail_clip``); a video shorter than T gets one
+clip of its frames. Our decoder has a fixed T, so such a clip is padded by
+repeating its last frame's features (no extra encoder run) and only its real
+frames are used (the authors run their decoder on the shorter clip).
+Frames whose mask is empty at the original size are written as null.
+
+Post-processing (per-clip filter, tracker, masks) is the authors' by default
+(runtime.clip_filter, runtime.tracker, runtime.masks; docs/runtime.md).
 """
 from __future__ import annotations
 
@@ -29,15 +36,15 @@ from tqdm import tqdm
 from .atomic import write_json
 from .backends.base import Backend
 from .clip_buffer import FeatureRing
-from .clip_filter import FilterParams, filter_clip
-from .errors import VideoError
-from .masks import MaskPostprocessor, encode_rles
+from .clip_filter import FilterParams, filter_clip, require_embedding
+from .errors import ModelDirError, VideoError
+from .masks import MaskPostprocessor
 from .outputs.overlay import OverlayWriter, draw_overlay
 from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool
 from .preprocess import Preprocessor
 from .timing import StageTimer
-from .tracker import ClipTracker, TrackerParams, select_pairs
+from .tracker import TrackerParams, make_tracker, select_pairs
 from .video import FrameSource
 
 
@@ -65,7 +72,7 @@ class _Run:
         self.pre = Preprocessor(spec.preprocess)
         self.ring = FeatureRing(self.T)
         self.frames = deque()                 # (index, original BGR frame) not yet final
-        self.tracker = ClipTracker(spec.num_classes, opts.tracker)
+        self.tracker = make_tracker(spec.num_classes, opts.tracker, num_frames=self.T)
         self.timer = StageTimer()
         self.spool = ResultsSpool(output_dir)
         self.pngs = MaskPngWriter(output_dir) if opts.save_pngs else None
@@ -79,11 +86,16 @@ class _Run:
 
     # -- per clip -----------------------------------------------------------
     def _clip(self, start: int, n_real: int) -> None:
-        feats = self.ring.clip()
+        feats = self.ring.clip(last=n_real if n_real < len(self.ring) else 0)
         with self.timer("decoder"):
             outputs = self.backend.decode(feats)
+        emb = self.opts.tracker.embedding
+        if self.clips == 0:
+            problem = require_embedding(outputs, emb)
+            if problem:
+                raise ModelDirError(problem)
         with self.timer("tracker"):
-            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.opts.filter, start=start)
+            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.opts.filter, start=start, embedding=emb)
             self.tracker.update(dets)
         self.clips += 1
 
@@ -91,11 +103,14 @@ class _Run:
     def _finalize(self, f: int) -> None:
         with self.timer("postprocess"):
             items = self.tracker.pop_frame(f)
-            masks = [self.post(logits) for _, logits in items]
-            rles = encode_rles(masks)
+            blocks = [self.post.block(logits) for _, logits in items]
+            tids = [tid for (tid, _), b in zip(items, blocks) if b is not None]
+            blocks = [b for b in blocks if b is not None]
+            rles = [self.post.rle(b) for b in blocks]
+            need_full = self.overlay is not None or self.pngs is not None
+            masks = [self.post.paste(b) for b in blocks] if need_full else []
         with self.timer("write"):
-            tids = [tid for tid, _ in items]
-            self.spool.add_frame(f, zip(tids, rles))
+            self.spool.add_frame(f, zip(tids, rles))     # empty frames stay null
             idx, frame = self.frames.popleft()
             assert idx == f, (idx, f)
             if self.overlay is not None:
@@ -141,7 +156,7 @@ class _Run:
                     image = self.pre(frame)
                 if self.post is None:
                     g = self.pre.geometry
-                    self.post = MaskPostprocessor(g, self.backend.spec.mask_stride)
+                    self.post = MaskPostprocessor(g, self.backend.spec.mask_stride, self.opts.tracker.mask_resize)
                     if self.opts.overlay:
                         self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.source.fps, g.original)
                 with self.timer("encoder"):
@@ -160,9 +175,12 @@ class _Run:
             padded = self.n_frames < self.T
             if padded:                      # one clip of repeated last-frame features
                 self._clip(0, self.n_frames)
+            elif self.opts.tracker.tail_clip:   # the authors' truncated last clip of T-1 frames
+                self._clip(self.n_frames - self.T + 1, self.T - 1)
             first_open = 0 if padded else self.n_frames - self.T + 1
             for f in range(first_open, self.n_frames):
                 self._finalize(f)
+            self.tracker.finish()
             # per-video scores and results JSON
             with self.timer("write"):
                 pairs = select_pairs(self.tracker.summaries(), self.opts.min_pair_score, self.opts.min_pairs)
