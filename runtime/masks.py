@@ -167,6 +167,9 @@ def rle_from_block(H: int, W: int, y0: int, x0: int, blk: np.ndarray) -> Optiona
     if xs.size == 0:
         return None
     pos = (x0 + xs) * H + (y0 + rs)
+    same = np.flatnonzero(pos[1:] == pos[:-1])     # a run crossing a column bottom -> top: no break
+    if same.size:
+        pos = np.delete(pos, np.concatenate([same, same + 1]))
     counts = np.diff(np.concatenate(([0], pos, [H * W])))
     if counts[-1] == 0:
         counts = counts[:-1]
