@@ -130,16 +130,20 @@ def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-6), 0.0).astype(np.float32)
 
 
-def soft_iou_max(masks: np.ndarray) -> np.ndarray:
+def soft_iou_max(masks: np.ndarray, predownsampled: bool = False) -> np.ndarray:
     """The authors' NMS overlap: for each of K masks (logits [K,F,h,w], sorted by score), the
     max soft IoU with any higher-ranked mask (0 for the first). Every second frame when F >= 5,
-    nearest downsampling by 2 (``F.interpolate(scale_factor=0.5)``)."""
+    nearest downsampling by 2 (``F.interpolate(scale_factor=0.5)``); ``predownsampled``: the
+    caller already took rows/cols 0, 2, 4, ... (F < 5)."""
     K = masks.shape[0]
     if K <= 1:
         return np.zeros(K, np.float32)
-    m = masks[:, ::2] if masks.shape[1] >= 5 else masks
-    h, w = m.shape[-2:]
-    m = m[:, :, 0:(h // 2) * 2:2, 0:(w // 2) * 2:2].reshape(K, -1)
+    if predownsampled:
+        m = masks.reshape(K, -1)
+    else:
+        m = masks[:, ::2] if masks.shape[1] >= 5 else masks
+        h, w = m.shape[-2:]
+        m = m[:, :, 0:(h // 2) * 2:2, 0:(w // 2) * 2:2].reshape(K, -1)
     soft = sigmoid(m)
     hard = soft > 0.5
     cols = np.flatnonzero(hard.any(axis=0))          # only pixels some hard mask covers add to soft.hard
@@ -147,6 +151,28 @@ def soft_iou_max(masks: np.ndarray) -> np.ndarray:
     den = soft.sum(axis=1, dtype=np.float32)[:, None] + hard.sum(axis=1).astype(np.float32)[None, :] - num
     siou = num / (den + np.float32(1.0))
     return np.triu(siou, 1).max(axis=0)
+
+
+def _quality_from_rows(masks_all: np.ndarray, queries: np.ndarray, rowmax: np.ndarray, F: int) -> np.ndarray:
+    """mask_quality of masks_all[queries, :F], reading only the rows whose max (``rowmax``
+    [K, F*h]) is positive."""
+    K = len(queries)
+    if K == 0:
+        return np.zeros(0, np.float32)
+    h, w = masks_all.shape[-2:]
+    parts, owner = [], []
+    for i, q in enumerate(queries):
+        rows = np.flatnonzero(rowmax[i] > 0)
+        parts.append(masks_all[q, :F].reshape(F * h, w)[rows].ravel())
+        owner.append(np.full(rows.size * w, i, np.int64))
+    vals, own = np.concatenate(parts), np.concatenate(owner)
+    pos = vals > 0
+    soft = sigmoid(vals[pos])
+    hard = soft > 0.5
+    own = own[pos][hard]
+    s = np.bincount(own, weights=soft[hard], minlength=K).astype(np.float32)
+    n = np.bincount(own, minlength=K).astype(np.float32)
+    return s / (n + np.float32(1e-6))
 
 
 def mask_quality(masks: np.ndarray) -> np.ndarray:
@@ -173,7 +199,7 @@ def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterPar
     if params.style == "paper":
         return filter_clip_paper(outputs, num_real_frames, valid_hw, params, start, embedding)
     logits = np.asarray(outputs["pred_logits"], np.float32)
-    masks_all = np.asarray(outputs["pred_masks"])
+    masks_all = np.ascontiguousarray(outputs["pred_masks"], np.float32)
     emb_all = np.asarray(outputs[embedding], np.float32)
     probs = sigmoid(logits)
     qscore = probs.max(axis=1)
@@ -185,21 +211,27 @@ def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterPar
         sim = np.triu(u @ u.T, 1).max(axis=0)
         valid = valid[sim < params.dup_cos][:params.max_queries]
     F = int(num_real_frames)
-    masks = np.ascontiguousarray(masks_all[valid, :F], dtype=np.float32)
-    cls = probs[valid]
-    nonblank = masks.reshape(len(valid), -1).max(axis=1, initial=-np.inf) > 0
-    valid, masks, cls = valid[nonblank], masks[nonblank], cls[nonblank]
+    K = len(valid)
+    h, w = masks_all.shape[-2:]
+    # one pass per candidate over its own (contiguous) logits: max of every row -> blank test and
+    # the rows that hold positives (mask quality reads only those)
+    rowmax = np.empty((K, F * h), np.float32)
+    for i, q in enumerate(valid):
+        np.max(masks_all[q, :F].reshape(F * h, w), axis=1, out=rowmax[i])
+    nonblank = rowmax.max(axis=1, initial=-np.inf) > 0
+    valid, cls, rowmax = valid[nonblank], probs[valid][nonblank], rowmax[nonblank]
     if len(valid):
-        m = soft_iou_max(masks)
+        m = soft_iou_max(masks_all[valid, :F] if F >= 5 else masks_all[valid, :F, 0:(h // 2) * 2:2, 0:(w // 2) * 2:2],
+                         predownsampled=F < 5)
         cls = cls * (np.float32(1.0) - m)[:, None]
         keep = m < params.nms_iou
-        valid, masks, cls = valid[keep], masks[keep], cls[keep]
-    cls = cls * mask_quality(masks)[:, None]
+        valid, cls, rowmax = valid[keep], cls[keep], rowmax[keep]
+    cls = cls * _quality_from_rows(masks_all, valid, rowmax, F)[:, None]
     scores = cls.max(axis=1) if len(valid) else np.zeros(0, np.float32)
     srt = np.argsort(-scores, kind="stable")
     n = max(int((scores > params.score_thr).sum()), 1)
     top = srt[:n]
-    return ClipDetections(scores=cls[top].astype(np.float32), masks=masks[top],
+    return ClipDetections(scores=cls[top].astype(np.float32), masks=masks_all[valid[top], :F],
                           embeds=emb_all[valid[top]].astype(np.float32), queries=valid[top], start=start)
 
 

@@ -141,7 +141,8 @@ class MaskPostprocessor:
 
 
 def rle_counts_string(counts: Sequence[int]) -> str:
-    """COCO's compressed RLE string of run lengths (pycocotools ``rleToString``)."""
+    """COCO's compressed RLE string of run lengths (pycocotools ``rleToString``, in Python; the
+    runtime calls pycocotools' C version through ``frPyObjects``)."""
     out = bytearray()
     for i, x in enumerate(counts):
         x = int(x)
@@ -173,7 +174,8 @@ def rle_from_block(H: int, W: int, y0: int, x0: int, blk: np.ndarray) -> Optiona
     counts = np.diff(np.concatenate(([0], pos, [H * W])))
     if counts[-1] == 0:
         counts = counts[:-1]
-    return {"size": [int(H), int(W)], "counts": rle_counts_string(counts.tolist())}
+    r = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [int(H), int(W)]}, int(H), int(W))
+    return {"size": [int(H), int(W)], "counts": r["counts"].decode("ascii")}
 
 
 def encode_rles(masks: Sequence[np.ndarray]) -> List[Optional[dict]]:
