@@ -144,7 +144,11 @@ def soft_iou_max(masks: np.ndarray, predownsampled: bool = False) -> np.ndarray:
         m = masks[:, ::2] if masks.shape[1] >= 5 else masks
         h, w = m.shape[-2:]
         m = m[:, :, 0:(h // 2) * 2:2, 0:(w // 2) * 2:2].reshape(K, -1)
-    soft = sigmoid(m)
+    soft = np.negative(m, dtype=np.float32)          # sigmoid in place: 1 / (1 + exp(-m))
+    with np.errstate(over="ignore"):
+        np.exp(soft, out=soft)
+    soft += np.float32(1.0)
+    np.reciprocal(soft, out=soft)
     hard = soft > 0.5
     cols = np.flatnonzero(hard.any(axis=0))          # only pixels some hard mask covers add to soft.hard
     num = soft[:, cols] @ hard[:, cols].T.astype(np.float32) if cols.size else np.zeros((K, K), np.float32)
@@ -160,16 +164,14 @@ def _quality_from_rows(masks_all: np.ndarray, queries: np.ndarray, rowmax: np.nd
     if K == 0:
         return np.zeros(0, np.float32)
     h, w = masks_all.shape[-2:]
-    parts, owner = [], []
+    parts = []
     for i, q in enumerate(queries):
-        rows = np.flatnonzero(rowmax[i] > 0)
-        parts.append(masks_all[q, :F].reshape(F * h, w)[rows].ravel())
-        owner.append(np.full(rows.size * w, i, np.int64))
-    vals, own = np.concatenate(parts), np.concatenate(owner)
-    pos = vals > 0
-    soft = sigmoid(vals[pos])
+        sub = masks_all[q, :F].reshape(F * h, w)[rowmax[i] > 0]
+        parts.append(sub[sub > 0])
+    counts = np.array([p.size for p in parts], np.int64)
+    soft = sigmoid(np.concatenate(parts))
     hard = soft > 0.5
-    own = own[pos][hard]
+    own = np.repeat(np.arange(K), counts)[hard]
     s = np.bincount(own, weights=soft[hard], minlength=K).astype(np.float32)
     n = np.bincount(own, minlength=K).astype(np.float32)
     return s / (n + np.float32(1e-6))

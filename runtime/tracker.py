@@ -334,7 +334,7 @@ class ClipTracker:
         if n == 0 or K == 0 or n_ov == 0:
             return np.zeros((n, K), np.float32)
         pos = [(c + i) % T for i in range(n_ov)]
-        tb = (self.SUM[:n][:, pos] > 0).reshape(n, -1)
+        tb = np.stack([self.SUM[:n, p] > 0 for p in pos], axis=1).reshape(n, -1)
         db = (dets.masks[:, :n_ov] > 0).reshape(K, -1)
         t_any, d_any = tb.any(axis=1), db.any(axis=1)
         cols = np.flatnonzero(tb.any(axis=0) & db.any(axis=0))
