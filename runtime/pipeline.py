@@ -63,54 +63,111 @@ class RunOptions:
     min_pairs: int = 10
 
 
-class _Run:
-    def __init__(self, source: FrameSource, output_dir: str, backend: Backend, opts: RunOptions):
-        self.source, self.out, self.backend, self.opts = source, output_dir, backend, opts
+class StreamState:
+    """The per-video state of the near-online pipeline, driven one frame at a time.
+
+    ``push(frame)`` preprocesses and encodes one BGR frame [H0,W0,3]; once T frames are buffered
+    it decodes and tracks the clip that ends with it and returns the index of the frame that
+    thereby became final (else None). ``finish()`` after the last frame runs the padded clip of a
+    video shorter than T and returns the frames still to finalise. ``final(f)`` pops frame f's
+    instances: [(track id, uint8 mask [H0,W0], RLE dict)]. Used by ``run_video`` and by the
+    Triton ``mdqe_video`` model (runtime/serving), so both compute the same results.
+    """
+
+    def __init__(self, backend: Backend, filter_params: FilterParams, tracker_params: TrackerParams,
+                 timer: Optional[StageTimer] = None):
         spec = backend.spec
+        self.backend, self.filter_params = backend, filter_params
         self.T = spec.num_frames
-        self.class_names = spec.class_names
         self.pre = Preprocessor(spec.preprocess)
         self.ring = FeatureRing(self.T)
-        self.frames = deque()                 # (index, original BGR frame) not yet final
-        self.tracker = make_tracker(spec.num_classes, opts.tracker, num_frames=self.T)
-        self.timer = StageTimer()
-        self.spool = ResultsSpool(output_dir)
-        self.pngs = MaskPngWriter(output_dir) if opts.save_pngs else None
-        self.overlay: Optional[OverlayWriter] = None
+        self.tracker_params = tracker_params
+        self.tracker = make_tracker(spec.num_classes, tracker_params, num_frames=self.T)
+        self.timer = timer or StageTimer()
         self.post: Optional[MaskPostprocessor] = None
         self.n_frames = 0
         self.encoder_frames = 0
         self.clips = 0
-        self.frames_written = 0
-        self.interrupted = False
 
-    # -- per clip -----------------------------------------------------------
     def _clip(self, start: int, n_real: int) -> None:
         feats = self.ring.clip(last=n_real if n_real < len(self.ring) else 0)
         with self.timer("decoder"):
             outputs = self.backend.decode(feats)
-        emb = self.opts.tracker.embedding
+        emb = self.tracker_params.embedding
         if self.clips == 0:
             problem = require_embedding(outputs, emb)
             if problem:
                 raise ModelDirError(problem)
         with self.timer("tracker"):
-            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.opts.filter, start=start, embedding=emb)
+            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.filter_params, start=start,
+                               embedding=emb)
             self.tracker.update(dets)
         self.clips += 1
 
-    # -- per final frame ----------------------------------------------------
-    def _finalize(self, f: int) -> None:
+    def push(self, frame) -> Optional[int]:
+        i = self.n_frames
+        with self.timer("preprocess"):
+            image = self.pre(frame)
+        if self.post is None:
+            self.post = MaskPostprocessor(self.pre.geometry, self.backend.spec.mask_stride,
+                                          self.tracker_params.mask_resize)
+        with self.timer("encoder"):
+            feats = self.backend.encode(image[None])
+        self.encoder_frames += 1
+        self.n_frames += 1
+        self.ring.push(feats)
+        if len(self.ring) == self.T:
+            start = i - self.T + 1
+            self._clip(start, self.T)
+            return start
+        return None
+
+    @property
+    def padded(self) -> bool:
+        return self.n_frames < self.T
+
+    def finish(self) -> range:
+        if self.padded:                      # one clip of repeated last-frame features
+            self._clip(0, self.n_frames)
+        elif self.tracker_params.tail_clip:  # the authors' truncated last clip of T-1 frames
+            self._clip(self.n_frames - self.T + 1, self.T - 1)
+        self.tracker.finish()
+        return range(0 if self.padded else self.n_frames - self.T + 1, self.n_frames)
+
+    def final(self, f: int, masks: bool = True):
+        """Pop frame f: [(track id, uint8 mask [H0,W0] or None if not ``masks``, RLE dict)] for the
+        tracks whose mask is not empty at the original size (empty ones stay null)."""
         with self.timer("postprocess"):
             items = self.tracker.pop_frame(f)
-            blocks = [self.post.block(logits) for _, logits in items]
-            tids = [tid for (tid, _), b in zip(items, blocks) if b is not None]
-            blocks = [b for b in blocks if b is not None]
-            rles = [self.post.rle(b) for b in blocks]
-            need_full = self.overlay is not None or self.pngs is not None
-            masks = [self.post.paste(b) for b in blocks] if need_full else []
+            out = []
+            for tid, logits in items:
+                b = self.post.block(logits)
+                if b is not None:
+                    out.append((tid, self.post.paste(b) if masks else None, self.post.rle(b)))
+        return out
+
+
+class _Run:
+    def __init__(self, source: FrameSource, output_dir: str, backend: Backend, opts: RunOptions):
+        self.source, self.out, self.backend, self.opts = source, output_dir, backend, opts
+        self.class_names = backend.spec.class_names
+        self.frames = deque()                 # (index, original BGR frame) not yet final
+        self.timer = StageTimer()
+        self.stream = StreamState(backend, opts.filter, opts.tracker, self.timer)
+        self.tracker = self.stream.tracker
+        self.spool = ResultsSpool(output_dir)
+        self.pngs = MaskPngWriter(output_dir) if opts.save_pngs else None
+        self.overlay: Optional[OverlayWriter] = None
+        self.frames_written = 0
+        self.interrupted = False
+
+    # -- per final frame ----------------------------------------------------
+    def _finalize(self, f: int) -> None:
+        items = self.stream.final(f, masks=self.overlay is not None or self.pngs is not None)
         with self.timer("write"):
-            self.spool.add_frame(f, zip(tids, rles))     # empty frames stay null
+            tids = [tid for tid, _, _ in items]
+            masks = [m for _, m, _ in items]
+            self.spool.add_frame(f, [(tid, r) for tid, _, r in items])
             idx, frame = self.frames.popleft()
             assert idx == f, (idx, f)
             if self.overlay is not None:
@@ -151,40 +208,24 @@ class _Run:
                 if frame is None:
                     break
                 self.timer.add("decode", time.perf_counter() - t0)
-                i = self.n_frames
-                with self.timer("preprocess"):
-                    image = self.pre(frame)
-                if self.post is None:
-                    g = self.pre.geometry
-                    self.post = MaskPostprocessor(g, self.backend.spec.mask_stride, self.opts.tracker.mask_resize)
-                    if self.opts.overlay:
-                        self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.source.fps, g.original)
-                with self.timer("encoder"):
-                    feats = self.backend.encode(image[None])
-                self.encoder_frames += 1
-                self.n_frames += 1
-                self.ring.push(feats)
+                i = self.stream.n_frames
+                final = self.stream.push(frame)
+                if self.overlay is None and self.opts.overlay:
+                    self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.source.fps,
+                                                 self.stream.pre.geometry.original)
                 self.frames.append((i, frame))
-                if len(self.ring) == self.T:
-                    start = i - self.T + 1
-                    self._clip(start, self.T)
-                    self._finalize(start)
+                if final is not None:
+                    self._finalize(final)
                 bar.update(1)
-            if self.n_frames == 0:
+            if self.stream.n_frames == 0:
                 raise VideoError(f"no frames decoded from {self.source.source}")
-            padded = self.n_frames < self.T
-            if padded:                      # one clip of repeated last-frame features
-                self._clip(0, self.n_frames)
-            elif self.opts.tracker.tail_clip:   # the authors' truncated last clip of T-1 frames
-                self._clip(self.n_frames - self.T + 1, self.T - 1)
-            first_open = 0 if padded else self.n_frames - self.T + 1
-            for f in range(first_open, self.n_frames):
+            padded = self.stream.padded
+            for f in self.stream.finish():
                 self._finalize(f)
-            self.tracker.finish()
             # per-video scores and results JSON
             with self.timer("write"):
                 pairs = select_pairs(self.tracker.summaries(), self.opts.min_pair_score, self.opts.min_pairs)
-                n_entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, self.n_frames,
+                n_entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, self.stream.n_frames,
                                                   self.opts.video_id)
                 if self.overlay is not None:
                     self.overlay.close()
@@ -199,18 +240,19 @@ class _Run:
             bar.close()
             self.spool.cleanup()
             self.source.close()
-        g = self.pre.geometry
+        g = self.stream.pre.geometry
+        n = self.stream.n_frames
         timing = {
             "video": self.source.name,
-            "frames": self.n_frames,
-            "encoder_frames": self.encoder_frames,
-            "decoder_clips": self.clips,
-            "clip_length": self.T,
+            "frames": n,
+            "encoder_frames": self.stream.encoder_frames,
+            "decoder_clips": self.stream.clips,
+            "clip_length": self.stream.T,
             "padded_clip": padded,
             "interrupted": self.interrupted,
             "frames_written": self.frames_written,
             "overlay_frames": self.overlay.frames if self.overlay is not None else 0,
-            "fps": round(self.n_frames / wall, 4) if wall > 0 else None,
+            "fps": round(n / wall, 4) if wall > 0 else None,
             "wall_s": round(wall, 6),
             "counted": "decode + preprocess + encoder + decoder + tracker + postprocess + write "
                        "(all outputs); model loading excluded",
