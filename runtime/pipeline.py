@@ -69,9 +69,11 @@ class StreamState:
     ``push(frame)`` preprocesses and encodes one BGR frame [H0,W0,3]; once T frames are buffered
     it decodes and tracks the clip that ends with it and returns the index of the frame that
     thereby became final (else None). ``finish()`` after the last frame runs the padded clip of a
-    video shorter than T and returns the frames still to finalise. ``final(f)`` pops frame f's
-    instances: [(track id, uint8 mask [H0,W0], RLE dict)]. Used by ``run_video`` and by the
-    Triton ``mdqe_video`` model (runtime/serving), so both compute the same results.
+    video shorter than T (else the truncated last clip of T-1 frames), closes the tracker and
+    returns the frames still to finalise. ``final(f)`` pops frame f's instances: [(track id, uint8
+    mask [H0,W0], RLE dict)], masks empty at the original size left out (null). Used by
+    ``run_video`` and by the Triton ``mdqe_video`` model (runtime/serving), so both compute the
+    same results.
     """
 
     def __init__(self, backend: Backend, filter_params: FilterParams, tracker_params: TrackerParams,
