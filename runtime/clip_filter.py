@@ -157,19 +157,14 @@ def soft_iou_max(masks: np.ndarray, predownsampled: bool = False) -> np.ndarray:
     return np.triu(siou, 1).max(axis=0)
 
 
-def _quality_from_rows(masks_all: np.ndarray, queries: np.ndarray, rowmax: np.ndarray, F: int) -> np.ndarray:
-    """mask_quality of masks_all[queries, :F], reading only the rows whose max (``rowmax``
-    [K, F*h]) is positive."""
-    K = len(queries)
+def _quality(positives) -> np.ndarray:
+    """Mask quality from each mask's positive logits (a list of 1-D arrays): mean sigmoid over the
+    pixels with sigmoid > 0.5."""
+    K = len(positives)
     if K == 0:
         return np.zeros(0, np.float32)
-    h, w = masks_all.shape[-2:]
-    parts = []
-    for i, q in enumerate(queries):
-        sub = masks_all[q, :F].reshape(F * h, w)[rowmax[i] > 0]
-        parts.append(sub[sub > 0])
-    counts = np.array([p.size for p in parts], np.int64)
-    soft = sigmoid(np.concatenate(parts))
+    counts = np.array([p.size for p in positives], np.int64)
+    soft = sigmoid(np.concatenate(positives))
     hard = soft > 0.5
     own = np.repeat(np.arange(K), counts)[hard]
     s = np.bincount(own, weights=soft[hard], minlength=K).astype(np.float32)
@@ -215,20 +210,32 @@ def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterPar
     F = int(num_real_frames)
     K = len(valid)
     h, w = masks_all.shape[-2:]
-    # one pass per candidate over its own (contiguous) logits: max of every row -> blank test and
-    # the rows that hold positives (mask quality reads only those)
-    rowmax = np.empty((K, F * h), np.float32)
+    # one visit per candidate, on its own (contiguous) logits while they are in cache: max of every
+    # row (blank test; the rows mask quality reads), the NMS sample (every second row / column,
+    # every second frame from 5 frames on) and the positive logits (mask quality)
+    fs = slice(0, F, 2) if F >= 5 else slice(0, F)
+    h2, w2 = h // 2, w // 2
+    sample = np.empty((K, len(range(F)[fs]), h2, w2), np.float32)
+    positives, kept = [], []
     for i, q in enumerate(valid):
-        np.max(masks_all[q, :F].reshape(F * h, w), axis=1, out=rowmax[i])
-    nonblank = rowmax.max(axis=1, initial=-np.inf) > 0
-    valid, cls, rowmax = valid[nonblank], probs[valid][nonblank], rowmax[nonblank]
+        v = masks_all[q, :F]
+        rows = v.reshape(F * h, w).max(axis=1)
+        if not rows.max() > 0:
+            continue                                   # blank: dropped before the NMS
+        j = len(kept)
+        kept.append(i)
+        sample[j] = v[fs, 0:h2 * 2:2, 0:w2 * 2:2]
+        sub = v.reshape(F * h, w)[rows > 0]
+        positives.append(sub[sub > 0])
+    kept = np.asarray(kept, np.int64)
+    valid, cls = valid[kept], probs[valid][kept]
+    quality = _quality(positives)
     if len(valid):
-        m = soft_iou_max(masks_all[valid, :F] if F >= 5 else masks_all[valid, :F, 0:(h // 2) * 2:2, 0:(w // 2) * 2:2],
-                         predownsampled=F < 5)
+        m = soft_iou_max(sample[:len(valid)], predownsampled=True)
         cls = cls * (np.float32(1.0) - m)[:, None]
         keep = m < params.nms_iou
-        valid, cls, rowmax = valid[keep], cls[keep], rowmax[keep]
-    cls = cls * _quality_from_rows(masks_all, valid, rowmax, F)[:, None]
+        valid, cls, quality = valid[keep], cls[keep], quality[keep]
+    cls = cls * quality[:, None]
     scores = cls.max(axis=1) if len(valid) else np.zeros(0, np.float32)
     srt = np.argsort(-scores, kind="stable")
     n = max(int((scores > params.score_thr).sum()), 1)
