@@ -93,3 +93,13 @@ def test_default_masks_are_aligned_bilinear_then_nearest():
     g = FrameGeometry((181, 300), (96, 159), (96, 160))
     L = (3 * rng.standard_normal((24, 40))).astype(np.float32)
     assert (MaskPostprocessor(g, 4, "bilinear")(L) != MaskPostprocessor(g)(L)).any()
+
+
+def test_paper_preset_still_runs(video, tmp_path, capsys):
+    """The earlier paper-style post-processing stays available as an option."""
+    out = str(tmp_path / "o")
+    rc = main(["--backend", "fake", "--video", video, "--output", out, "--no-progress", "--no-overlay",
+               "--preset", "paper"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["decoder_clips"] == 40 - 4 + 1 and summary["tracks"] == 4

@@ -270,3 +270,11 @@ def test_assignment_is_scipy_maximize(monkeypatch):
 def test_tracker_params_validated(kw):
     with pytest.raises(ParamError, match="--" + next(iter(kw)).replace("_", "-").replace("embedding", "track-embedding")):
         TrackerParams(**kw)
+
+
+def test_preset_follows_the_model():
+    from runtime.tracker import preset_for_model
+    assert preset_for_model("r50_ovis") == "ovis" and preset_for_model("", {"name": "r50_ovis"}) == "ovis"
+    assert preset_for_model("r50_ytvis21") == "ytvis" and preset_for_model("tiny") == "ytvis"
+    with pytest.raises(ParamError, match="--preset"):
+        preset("coco")
