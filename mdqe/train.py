@@ -54,6 +54,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=0, help="linear LR warmup iterations")
     p.add_argument("--clip-grad", type=float, default=0.01, help="max gradient L2 norm (<= 0 disables)")
     p.add_argument("--no-repulsion", action="store_true", help="plain BCE + Dice instead of the repulsion loss")
+    p.add_argument("--criterion", default="authors", choices=["authors", "paper"],
+                   help="authors: the authors' criterion (one-to-many dynamic-k matching, their normalisations; "
+                        "default); paper: Hungarian one-to-one, paper-style losses (docs/training.md)")
     p.add_argument("--resume", default=None, help="state_<iter>.pt to continue from")
     p.add_argument("--init", default=None, help="initial weights (safetensors/.pth via mdqe.checkpoint)")
     p.add_argument("--seed", type=int, default=0)
@@ -137,9 +140,12 @@ def scalars(losses: dict) -> dict:
 def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
     """Mean losses over the first ``n_clips`` clips of ``dataset`` (model in eval mode)."""
     from .data import collate_clips
-    was, was_sync = model.training, criterion.sync_counts
+    was, was_sync, was_gen = model.training, criterion.sync_counts, getattr(criterion, "generator", None)
     model.eval()
     criterion.sync_counts = False  # only this process runs validation: no collective calls
+    # init-reid samples at random: a fixed generator keeps validation losses comparable and
+    # leaves the training run's random stream untouched
+    criterion.generator = torch.Generator().manual_seed(0)
     acc: dict = {}
     n = min(n_clips, len(dataset))
     for i in range(n):
@@ -149,6 +155,7 @@ def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
             acc[k] = acc.get(k, 0.0) + v / n
     model.train(was)
     criterion.sync_counts = was_sync
+    criterion.generator = was_gen
     return acc
 
 
@@ -198,7 +205,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     train_set = build_dataset(args.data, args.split, cfg, args, train=True)
     val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
     loader = iter(make_loader(train_set, info, args, start_iter))
-    criterion = SetCriterion(cfg, repulsion=not args.no_repulsion)
+    # init-reid's random sampling draws from its own generator, re-seeded from (seed, rank, iteration)
+    # every iteration: runs are reproducible and --resume stays exact whatever else uses torch's RNG
+    reid_gen = torch.Generator()
+    criterion = SetCriterion(cfg, repulsion=not args.no_repulsion, style=args.criterion, generator=reid_gen)
     net = model
     if info.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -212,6 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     t_last, it_last = t0, start_iter
     for it in range(start_iter, args.iters):
+        reid_gen.manual_seed(args.seed * 1000003 + info.rank * 7919 + it)
         batch = next(loader)
         images = batch["images"].to(info.device, non_blocking=True)
         targets = targets_to(batch["targets"], info.device)
@@ -246,7 +257,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.write({"iter": done, **{f"val_{k}": x for k, x in v.items()}})
         if info.is_main and (done % args.ckpt_every == 0 or done == args.iters):
             save_train_state(os.path.join(args.output, f"state_{done:07d}.pt"), model, optimizer, scheduler, done, cfg)
-            extra = {"iteration": done, "repulsion": not args.no_repulsion, "seed": args.seed}
+            extra = {"iteration": done, "repulsion": not args.no_repulsion, "criterion": args.criterion,
+                     "seed": args.seed}
             name = "model_final.safetensors" if done == args.iters else f"model_{done:07d}.safetensors"
             save_model_weights(model, os.path.join(args.output, name), cfg, extra=extra)
     if bar is not None:

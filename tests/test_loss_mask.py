@@ -102,3 +102,50 @@ def test_downsample_masks_area_threshold():
     m[..., 0, 4] = True       # 1/16 of the top-right block -> off
     out = downsample_masks(m, (2, 2))
     assert out[0, 0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+# ---- the authors' form (default criterion) ---------------------------------------------------------
+from mdqe.losses.mask import neighbour_union_masks, union_bce_loss, union_dice_loss  # noqa: E402
+
+
+def test_union_masks_include_the_instance_and_same_clip_neighbours_only():
+    # 1-D masks of 6 pixels; pairs 0 and 1 (clip 0) have overlapping boxes, pair 2 (clip 1) has
+    # pair 0's box but another clip; pair 3 (clip 0) is far away. Soft targets: > 0.5 counts.
+    gt = torch.tensor([[1.0, 0.75, 0.5, 0.0, 0.0, 0.0],
+                       [0.0, 0.0, 1.0, 1.0, 0.25, 0.0],
+                       [0.0, 0.0, 0.0, 0.0, 1.0, 1.0],
+                       [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    boxes = torch.tensor([[[0.1, 0.1, 0.5, 0.5]], [[0.3, 0.3, 0.7, 0.7]], [[0.1, 0.1, 0.5, 0.5]],
+                          [[0.8, 0.8, 0.9, 0.9]]])
+    clip = torch.tensor([0, 0, 1, 0])
+    u = neighbour_union_masks(gt, boxes, clip, eps=0.1)
+    assert u.tolist() == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 1]]
+    # IoU 0.14 between boxes 0 and 1: not neighbours above eps = 0.2
+    assert neighbour_union_masks(gt, boxes, clip, eps=0.2)[0].tolist() == [1, 1, 0, 0, 0, 0]
+
+
+def test_union_masks_widen_boxes_so_instances_absent_in_the_same_frame_are_neighbours():
+    gt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    far = torch.tensor([[[0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.0, 0.0]],
+                        [[0.8, 0.8, 0.9, 0.9], [0.0, 0.0, 0.0, 0.0]]])   # both absent in frame 1
+    assert neighbour_union_masks(gt, far, torch.tensor([0, 0]))[0].tolist() == [1, 1]
+    far[1, 1] = torch.tensor([0.8, 0.8, 0.9, 0.9])
+    assert neighbour_union_masks(gt, far, torch.tensor([0, 0]))[0].tolist() == [1, 0]
+
+
+def test_union_bce_and_dice_by_hand():
+    pred = torch.tensor([[0.5, -1.0, 2.0, 0.0]])
+    gt = torch.tensor([[1.0, 0.5, 0.25, 0.0]])
+    union = torch.tensor([[1.0, 1.0, 1.0, 0.0]])     # own pixel 0 plus neighbour pixels 1, 2
+    w = [2, 2, 2, 1]
+    bce = [-(y * math.log(_sig(x)) + (1 - y) * math.log(1 - _sig(x))) for x, y in zip(pred[0].tolist(), gt[0].tolist())]
+    assert union_bce_loss(pred, gt, union).item() == pytest.approx(sum(a * b for a, b in zip(w, bce)) / 7, rel=1e-6)
+    # M_o: union pixels with 1 - gt > 0.5 -> only pixel 2 (gt 0.5 is not below 0.5)
+    p = [_sig(v) for v in pred[0].tolist()]
+    num = 2 * sum(a * b for a, b in zip(p, gt[0].tolist())) + (1 - p[2])
+    den = sum(p) + sum(gt[0].tolist()) + 1
+    assert union_dice_loss(pred, gt, union).item() == pytest.approx(1 - (num + 1) / (den + 1), rel=1e-6)
+
+
+def _sig(x):
+    return 1 / (1 + math.exp(-x))

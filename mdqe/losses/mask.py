@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .box_ops import box_iou_pairwise, cxcywh_to_xyxy
+from .box_ops import box_iou_pairwise, cxcywh_to_xyxy, video_box_iou
 
 DICE_SMOOTH = 1.0
 
@@ -123,3 +123,53 @@ def clip_mask_losses(pred: torch.Tensor, gt: torch.Tensor, gt_other: torch.Tenso
             raise ValueError("repulsion loss needs the inter-instance masks M_o")
         return inter_bce_loss(pred, gt, gt_other, alpha), inter_dice_loss(pred, gt, gt_other)
     return bce_loss(pred, gt), dice_loss(pred, gt)
+
+
+# ---- the authors' form (default criterion): soft targets, unions that include the instance -------
+def neighbour_union_masks(gt: torch.Tensor, boxes_xyxy: torch.Tensor, clip_idx: torch.Tensor,
+                          eps: float = 0.1, min_wh: float = 0.05) -> torch.Tensor:
+    """The union mask of Eqs. 3-6 as the authors compute it, for matched instances of one batch.
+
+    gt [N,P] soft targets of the N matched (query, instance) pairs, boxes_xyxy
+    [N,T,4] their GT boxes, clip_idx [N] the clip of each pair -> float {0,1}
+    [N,P]: ``U_i = OR_j (gt_j > 0.5)`` over the pairs j of the same clip whose
+    boxes, after widening every box to at least ``min_wh`` about its centre
+    (absent frames' zero boxes included), reach a per-frame IoU > ``eps`` in
+    some frame. j = i is always included (IoU 1), and so is every instance
+    absent in the same frame as i (two widened zero boxes coincide).
+    """
+    with torch.no_grad():
+        wh = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]).clamp(min=min_wh)
+        xy = 0.5 * (boxes_xyxy[..., 2:] + boxes_xyxy[..., :2])
+        wide = torch.cat([xy - 0.5 * wh, xy + 0.5 * wh], dim=-1)
+        iou = video_box_iou(wide, wide)[0].max(dim=-1)[0]  # [N,N]
+        same = (clip_idx[:, None] == clip_idx[None]).to(iou)
+        near = (iou * same) > eps
+        return ((near.to(gt.dtype) @ gt.gt(0.5).to(gt.dtype)) > 0).to(gt.dtype)
+
+
+def union_bce_loss(pred: torch.Tensor, gt: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 in the authors' form: ``sum_p (1 + U_p) BCE(pred_p, gt_p) / max(1, sum_p (1 + U_p))``.
+
+    pred [N,P] logits, gt [N,P] soft targets, union [N,P] from
+    :func:`neighbour_union_masks` (weight 2 on the instance's own and its
+    neighbours' pixels, 1 elsewhere) -> [N].
+    """
+    wgt = union + 1
+    bce = F.binary_cross_entropy_with_logits(pred, gt, reduction="none")
+    return (bce * wgt).sum(1) / wgt.sum(1).clamp(min=1)
+
+
+def union_dice_loss(pred: torch.Tensor, gt: torch.Tensor, union: torch.Tensor,
+                    smooth: float = DICE_SMOOTH) -> torch.Tensor:
+    """Eq. 5 in the authors' form, [N,P] -> [N]:
+    ``1 - (2 sum p*gt + sum (1-p)*M_o + s) / (sum p + sum gt + sum M_o + s)``
+    with ``M_o = (U > 0.5) and (1 - gt > 0.5)`` (neighbour pixels where the soft
+    target is below 0.5) and ``1 - p`` computed as ``sigmoid(-logit)``.
+    """
+    other = (union.gt(0.5) & (1 - gt).gt(0.5)).to(gt.dtype)
+    x = pred.float()
+    fg, bg = x.sigmoid(), (-x).sigmoid()
+    num = 2 * (fg * gt).sum(1) + (bg * other).sum(1)
+    den = fg.sum(1) + gt.sum(1) + other.sum(1)
+    return 1 - (num + smooth) / (den + smooth)
