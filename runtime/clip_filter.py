@@ -172,18 +172,6 @@ def _quality(positives) -> np.ndarray:
     return s / (n + np.float32(1e-6))
 
 
-def mask_quality(masks: np.ndarray) -> np.ndarray:
-    """[K] mean sigmoid over each mask's pixels with sigmoid > 0.5 (0 for an empty mask)."""
-    K = masks.shape[0]
-    flat = masks.reshape(K, -1)
-    k_idx, p_idx = np.nonzero(flat > 0)
-    soft = sigmoid(flat[k_idx, p_idx])
-    hard = soft > 0.5
-    s = np.bincount(k_idx[hard], weights=soft[hard], minlength=K).astype(np.float32)
-    n = np.bincount(k_idx[hard], minlength=K).astype(np.float32)
-    return s / (n + np.float32(1e-6))
-
-
 def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterParams = FilterParams(),
                 start: int = 0, embedding: str = "pred_queries") -> ClipDetections:
     """Filter one clip's decoder ``outputs`` (pred_logits [Q,C], pred_masks [Q,T,h,w] and the

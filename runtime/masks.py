@@ -140,25 +140,6 @@ class MaskPostprocessor:
         return self.paste(self.block(logits))
 
 
-def rle_counts_string(counts: Sequence[int]) -> str:
-    """COCO's compressed RLE string of run lengths (pycocotools ``rleToString``, in Python; the
-    runtime calls pycocotools' C version through ``frPyObjects``)."""
-    out = bytearray()
-    for i, x in enumerate(counts):
-        x = int(x)
-        if i > 2:
-            x -= int(counts[i - 2])
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(c + 48)
-    return out.decode("ascii")
-
-
 def rle_from_block(H: int, W: int, y0: int, x0: int, blk: np.ndarray) -> Optional[dict]:
     """RLE (column-major, as pycocotools) of an [H,W] mask that is zero outside ``blk`` at (y0, x0)."""
     bh, bw = blk.shape

@@ -4,13 +4,12 @@ Hand-built clip detections (runtime.clip_filter.ClipDetections) drive runtime.tr
 expected values are computed here from the rules. The paper-style tracker: test_tracker_paper.py.
 End-to-end parity with the authors' code: tools/parity/tracker.py (docs/fidelity.md).
 """
-import math
 
 import numpy as np
 import pytest
 
 import runtime.tracker as tracker_mod
-from runtime.backends.fake import SyntheticObject, SyntheticScene
+from runtime.backends.fake import SyntheticScene
 from runtime.clip_filter import ClipDetections, ParamError, filter_clip
 from runtime.tracker import ClipTracker, TrackerParams, ctt_similarity, preset
 

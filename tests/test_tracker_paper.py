@@ -6,7 +6,7 @@ import pytest
 
 import runtime.tracker_paper as tracker_mod
 from runtime.backends.fake import SyntheticObject, SyntheticScene
-from runtime.clip_filter import ClipDetections, FilterParams, filter_clip, mask_iou_matrix
+from runtime.clip_filter import ClipDetections, filter_clip, mask_iou_matrix
 from runtime.tracker import bi_softmax, preset, select_pairs
 from runtime.tracker_paper import PaperClipTracker as ClipTracker
 

@@ -25,12 +25,11 @@ clip's mask logits`` (their einsum then returns the logits exactly).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import types
-from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
 
 import numpy as np
 
