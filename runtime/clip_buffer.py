@@ -37,12 +37,15 @@ class FeatureRing:
             item[n] = a
         self._frames.append(item)
 
-    def clip(self) -> Dict[str, np.ndarray]:
-        """Decoder inputs for the buffered frames, padded to T by repeating the last frame
-        (only for videos shorter than T). Per-frame tensors [T,...]."""
+    def clip(self, last: int = 0) -> Dict[str, np.ndarray]:
+        """Decoder inputs for the buffered frames (only the newest ``last`` ones if > 0), padded to T
+        by repeating the last frame (videos shorter than T; the truncated last clip of T-1
+        frames). Per-frame tensors [T,...]."""
         if not self._frames:
             raise ValueError("no frames buffered")
         frames = list(self._frames)
+        if last > 0:
+            frames = frames[-last:]
         frames += [frames[-1]] * (self.T - len(frames))
         out = {n: np.concatenate([f[n] for f in frames], axis=0) for n in PER_FRAME_FEATURES}
         out["spatial_shapes"] = frames[-1]["spatial_shapes"]

@@ -30,10 +30,18 @@ def tiny_onnx(tmp_path_factory):
     return out
 
 
+def _has_pred_queries(model_dir):
+    with open(os.path.join(model_dir, "export.json")) as f:
+        return "pred_queries" in (json.load(f)["decoder"].get("outputs") or {})
+
+
 def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
     out = str(tmp_path / "out")
+    # the default tracks with the raw clip query (pred_queries); exports without it need the
+    # documented fallback --track-embedding pred_embeds (test_export_without_pred_queries below)
+    extra = [] if _has_pred_queries(tiny_onnx) else ["--track-embedding", "pred_embeds"]
     rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", out, "--backend", "ort",
-               "--max-frames", str(N), "--score-thr", "0.001", "--vis-thr", "0", "--no-progress"])
+               "--max-frames", str(N), "--score-thr", "0.001", "--vis-thr", "0", "--no-progress"] + extra)
     assert rc == 0, capsys.readouterr().err
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
@@ -47,7 +55,7 @@ def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
     assert any(s is not None for r in results for s in r["segmentations"])
     with open(os.path.join(out, "timing.json")) as f:
         t = json.load(f)
-    assert t["frames"] == t["encoder_frames"] == N and t["decoder_clips"] == N - 3
+    assert t["frames"] == t["encoder_frames"] == N and t["decoder_clips"] == N - 2   # + the truncated last clip
     assert t["backend"]["backend"] == "ort" and t["input_size"] == [192, 384]
     cap = cv2.VideoCapture(os.path.join(out, "overlay.mp4"))
     frames = 0
@@ -55,6 +63,16 @@ def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
         frames += 1
     cap.release()
     assert frames == N
+
+
+def test_export_without_pred_queries(tiny_onnx, tmp_path, capsys):
+    """A model whose decoder lacks pred_queries: one-line error naming it and the fallback, exit 2."""
+    if _has_pred_queries(tiny_onnx):
+        pytest.skip("this export has pred_queries")
+    rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", str(tmp_path / "o"),
+               "--max-frames", "5", "--no-progress", "--no-overlay"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pred_queries" in err[0] and "--track-embedding pred_embeds" in err[0]
 
 
 def test_incompatible_model_dir_cli(tiny_onnx, tmp_path, capsys):

@@ -21,6 +21,7 @@ from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, 
                                FORMAT_VERSION)
 from runtime.pipeline import RunOptions, run_video
 from runtime.samples import sample_video
+from runtime.tracker import preset
 
 ENC_IN = list(ENCODER_INPUTS)      # images, valid_hw
 ENC_OUT = list(ENCODER_OUTPUTS)
@@ -117,6 +118,8 @@ def make_trt(cudart, backend: FakeBackend, loaded):
 
         def execute_async_v3(self, stream):
             for n, a in self._compute().items():
+                if n not in self.eng.outputs:
+                    continue                    # e.g. the fake's pred_queries, not an output of this engine
                 a = np.ascontiguousarray(a, self.eng.dtypes[n])
                 ctypes.memmove(self.addr[n], a.ctypes.data, a.nbytes)
             self.outs = None
@@ -199,8 +202,11 @@ def test_trt_backend_runs_the_pipeline(fake_trt_env, tmp_path):
     b = create_backend("trt", model)
     assert loaded == [plugin]                                   # plugin library registered with TensorRT
     assert b.describe()["device"] == "Fake GPU"
-    t = run_video(sample_video(), str(tmp_path / "trt"), b, RunOptions(max_frames=8, progress=False))
-    ref = run_video(sample_video(), str(tmp_path / "ref"), FakeBackend(), RunOptions(max_frames=8, progress=False))
+    # engines with the four DEC_OUT outputs: track with pred_embeds (the --track-embedding fallback)
+    f, tp = preset("ytvis", embedding="pred_embeds")
+    opts = RunOptions(filter=f, tracker=tp, max_frames=8, progress=False)
+    t = run_video(sample_video(), str(tmp_path / "trt"), b, opts)
+    ref = run_video(sample_video(), str(tmp_path / "ref"), FakeBackend(), opts)
     assert t["frames"] == t["encoder_frames"] == 8 and t["backend"]["backend"] == "trt"
     with open(tmp_path / "trt" / "results.json") as f1, open(tmp_path / "ref" / "results.json") as f2:
         assert json.load(f1) == json.load(f2)                  # same outputs through device buffers

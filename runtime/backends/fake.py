@@ -6,7 +6,9 @@ the masks, class logits and embeddings of a ``SyntheticScene`` -- objects
 that move, cross each other, are occluded for a few frames and appear later.
 Each clip shuffles which query holds which object (so a tracker cannot rely
 on query order) and adds two near-duplicates (one with the same embedding,
-one with a shifted mask) that per-clip filtering must remove.
+one with a shifted mask) that per-clip filtering must remove. Besides the
+four INTERFACES.md outputs it emits ``pred_queries`` [Q, hidden_dim], the
+raw clip query the authors' tracker uses as its embedding.
 
 Used by the runtime tests (tracker, pipeline, bounded memory) and for dry
 runs: ``python -m runtime.infer --backend fake --video V --output O``.
@@ -80,11 +82,14 @@ class SyntheticScene:
     seed: int = 0
     embed_norm: float = 4.0
     add_duplicates: bool = True
+    hidden_dim: int = 64
 
     def __post_init__(self):
         rng = np.random.default_rng(self.seed)
         e = rng.normal(size=(len(self.objects), self.embed_dim)).astype(np.float32)
         self.embeddings = self.embed_norm * e / np.linalg.norm(e, axis=1, keepdims=True)
+        q = rng.normal(size=(len(self.objects), self.hidden_dim)).astype(np.float32)
+        self.queries = self.embed_norm * q / np.linalg.norm(q, axis=1, keepdims=True)
 
     def object_mask_logits(self, obj: SyntheticObject, t: int, h: int, w: int, shift: int = 0) -> np.ndarray:
         """Mask logits [h, w] of ``obj`` at frame ``t`` (-8 everywhere when hidden)."""
@@ -99,13 +104,15 @@ class SyntheticScene:
 
     def decoder_outputs(self, frames: Sequence[int], h: int, w: int) -> Dict[str, np.ndarray]:
         """Outputs for a clip of frames ``frames`` (len T) at mask size ``h`` x ``w``:
-        pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E], pred_queries [Q,E]."""
+        pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E],
+        pred_queries [Q,hidden_dim]."""
         T, Q, C, E = len(frames), self.num_queries, self.num_classes, self.embed_dim
         rng = np.random.default_rng(self.seed * 100003 + int(frames[0]))
         logits = (-6.0 + 0.5 * rng.standard_normal((Q, C))).astype(np.float32)   # background queries
         masks = np.full((Q, T, h, w), -8.0, np.float32)
         boxes = np.tile(np.array([0.5, 0.5, 0.1, 0.1], np.float32), (Q, T, 1))
         embeds = rng.normal(size=(Q, E)).astype(np.float32)
+        queries = rng.normal(size=(Q, self.hidden_dim)).astype(np.float32)
         slots = iter(rng.permutation(Q))
         for k, obj in enumerate(self.objects):
             if not any(obj.visible(int(t)) for t in frames):
@@ -115,6 +122,7 @@ class SyntheticScene:
                 break
             logits[q, obj.class_id % C] = 3.0 + 0.2 * rng.standard_normal()
             embeds[q] = self.embeddings[k] + 0.05 * rng.standard_normal(E)
+            queries[q] = self.queries[k] + 0.05 * rng.standard_normal(self.hidden_dim)
             for i, t in enumerate(frames):
                 masks[q, i] = self.object_mask_logits(obj, int(t), h, w)
                 cx, cy = obj.center(int(t))
@@ -124,6 +132,7 @@ class SyntheticScene:
                 if d is not None:
                     logits[d], masks[d], boxes[d] = logits[q] - 1.0, masks[q], boxes[q]
                     embeds[d] = embeds[q] * 1.001
+                    queries[d] = queries[q] * 1.001
             if self.add_duplicates and k == 1:      # shifted mask, other embedding: removed by mask NMS
                 d = next(slots, None)
                 if d is not None:
@@ -134,7 +143,7 @@ class SyntheticScene:
         # pred_queries (the raw clip query, the authors' tracking embedding): the fake has no hidden
         # dim, so it reuses the embedding (E wide), duplicates included
         return {"pred_logits": logits, "pred_boxes": np.clip(boxes, 0, 1), "pred_masks": masks,
-                "pred_embeds": embeds, "pred_queries": embeds.copy()}
+                "pred_embeds": embeds, "pred_queries": queries.astype(np.float32)}
 
 
 def fake_spec(num_frames: int = 4, num_queries: int = 64, embed_dim: int = 32,
