@@ -30,18 +30,13 @@ def tiny_onnx(tmp_path_factory):
     return out
 
 
-def _has_pred_queries(model_dir):
-    with open(os.path.join(model_dir, "export.json")) as f:
-        return "pred_queries" in (json.load(f)["decoder"].get("outputs") or {})
-
-
 def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
     out = str(tmp_path / "out")
-    # the default tracks with the raw clip query (pred_queries); exports without it need the
-    # documented fallback --track-embedding pred_embeds (test_export_without_pred_queries below)
-    extra = [] if _has_pred_queries(tiny_onnx) else ["--track-embedding", "pred_embeds"]
+    # the default tracks with the raw clip query (pred_queries, an output of every contract-2 export)
+    with open(os.path.join(tiny_onnx, "export.json")) as f:
+        assert "pred_queries" in json.load(f)["decoder"]["outputs"]
     rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", out, "--backend", "ort",
-               "--max-frames", str(N), "--score-thr", "0.001", "--vis-thr", "0", "--no-progress"] + extra)
+               "--max-frames", str(N), "--score-thr", "0.001", "--vis-thr", "0", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
@@ -63,16 +58,6 @@ def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
         frames += 1
     cap.release()
     assert frames == N
-
-
-def test_export_without_pred_queries(tiny_onnx, tmp_path, capsys):
-    """A model whose decoder lacks pred_queries: one-line error naming it and the fallback, exit 2."""
-    if _has_pred_queries(tiny_onnx):
-        pytest.skip("this export has pred_queries")
-    rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", str(tmp_path / "o"),
-               "--max-frames", "5", "--no-progress", "--no-overlay"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "pred_queries" in err[0] and "--track-embedding pred_embeds" in err[0]
 
 
 def test_incompatible_model_dir_cli(tiny_onnx, tmp_path, capsys):
