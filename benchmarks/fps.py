@@ -201,6 +201,10 @@ def markdown(report: dict) -> str:
         f"- Backend: {b.get('backend')} ({', '.join(f'{k}={v}' for k, v in b.items() if k != 'backend')})",
         f"- Device: {report['device']}",
         f"- Machine: {report['machine']}",
+    ]
+    if report.get("environment"):
+        lines.append("- Environment: " + ", ".join(f"{k} {v}" for k, v in report["environment"].items()))
+    lines += [
         f"- Video: {report['video']} ({t['original_size'][1]}x{t['original_size'][0]}), "
         f"input resolution {t['input_size'][1]}x{t['input_size'][0]} (resized {t['resized_size'][1]}x"
         f"{t['resized_size'][0]}, padded)",
@@ -262,6 +266,48 @@ def chart(report: dict, path: str) -> None:
     plt.close(fig)
 
 
+def build_report(timing: dict, spec, model: str, video: str, warmup_frames: int, score_thr: float, command: str,
+                 outputs: dict, memory: Optional[dict] = None, machine: Optional[str] = None) -> dict:
+    """The report dict that markdown() and chart() render (also written as fps_report.json)."""
+    desc = timing["backend"]
+    device = desc.get("device", "cpu")
+    machine = machine or cpu_description()
+    if device == "cpu" or device.startswith("cpu"):
+        device = machine
+    report = {
+        "fps": timing["fps"],
+        "paper": PAPER,
+        "model": model,
+        "model_name": spec.model_name if spec else "fake",
+        "msda": spec.msda if spec else "-",
+        "dtype": spec.dtype if spec else "-",
+        "device": device,
+        "machine": machine,
+        "video": os.path.basename(video),
+        "warmup_frames": warmup_frames,
+        "score_thr": score_thr,
+        "command": command,
+        "python": platform.python_version(),
+        "stages": stage_table(timing),
+        "timing": timing,
+        "memory": memory,
+        "outputs": outputs,
+    }
+    try:
+        import onnxruntime
+        report["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return report
+
+
+def write_report(report: dict, output: str) -> None:
+    """fps_report.{json,md,png} in `output` (atomic writes)."""
+    write_json(os.path.join(output, "fps_report.json"), report)
+    write_text(os.path.join(output, "fps_report.md"), markdown(report))
+    chart(report, os.path.join(output, "fps_report.png"))
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="exported model directory (not needed for --backend fake)")
@@ -308,38 +354,11 @@ def main(argv=None) -> int:
     except RuntimeErrorBase as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    desc = timing["backend"]
-    device = desc.get("device", "cpu")
-    machine = args.machine or cpu_description()
-    if device == "cpu" or device.startswith("cpu"):
-        device = machine
-    report = {
-        "fps": timing["fps"],
-        "paper": PAPER,
-        "model": os.path.abspath(args.model) if args.model else "<fake>",
-        "model_name": spec.model_name if spec else "fake",
-        "msda": spec.msda if spec else "-",
-        "dtype": spec.dtype if spec else "-",
-        "device": device,
-        "machine": machine,
-        "video": os.path.basename(video),
-        "warmup_frames": args.warmup_frames,
-        "score_thr": args.score_thr,
-        "command": "python benchmarks/fps.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "python": platform.python_version(),
-        "stages": stage_table(timing),
-        "timing": timing,
-        "memory": memory,
-        "outputs": outputs,
-    }
-    try:
-        import onnxruntime
-        report["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    write_json(os.path.join(args.output, "fps_report.json"), report)
-    write_text(os.path.join(args.output, "fps_report.md"), markdown(report))
-    chart(report, os.path.join(args.output, "fps_report.png"))
+    report = build_report(timing, spec, os.path.abspath(args.model) if args.model else "<fake>", video,
+                          args.warmup_frames, args.score_thr,
+                          "python benchmarks/fps.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                          outputs, memory, args.machine)
+    write_report(report, args.output)
     print(f"FPS {report['fps']:.2f} ({timing['frames']} frames) -> {args.output}/fps_report.md")
     return 0
 

@@ -3,8 +3,10 @@ shapes of MDQE R50 at 360p (input 360x640 padded to 384x640; levels 48x80, 24x40
 S=5100; M=8 heads, D=32, P=4 points).
 
     python -m benchmarks.msda_op [--repeats 10] [--threads 0] [--json benchmarks/results/x.json]
-    python -m benchmarks.msda_op --device cuda   # GPU: impl="cuda" fp32/fp16 vs grid_sample;
-                                                 # writes benchmarks/results/msda_op_cuda_<gpu>.json
+    python -m benchmarks.msda_op --device cuda   # GPU: impl="cuda" vs grid_sample, fp32 and fp16, both
+                                                 # against the fp64 grid_sample form; writes
+                                                 # benchmarks/results/msda_op_cuda_<gpu>.json
+    python -m benchmarks.msda_op --kernel-vs-grid-sample --tiny   # the same code path on the CPU
 
 Cases: encoder self-attention (N=1, Lq=S, L=4); decoder cross-attention (196 queries, T=4
 frames as N=4, L=4); TCA (T=4 frames of one level as its 4 levels, Lq=196, N=1), per level.
@@ -92,45 +94,97 @@ def run_cpu(args, rng):
             "repeats": args.repeats, "results": results}
 
 
-def cuda_median_ms(fn, repeats):
+TINY_LEVELS = [(12, 20), (6, 10), (3, 5), (2, 3)]
+
+
+def device_cases(tiny: bool):
+    """cases() at the R50 360p shapes, or the same structure at small shapes (CPU dry run)."""
+    if not tiny:
+        yield from cases()
+        return
+    yield "encoder self-attn (tiny, L=4)", 1, sum(h * w for h, w in TINY_LEVELS), TINY_LEVELS
+    yield "decoder cross-attn (tiny, N=4, Lq=16)", T, 16, TINY_LEVELS
+    yield "TCA level 12x20 (tiny, Lq=16, L=T=4)", 1, 16, [TINY_LEVELS[0]] * T
+
+
+def median_ms(fn, repeats, device):
+    """Median wall time of fn() in ms: CUDA events around each call on a GPU, perf_counter on the CPU."""
     fn()
-    torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 
-def run_cuda(args, rng):
-    if not torch.cuda.is_available():
+def _finite_or_none(x: float):
+    """A max error, or None when the output held NaN/inf (JSON has no NaN)."""
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def _fmt(x) -> str:
+    return "non-finite" if x is None else f"{x:.2e}"
+
+
+def run_device(args, rng, device="cuda", tiny=False):
+    """Our kernel (impl "cuda" on a GPU, "cpu" in a CPU dry run) vs the grid_sample form, fp32 and fp16
+    (value, locations and weights in that dtype), each against the float64 grid_sample form on the same
+    device. Times: medians of `args.repeats`, the forms alternating case by case."""
+    if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA build of torch and a GPU (torch.cuda.is_available() is False)")
-    gpu = torch.cuda.get_device_name()
-    print(f"MSDeformAttn CUDA kernel vs grid_sample | {gpu}, torch {torch.__version__} | median of {args.repeats}")
-    header = (f"{'case':44s} {'grid_sample ms':>14s} {'fp32 ms':>8s} {'x':>6s} {'fp16 ms':>8s} {'x':>6s} "
-              f"{'fp32 abs err':>12s} {'fp16 rel err':>12s}")
+    kernel = "cuda" if device == "cuda" else "cpu"
+    from benchmarks.gpu_env import environment
+    env = environment(device)
+    print(f"MSDeformAttn {kernel} kernel vs grid_sample | {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, "
+          f"driver {env['driver']} | median of {args.repeats}")
+    header = (f"{'case':44s} {'dtype':>5s} {'grid_sample ms':>14s} {'kernel ms':>10s} {'speed-up':>9s} "
+              f"{'gs err':>9s} {'kernel err':>10s}")
     print(header)
     print("-" * len(header))
     results = []
+    dtypes = [("fp32", torch.float32), ("fp16", torch.float16)]
     with torch.inference_mode():
-        for name, N, Lq, shapes in cases():
-            t32 = [torch.from_numpy(a).cuda() for a in make_case(rng, N, Lq, shapes)]
-            t16 = [t.half() if t.is_floating_point() else t for t in t32]
-            ref = ms_deform_attn_torch(*t32)
-            err32 = (ms_deform_attn(*t32, impl="cuda") - ref).abs().max().item()
-            err16 = ((ms_deform_attn(*t16, impl="cuda").float() - ref).abs().max() / ref.abs().max()).item()
-            mt = cuda_median_ms(lambda: ms_deform_attn_torch(*t32), args.repeats)
-            m32 = cuda_median_ms(lambda: ms_deform_attn(*t32, impl="cuda"), args.repeats)
-            m16 = cuda_median_ms(lambda: ms_deform_attn(*t16, impl="cuda"), args.repeats)
-            print(f"{name:44s} {mt:14.3f} {m32:8.3f} {mt / m32:5.1f}x {m16:8.3f} {mt / m16:5.1f}x "
-                  f"{err32:12.2e} {err16:12.2e}")
-            results.append({"case": name, "grid_sample_ms": mt, "cuda_fp32_ms": m32, "cuda_fp16_ms": m16,
-                            "fp32_max_abs_err": err32, "fp16_max_rel_err": err16})
-    return {"device": "cuda", "gpu": gpu, "torch": torch.__version__, "repeats": args.repeats, "results": results}
+        for name, N, Lq, shapes in device_cases(tiny):
+            arrays = make_case(rng, N, Lq, shapes)
+            t64 = [torch.from_numpy(a).to(device) for a in arrays]
+            t64 = [t.double() if t.is_floating_point() else t for t in t64]
+            ref = ms_deform_attn_torch(*t64)
+            scale = ref.abs().max().item()
+            for tag, dt in dtypes:
+                t = [x.to(dt) if x.is_floating_point() else x for x in t64]
+                if device == "cpu" and dt == torch.float16:
+                    # the CPU kernel computes in fp32; grid_sample has no fp16 CPU kernel in every torch
+                    t = [x.to(torch.bfloat16) if x.is_floating_point() else x for x in t64]
+                    tag = "bf16"
+                gs = lambda: ms_deform_attn_torch(*t)  # noqa: E731
+                kn = lambda: ms_deform_attn(*t, impl=kernel)  # noqa: E731
+                err_gs = _finite_or_none((gs().double() - ref).abs().max().item())
+                err_k = _finite_or_none((kn().double() - ref).abs().max().item())
+                mg = median_ms(gs, args.repeats, device)
+                mk = median_ms(kn, args.repeats, device)
+                print(f"{name:44s} {tag:>5s} {mg:14.3f} {mk:10.3f} {mg / mk:8.1f}x {_fmt(err_gs):>9s} {_fmt(err_k):>10s}")
+                results.append({"case": name, "dtype": tag, "grid_sample_ms": mg, "kernel_ms": mk,
+                                "speedup": mg / mk, "grid_sample_max_abs_err": err_gs, "kernel_max_abs_err": err_k,
+                                "ref_max_abs": scale,
+                                "kernel_rel_err": None if err_k is None else (err_k / scale if scale else 0.0)})
+    return {"device": device, "kernel_impl": kernel, "environment": env, "repeats": args.repeats,
+            "shapes": "tiny (dry run)" if tiny else "R50 360p (384x640 padded: 48x80, 24x40, 12x20, 6x10)",
+            "reference": "grid_sample form in float64 on the same device", "results": results}
+
+
+def run_cuda(args, rng):
+    return run_device(args, rng, "cuda", tiny=getattr(args, "tiny", False))
 
 
 def main(argv=None):
@@ -139,15 +193,23 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="CPU kernel threads (0 = all CPUs of the process)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="small shapes (dry run of the --device cuda code path)")
+    ap.add_argument("--kernel-vs-grid-sample", action="store_true",
+                    help="with --device cpu: the --device cuda comparison (fp32 + bf16, fp64 reference) on the CPU")
     ap.add_argument("--json", help="also write the results to this JSON file (cuda: default "
                                    "benchmarks/results/msda_op_cuda_<gpu>.json)")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    report = run_cpu(args, rng) if args.device == "cpu" else run_cuda(args, rng)
+    if args.device == "cuda":
+        report = run_cuda(args, rng)
+    elif args.kernel_vs_grid_sample:
+        report = run_device(args, rng, "cpu", tiny=args.tiny)
+    else:
+        report = run_cpu(args, rng)
     path = args.json
     if path is None and args.device == "cuda":
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", report["gpu"]).strip("_").lower()
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", report["environment"]["device"]).strip("_").lower()
         path = str(Path(__file__).resolve().parent / "results" / f"msda_op_cuda_{slug}.json")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

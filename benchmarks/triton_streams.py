@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,21 +38,9 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from benchmarks.fps import cpu_description  # noqa: E402
 from runtime.atomic import write_json, write_text  # noqa: E402
 from runtime.timing import StageStats  # noqa: E402
-
-
-def _cpu() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {name}"
 
 
 def _videos(folder: str, n: int, frames: int, h: int, w: int) -> List[str]:
@@ -182,7 +169,7 @@ def main(argv=None) -> int:
     backend.close()
     report = {
         "command": "python -m benchmarks.triton_streams " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": args.machine or _cpu(),
+        "machine": args.machine or cpu_description(),
         "load_average_at_end": list(os.getloadavg()),
         "model": "tiny (weights/tiny_synthetic.safetensors), onnx-form MSDeformAttn, fp32, ONNX Runtime CPU",
         "videos": f"{len(videos)} synthetic videos (mdqe.data.synthetic), {args.frames} frames, "

@@ -111,7 +111,9 @@ def profiles(meta: dict, min_size=None, opt_size=None, max_size=None, min_frames
         return sum(a * b for a, b in level_sizes(hw[0], hw[1], L))
 
     enc = {"images": tuple((n, 3, hw[0], hw[1]) for n, hw in
-                           ((min_frames, min_size), (opt_frames, opt_size), (max_frames, max_size)))}
+                           ((min_frames, min_size), (opt_frames, opt_size), (max_frames, max_size))),
+           # valid (unpadded) size per frame, int64 [N, 2]: follows the frame batch N
+           "valid_hw": tuple((n, 2) for n in (min_frames, opt_frames, max_frames))}
     # only the dynamic inputs get a range; the others are static in the graph (spatial_shapes [L,2],
     # level_start_index [L], query_* [T,Q,...]); the onnx-form decoder does not even read
     # spatial_shapes / level_start_index (it takes level sizes from mask_features' shape)

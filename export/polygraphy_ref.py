@@ -25,9 +25,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-ENCODER_OUTPUTS = ("memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat",
-                   "query_points", "query_embed")
-DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+from runtime.model_dir import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, VALID_HW  # noqa: E402
 
 
 def write_reference(model_dir: str, height: Optional[int] = None, width: Optional[int] = None, seed: int = 0,
@@ -45,13 +43,20 @@ def write_reference(model_dir: str, height: Optional[int] = None, width: Optiona
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((T, 3, h, w), dtype=np.float32)
+    # padded frames (valid 15/16 of each side, e.g. 360x600 of 384x640), zeros in the padded area
+    valid_hw = np.tile(np.array([[h - h // 16, w - w // 16]], np.int64), (T, 1))
+    images[:, :, valid_hw[0, 0]:, :] = 0
+    images[:, :, :, valid_hw[0, 1]:] = 0
+    enc_in = {"images": images, VALID_HW: valid_hw}
     enc = create_session(os.path.join(model_dir, meta["encoder"]["file"]))
-    enc_out = dict(zip(ENCODER_OUTPUTS, enc.run(list(ENCODER_OUTPUTS), {"images": images})))
+    enc_out = dict(zip(ENCODER_OUTPUTS, enc.run(list(ENCODER_OUTPUTS), enc_in)))
+    enc_out[VALID_HW] = valid_hw
     dec = create_session(os.path.join(model_dir, meta["decoder"]["file"]))
-    dec_in = {k: enc_out[k] for k in ENCODER_OUTPUTS}
+    dec_in = {k: enc_out[k] for k in DECODER_INPUTS}
     dec_out = dict(zip(DECODER_OUTPUTS, dec.run(list(DECODER_OUTPUTS), dec_in)))
+    enc_out.pop(VALID_HW)
     files = {}
-    for graph, feeds, outs in (("encoder", {"images": images}, enc_out), ("decoder", dec_in, dec_out)):
+    for graph, feeds, outs in (("encoder", enc_in, enc_out), ("decoder", dec_in, dec_out)):
         pin = os.path.join(out_dir, f"{graph}_inputs.json")
         pout = os.path.join(out_dir, f"{graph}_ort_outputs.json")
         save_json([feeds], pin, description=f"{graph} inputs")

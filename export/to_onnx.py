@@ -32,10 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np  # noqa: E402
 
-from runtime.model_dir import (MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_TRT_BUILTIN,  # noqa: E402
-                               OUR_PLUGIN, TRT_BUILTIN_PLUGIN, plugin_identity)
-
-FORMAT_VERSION = 1
+from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_GRIDSAMPLE,  # noqa: E402
+                               MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW, plugin_identity)
 DEFAULT_OPSET = 17
 MIN_OPSET = 16          # GridSample
 GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (DESIGN.md section 3)
@@ -319,12 +317,28 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
         torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(seed + 1)
     images = torch.randn(T, 3, height, width, generator=g)
+    # verification cases: every pixel valid, and padded frames (valid = 15/16 of each side, e.g.
+    # 360x600 of 384x640) whose padded area is zero as the runtime's preprocessing leaves it
+    cases = {"unpadded": torch.tensor([[height, width]] * T, dtype=torch.int64),
+             "padded": torch.tensor([[height - height // 16, width - width // 16]] * T, dtype=torch.int64)}
+
+    def case_images(valid_hw):
+        im = images.clone()
+        im[:, :, int(valid_hw[0, 0]):, :] = 0
+        im[:, :, :, int(valid_hw[0, 1]):] = 0
+        return im
 
     enc, dec = EncoderGraph(model).eval(), DecoderGraph(model).eval()
-    _log(f"[2/6] PyTorch reference at {height}x{width}, {T} frames", quiet)
-    ref_enc = run_torch(enc, (images,), ENCODER_OUTPUTS)
-    dec_args = tuple(ref_enc[k] for k in DECODER_INPUTS)
-    ref_dec = run_torch(dec, dec_args, DECODER_OUTPUTS)
+    _log(f"[2/6] PyTorch reference at {height}x{width}, {T} frames (unpadded, and padded to it from "
+         f"{cases['padded'][0, 0]}x{cases['padded'][0, 1]})", quiet)
+    refs = {}
+    for case, vhw in cases.items():
+        r_enc = run_torch(enc, (case_images(vhw), vhw), ENCODER_OUTPUTS)
+        r_enc[VALID_HW] = vhw
+        d_args = tuple(r_enc[k] for k in DECODER_INPUTS)
+        refs[case] = (case_images(vhw), vhw, r_enc, d_args, run_torch(dec, d_args, DECODER_OUTPUTS))
+    _, _, ref_enc, dec_args, ref_dec = refs["padded"]
+    enc_args = refs["padded"][:2]
 
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
@@ -333,7 +347,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
         enc_path, dec_path = os.path.join(tmp_dir, "encoder.onnx"), os.path.join(tmp_dir, "decoder.onnx")
         _log(f"[3/6] exporting encoder.onnx (msda={msda}, opset {opset})", quiet)
         t0 = time.time()
-        _export_graph(enc, (images,), enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset, msda,
+        _export_graph(enc, enc_args, enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset, msda,
                       plugin_version)
         _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(enc_path) / 1e6:.1f} MB", quiet)
         _log("[4/6] exporting decoder.onnx", quiet)
@@ -373,36 +387,51 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
             atol, rtol = (V.FP32_ATOL, 0.0) if dtype == "fp32" else (V.FP16_ATOL, V.FP16_RTOL)
             _log(f"[6/6] ONNX Runtime vs PyTorch (fp32) on the same seeded input; tolerance "
                  f"{'%.0e abs' % atol if dtype == 'fp32' else '%.0e + %.0e * max|ref|' % (atol, rtol)}", quiet)
-            feeds_enc = {"images": images.numpy()}
-            got_enc = V.run_ort(enc_path, feeds_enc, ENCODER_OUTPUTS, threads)
-            ref_enc_np = {k: v.numpy() for k, v in ref_enc.items()}
-            res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol)
-            feeds_dec = {k: ref_enc_np[k] for k in DECODER_INPUTS}
-            got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
+            results = {}
+            for case, (c_images, c_valid, c_ref_enc, _, c_ref_dec) in refs.items():
+                feeds_enc = {"images": c_images.numpy(), VALID_HW: c_valid.numpy()}
+                got_enc = V.run_ort(enc_path, feeds_enc, ENCODER_OUTPUTS, threads)
+                ref_enc_np = {k: v.numpy() for k, v in c_ref_enc.items()}
+                res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol)
+                if dtype == "fp16":  # selection near-ties may flip in fp16: counted, bounded (export/verify.py)
+                    res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
+                feeds_dec = {k: ref_enc_np[k] for k in DECODER_INPUTS}
+                got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
+                ref_dec_np = {k: v.numpy() for k, v in c_ref_dec.items()}
+                res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol)
+                if V.needs_reference_error(res_enc, res_dec):
+                    _log(f"      {case}: some outputs exceed the plain tolerance or pass it with a margin below "
+                         f"{V.MIN_MARGIN:g}x: measuring PyTorch fp32's own error vs fp64", quiet)
+                    err_enc, err_dec = reference_rounding_error(model, c_images, c_valid, c_ref_enc, c_ref_dec)
+                    res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
+                    if dtype == "fp16":
+                        res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
+                    res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol, err_dec)
+                _log(V.format_report(f"encoder ({case})", res_enc), quiet)
+                _log(V.format_report(f"decoder ({case})", res_dec), quiet)
+                V.raise_on_failure(f"encoder ({case})", res_enc)
+                V.raise_on_failure(f"decoder ({case})", res_dec, "decoder fed with the PyTorch encoder outputs")
+                results[case] = (res_enc, res_dec)
             if ident is not None:
                 _log(f"      {ident.op_type} nodes ran in ONNX Runtime with the {kernel_name()} MSDeformAttn CPU "
                      "kernel", quiet)
-            res_dec = V.compare(got_dec, {k: v.numpy() for k, v in ref_dec.items()}, DECODER_OUTPUTS, atol, rtol)
-            if V.needs_reference_error(res_enc, res_dec):
-                _log(f"      some outputs exceed the plain tolerance or pass it with a margin below {V.MIN_MARGIN:g}x: "
-                     "measuring PyTorch fp32's own error vs fp64", quiet)
-                err_enc, err_dec = reference_rounding_error(model, images, ref_enc, ref_dec)
-                res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
-                res_dec = V.compare(got_dec, {k: v.numpy() for k, v in ref_dec.items()}, DECODER_OUTPUTS,
-                                    atol, rtol, err_dec)
-            _log(V.format_report("encoder", res_enc), quiet)
-            _log(V.format_report("decoder", res_dec), quiet)
-            V.raise_on_failure("encoder", res_enc)
-            V.raise_on_failure("decoder", res_dec, "decoder fed with the PyTorch encoder outputs")
+            res_enc, res_dec = results["unpadded"]
             verification = {
-                "input": {"images": [T, 3, height, width], "seed": seed + 1, "distribution": "normal(0,1)"},
+                "input": {"images": [T, 3, height, width], "seed": seed + 1, "distribution": "normal(0,1)",
+                          "valid_hw": {c: v[0].tolist() for c, v in cases.items()}},
                 "reference": "PyTorch fp32",
                 "tolerance": {"atol": atol, "rtol_of_max_abs_ref": rtol},
                 "encoder": {k: r["max_abs_err"] for k, r in res_enc.items()},
                 "decoder": {k: r["max_abs_err"] for k, r in res_dec.items()},
+                "padded": {g: {k: r["max_abs_err"] for k, r in rr.items()}
+                           for g, rr in zip(("encoder", "decoder"), results["padded"])},
                 "margin": {f"{g}.{k}": round(r["margin"], 2) for g, rr in (("encoder", res_enc), ("decoder", res_dec))
                            for k, r in rr.items() if "margin" in r and r["margin"] != float("inf")},
             }
+            if dtype == "fp16":
+                verification["selection_flips"] = {
+                    c: f"{r[0]['query_points']['selection_flips']}/{r[0]['query_points']['selection_points']}"
+                    for c, r in results.items()}
             ref_errs = {f"{g}.{k}": r["ref_fp32_vs_fp64"] for g, rr in (("encoder", res_enc), ("decoder", res_dec))
                         for k, r in rr.items() if "ref_fp32_vs_fp64" in r}
             if ref_errs:
@@ -425,7 +454,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
     return meta
 
 
-def reference_rounding_error(model, images, ref_enc, ref_dec):
+def reference_rounding_error(model, images, valid_hw, ref_enc, ref_dec):
     """max |PyTorch fp32 - PyTorch fp64| per output on the verification input (the decoder gets the
     fp32 encoder outputs, as the ONNX decoder did)."""
     import copy
@@ -433,7 +462,7 @@ def reference_rounding_error(model, images, ref_enc, ref_dec):
     from .wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch
 
     m64 = copy.deepcopy(model).double().eval()
-    enc64 = run_torch(EncoderGraph(m64), (images.double(),), ENCODER_OUTPUTS)
+    enc64 = run_torch(EncoderGraph(m64), (images.double(), valid_hw), ENCODER_OUTPUTS)
     dec_in = tuple(ref_enc[k].double() if ref_enc[k].is_floating_point() else ref_enc[k] for k in DECODER_INPUTS)
     dec64 = run_torch(DecoderGraph(m64), dec_in, DECODER_OUTPUTS)
 
@@ -476,7 +505,8 @@ def build_export_json(cfg, enc_out, dec_out, height, width, msda, dtype, opset, 
                                       "exceed max_size; then pad right/bottom to size_divisibility"},
         "export_size": [height, width],
         "dynamic_size": True,
-        "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"]}, "outputs": enc_outputs,
+        "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"], VALID_HW: ["N", 2]},
+                    "outputs": enc_outputs,
                     "msda_nodes": expected_plugin_nodes["encoder"] if ident else 0},
         "decoder": {"file": "decoder.onnx", "inputs": dec_inputs, "outputs": dec_outputs,
                     "msda_nodes": expected_plugin_nodes["decoder"] if ident else 0},

@@ -43,10 +43,10 @@ from runtime.tracker import TrackerParams  # noqa: E402
 from export.build_engines import PLUGIN_LIB_NAME, STATIC_PLUGIN_LIB_NAME  # noqa: E402
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
-_INT64 = ("spatial_shapes", "level_start_index")
+_INT64 = ("spatial_shapes", "level_start_index", "valid_hw")
 _RANKS = {"images": 4, "memory": 3, "spatial_shapes": 2, "level_start_index": 1, "mask_features": 4,
           "query_feat": 3, "query_points": 3, "query_embed": 3, "pred_logits": 2, "pred_boxes": 3,
-          "pred_masks": 4, "pred_embeds": 2}
+          "pred_masks": 4, "pred_embeds": 2, "valid_hw": 2, "pred_queries": 2}
 
 
 class UsageError(Exception):
@@ -157,7 +157,7 @@ MSDeformAttn form `{msda}`). Layout and protocol: docs/serving.md of mdqe-deploy
 | model | backend | what |
 |---|---|---|
 | `{P.ENCODER_MODEL}` | {args.backend} | encoder, one frame: `images [N,3,H,W]` -> per-frame features |
-| `{P.DECODER_MODEL}` | {args.backend} | decoder, one clip of T frames -> `pred_logits, pred_boxes, pred_masks, pred_embeds` |
+| `{P.DECODER_MODEL}` | {args.backend} | decoder, one clip of T frames -> `pred_logits, pred_boxes, pred_masks, pred_embeds, pred_queries` |
 | `{P.VIDEO_MODEL}` | python, sequence batcher | one stream per correlation id: frames in, per-frame instances (track id, class, score, RLE) out; BLS to the two above; idle streams evicted after {args.stream_idle_s:g} s; at most {args.max_streams} streams |
 
 The Python models import the `runtime` package of mdqe-deploy: the Python that runs them

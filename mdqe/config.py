@@ -60,6 +60,9 @@ class ModelConfig:
     mask_dim: int = 32
     num_frames: int = 4                 # T, baked into the weights
     assoc_window_train: int = 7
+    # Fidelity options (docs/model.md "Query initialization"); defaults = the authors' code.
+    query_select: str = "authors"       # "authors" (upsampled equal cells, y quirk) | "floor_centres"
+    assoc_window_rule: str = "authors"  # "authors": test window = window / 2 (float) | "floor": window // 2
     # input
     pixel_mean: Tuple[float, float, float] = PIXEL_MEAN
     pixel_std: Tuple[float, float, float] = PIXEL_STD
@@ -77,9 +80,18 @@ class ModelConfig:
         return self.grid_size ** 2
 
     @property
-    def assoc_window_test(self) -> int:
-        """Inference uses half the training window (at least 1)."""
-        return max(1, self.assoc_window_train // 2)
+    def assoc_window_test(self) -> float:
+        """Inference uses half the training window: window / 2 as a float (3.5 YouTube-VIS, 2.5 OVIS),
+        as the authors' code; assoc_window_rule="floor" gives this project's earlier max(1, window // 2)."""
+        if self.assoc_window_rule == "floor":
+            return float(max(1, self.assoc_window_train // 2))
+        return self.assoc_window_train / 2
+
+    def __post_init__(self):
+        if self.query_select not in ("authors", "floor_centres"):
+            raise ValueError(f"query_select must be 'authors' or 'floor_centres', got {self.query_select!r}")
+        if self.assoc_window_rule not in ("authors", "floor"):
+            raise ValueError(f"assoc_window_rule must be 'authors' or 'floor', got {self.assoc_window_rule!r}")
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

@@ -35,8 +35,12 @@ RULES: List[Tuple[str, str]] = [
     (r"^detr\.transformer_dec\.(cls_embed|rpn_cls_embed|track_embed|mask_embed)\.(.+)$", r"\1.\2"),
     (r"^(?:detr\.transformer_dec\.)?mask_head\.(.+)$", r"mask_head.\1"),
 ]
-# Source entries that are derived from the config in our model (recomputed, not loaded).
-DERIVED = (r"^detr\.transformer_dec\.query_relpos_grid$", r"\.num_batches_tracked$")
+# Source entries that carry no weights: buffers the authors derive from the config (their values
+# are recomputed by our model, never loaded) - the query grid offsets of the decoder and of the
+# criterion, and every MSDeformAttn's `lvl_spatial_scales` (only used by their initialisation) -
+# and BatchNorm counters.
+DERIVED = (r"^(?:detr\.transformer_dec\.|criterion\.)query_relpos_grid$", r"\.lvl_spatial_scales$",
+           r"\.num_batches_tracked$")
 
 
 def map_key(src: str):

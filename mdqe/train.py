@@ -150,7 +150,7 @@ def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
     n = min(n_clips, len(dataset))
     for i in range(n):
         batch = collate_clips([dataset[i]])
-        out = model(batch["images"].to(device))
+        out = model(batch["images"].to(device), valid_hw=batch["valid_hw"].to(device))
         for k, v in scalars(criterion(out, targets_to(batch["targets"], device))).items():
             acc[k] = acc.get(k, 0.0) + v / n
     model.train(was)
@@ -250,7 +250,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         batch = next(loader)
         images = batch["images"].to(info.device, non_blocking=True)
         targets = targets_to(batch["targets"], info.device)
-        outputs = net(images)
+        outputs = net(images, valid_hw=batch["valid_hw"].to(info.device, non_blocking=True))
         losses = criterion(outputs, targets)
         total = losses["loss"]
         if not torch.isfinite(total):

@@ -12,7 +12,7 @@ from typing import Dict
 
 import numpy as np
 
-from .model_dir import FEATURE_NAMES, PER_FRAME_FEATURES
+from .model_dir import DECODER_INPUTS, PER_FRAME_FEATURES
 
 
 class FeatureRing:
@@ -24,24 +24,28 @@ class FeatureRing:
         return len(self._frames)
 
     def push(self, feats: Dict[str, np.ndarray]) -> None:
-        """Add one encoded frame (per-frame tensors with leading dim 1). The oldest frame drops out."""
-        missing = [n for n in FEATURE_NAMES if n not in feats]
+        """Add one encoded frame (per-frame tensors with leading dim 1, valid_hw included: backends
+        return it with the encoder outputs). The oldest frame drops out."""
+        missing = [n for n in DECODER_INPUTS if n not in feats]
         if missing:
             raise KeyError(f"encoder output lacks {missing}")
         item = {}
-        for n in FEATURE_NAMES:
+        for n in DECODER_INPUTS:
             a = feats[n]
             if n in PER_FRAME_FEATURES and a.shape[0] != 1:
                 raise ValueError(f"push one frame at a time: {n} has leading dim {a.shape[0]}")
             item[n] = a
         self._frames.append(item)
 
-    def clip(self) -> Dict[str, np.ndarray]:
-        """Decoder inputs for the buffered frames, padded to T by repeating the last frame
-        (only for videos shorter than T). Per-frame tensors [T,...]."""
+    def clip(self, last: int = 0) -> Dict[str, np.ndarray]:
+        """Decoder inputs for the buffered frames (only the newest ``last`` ones if > 0), padded to T
+        by repeating the last frame (videos shorter than T; the truncated last clip of T-1
+        frames). Per-frame tensors [T,...]."""
         if not self._frames:
             raise ValueError("no frames buffered")
         frames = list(self._frames)
+        if last > 0:
+            frames = frames[-last:]
         frames += [frames[-1]] * (self.T - len(frames))
         out = {n: np.concatenate([f[n] for f in frames], axis=0) for n in PER_FRAME_FEATURES}
         out["spatial_shapes"] = frames[-1]["spatial_shapes"]

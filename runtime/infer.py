@@ -30,10 +30,10 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-from .clip_filter import FilterParams  # noqa: E402
+from .clip_filter import ParamError, check_number  # noqa: E402
 from .errors import RuntimeErrorBase  # noqa: E402
 from .output_dir import check_output_dir  # noqa: E402
-from .tracker import TrackerParams  # noqa: E402
+from .tracker import PRESETS, preset, preset_for_model  # noqa: E402
 
 
 def _delays(text: str):
@@ -70,27 +70,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reconnect-delays", default="0.5,1,2", type=_delays,
                    help="a dropped stream is reopened once after each of these delays (seconds); then the run "
                         "ends with the frames so far (exit 4)")
-    g = p.add_argument_group("per-clip filtering")
-    d = FilterParams()
-    g.add_argument("--score-thr", type=float, default=d.score_thr,
-                   help="keep queries with score >= min(thr, top score); new tracks need > 2*thr")
-    g.add_argument("--dup-cos", type=float, default=d.dup_cos, help="drop queries with embedding cosine >= this")
-    g.add_argument("--nms-iou", type=float, default=d.nms_iou, help="mask NMS: drop queries with mask IoU >= this")
-    g = p.add_argument_group("tracker (Eq. 7)")
-    t = TrackerParams()
-    g.add_argument("--beta1", type=float, default=t.beta1, help="weight of the mask IoU term")
-    g.add_argument("--beta2", type=float, default=t.beta2, help="weight of the embedding similarity term")
-    g.add_argument("--match-thr", type=float, default=t.match_thr, help="pairs with S <= this stay unmatched")
-    g.add_argument("--dup-iou", type=float, default=t.dup_iou, help="unmatched detection is a duplicate if max mIoU > this")
-    g.add_argument("--dup-sim", type=float, default=t.dup_sim, help="... or max embedding similarity > this")
+    g = p.add_argument_group("post-processing preset (defaults: the authors' inference; docs/runtime.md)")
+    g.add_argument("--preset", default="auto", choices=("auto",) + PRESETS,
+                   help="auto: ovis for an OVIS model, else ytvis (the authors' values); paper: this "
+                        "project's earlier paper-style filter and tracker")
+    g = p.add_argument_group("per-clip filtering (each flag overrides the preset)")
+    g.add_argument("--score-thr", type=float, default=None,
+                   help="keep queries with score >= min(thr, top score); new tracks need > 2*thr (0.1)")
+    g.add_argument("--dup-cos", type=float, default=None, help="drop queries with embedding cosine >= this (0.99)")
+    g.add_argument("--max-queries", type=int, default=None,
+                   help="queries kept after the duplicate test (100 ytvis, 150 ovis)")
+    g.add_argument("--nms-iou", type=float, default=None, help="mask NMS: drop queries with mask IoU >= this (0.5)")
+    g = p.add_argument_group("tracker (Eq. 7; each flag overrides the preset)")
+    g.add_argument("--beta1", type=float, default=None, help="weight of the mask IoU term (1)")
+    g.add_argument("--beta2", type=float, default=None, help="weight of the embedding similarity term (1)")
+    g.add_argument("--match-thr", type=float, default=None, help="pairs with S <= this stay unmatched (0.6)")
+    g.add_argument("--dup-iou", type=float, default=None,
+                   help="unmatched detection is a duplicate if max mIoU > this (0.4)")
+    g.add_argument("--dup-sim", type=float, default=None, help="... or max embedding similarity > this (0.6)")
     g.add_argument("--new-track-score", type=float, default=None,
                    help="score a detection needs to start a track (default 2 * --score-thr)")
-    g.add_argument("--max-unseen", type=int, default=t.max_unseen, help="clips a track stays matchable unseen")
-    g.add_argument("--memory-clips", type=int, default=t.memory_clips, help="T_mem: clips in the embedding memory")
-    g.add_argument("--memory-decay", type=float, default=t.memory_decay,
-                   help="memory embedding weight exp(-decay * age)")
-    g.add_argument("--min-embed-cos", type=float, default=t.min_embed_cos,
-                   help="zero the similarity of pairs with embedding cosine below this (-1 = off, paper)")
+    g.add_argument("--max-unseen", type=int, default=None, help="long memory: clips a track stays matchable unseen (15)")
+    g.add_argument("--short-unseen", type=int, default=None, help="short memory in clips (5; 0 = off)")
+    g.add_argument("--memory-clips", type=int, default=None, help="clip slots of the memory embedding (3)")
+    g.add_argument("--memory-decay", type=float, default=None,
+                   help="memory embedding slot weight exp(-decay * age) (0.25)")
+    g.add_argument("--max-tracks", type=int, default=None, help="tracks per video (70 ytvis, 120 ovis; 0 = no cap)")
+    g.add_argument("--window-clips", type=int, default=None,
+                   help="clips per window of the video score (the authors' 30-frame windows)")
+    g.add_argument("--no-window-collapse", action="store_true",
+                   help="do not reproduce the authors' memory collapse at window boundaries")
+    g.add_argument("--no-tail-clip", action="store_true", help="no truncated clip of T-1 frames at the end")
+    g.add_argument("--track-embedding", default=None, choices=("pred_queries", "pred_embeds"),
+                   help="tracking embedding: the raw clip query (authors) or phi_e (paper)")
+    g.add_argument("--mask-resize", default=None, choices=("nearest", "bilinear"),
+                   help="final resize to the original size (nearest: authors)")
+    g.add_argument("--min-embed-cos", type=float, default=None,
+                   help="paper preset only: zero the similarity of pairs with embedding cosine below this")
     g = p.add_argument_group("per-video output")
     g.add_argument("--vis-thr", type=float, default=0.3, help="overlay shows tracks with video score >= this")
     g.add_argument("--min-pair-score", type=float, default=0.05,
@@ -99,16 +115,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from_args(args):
+def options_from_args(args, spec=None):
+    """RunOptions of the parsed ``args``; ``--preset auto`` looks at ``spec`` (a ModelSpec) or at
+    export.json of ``--model``. Raises ParamError naming a bad flag."""
     from .pipeline import RunOptions
+    name = args.preset
+    if name == "auto":
+        if spec is None and args.model:
+            try:
+                from .model_dir import load_model_dir
+                spec = load_model_dir(args.model)
+            except RuntimeErrorBase:
+                spec = None
+        name = preset_for_model(spec.model_name, spec.config) if spec is not None else "ytvis"
+    filt, trk = preset(
+        name, score_thr=args.score_thr, dup_cos=args.dup_cos, max_queries=args.max_queries, nms_iou=args.nms_iou,
+        beta1=args.beta1, beta2=args.beta2, match_thr=args.match_thr, dup_iou=args.dup_iou, dup_sim=args.dup_sim,
+        new_track_score=args.new_track_score, max_unseen=args.max_unseen, short_unseen=args.short_unseen,
+        memory_clips=args.memory_clips, memory_decay=args.memory_decay, max_tracks=args.max_tracks,
+        window_clips=args.window_clips, collapse_windows=False if args.no_window_collapse else None,
+        tail_clip=False if args.no_tail_clip else None, embedding=args.track_embedding,
+        mask_resize=args.mask_resize, min_embed_cos=args.min_embed_cos)
+    for flag in ("vis_thr", "min_pair_score"):
+        check_number(flag, getattr(args, flag))
+    check_number("min_pairs", args.min_pairs, 0, integer=True)
+    if args.max_frames is not None:
+        check_number("max_frames", args.max_frames, 1, integer=True)
     return RunOptions(
-        filter=FilterParams(score_thr=args.score_thr, dup_cos=args.dup_cos, nms_iou=args.nms_iou),
-        tracker=TrackerParams(beta1=args.beta1, beta2=args.beta2, match_thr=args.match_thr, dup_iou=args.dup_iou,
-                              dup_sim=args.dup_sim,
-                              new_track_score=(2 * args.score_thr if args.new_track_score is None
-                                               else args.new_track_score),
-                              max_unseen=args.max_unseen, memory_clips=args.memory_clips,
-                              memory_decay=args.memory_decay, min_embed_cos=args.min_embed_cos),
+        filter=filt, tracker=trk,
         save_pngs=args.save_pngs, overlay=not args.no_overlay, max_frames=args.max_frames,
         video_id=args.video_id, progress=not args.no_progress, vis_thr=args.vis_thr,
         min_pair_score=args.min_pair_score, min_pairs=args.min_pairs)
@@ -142,6 +176,11 @@ def main(argv=None) -> int:
         print("error: --model DIR is required (except with --backend fake)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        options = options_from_args(args)           # bad options: one line, exit 2, before any work
+    except ParamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
         check_output_dir(args.output)                                  # before any work
         if args.model is not None:
             from .model_dir import load_model_dir
@@ -152,7 +191,7 @@ def main(argv=None) -> int:
                              reconnect_delays=args.reconnect_delays)
         backend = backend_from_args(args)
         try:
-            timing = run_video(source, args.output, backend, options_from_args(args))
+            timing = run_video(source, args.output, backend, options)
         finally:
             backend.close()
     except RuntimeErrorBase as e:

@@ -12,17 +12,22 @@ from typing import Any, Dict, List, Tuple
 
 from .errors import ModelDirError, NonFiniteError
 
-FORMAT_VERSION = 1
+# 2: padding masks (valid_hw input of both graphs) and the pred_queries decoder output.
+FORMAT_VERSION = 2
 
-ENCODER_INPUTS = ("images",)
+# valid (unpadded) height and width in pixels of each padded frame, int64 [N, 2] (encoder) /
+# [T, 2] (decoder): the graphs derive the authors' padding masks from it (docs/INTERFACES.md).
+VALID_HW = "valid_hw"
+ENCODER_INPUTS = ("images", VALID_HW)
 FEATURE_NAMES = ("memory", "spatial_shapes", "level_start_index", "mask_features",
                  "query_feat", "query_points", "query_embed")
 ENCODER_OUTPUTS = FEATURE_NAMES
-DECODER_INPUTS = FEATURE_NAMES
-DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
-# Features that are per frame (leading dim N in the encoder, T in the decoder);
+DECODER_INPUTS = FEATURE_NAMES + (VALID_HW,)
+# pred_queries [Q, C]: the raw clip-level query (the authors' tracking embedding)
+DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds", "pred_queries")
+# Per-frame decoder inputs (leading dim N in the encoder, T in the decoder);
 # the others (spatial_shapes, level_start_index) are shared by all frames.
-PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed")
+PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed", VALID_HW)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def check_tensor_names(got: List[str], expected: Tuple[str, ...], what: str) -> 
 # by name only.
 TENSOR_RANKS = {"images": 4, "memory": 3, "spatial_shapes": 2, "level_start_index": 1, "mask_features": 4,
                 "query_feat": 3, "query_points": 3, "query_embed": 3,
-                "pred_logits": 2, "pred_boxes": 3, "pred_masks": 4, "pred_embeds": 2}
+                "pred_logits": 2, "pred_boxes": 3, "pred_masks": 4, "pred_embeds": 2, "valid_hw": 2, "pred_queries": 2}
 
 
 def _is_int(v) -> bool:
@@ -261,6 +266,10 @@ def load_model_dir(model_dir: str) -> ModelSpec:
     if not isinstance(meta, dict):
         raise ModelDirError(f"{meta_path}: expected a JSON object")
     version = meta.get("format_version")
+    if version == 1:
+        raise ModelDirError(f"{meta_path}: format_version 1 is an older graph contract (no padding masks, "
+                            f"no pred_queries); re-export it with `python -m export.to_onnx ... --output DIR` "
+                            f"(this runtime reads format_version {FORMAT_VERSION})")
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise ModelDirError(f"{meta_path}: format_version {version!r} is not supported "
                             f"(this runtime reads format_version {FORMAT_VERSION})")
@@ -365,6 +374,10 @@ def _expected_dims(spec: ModelSpec, graph: str, kind: str, name: str) -> Dict[in
         return {0: (Q, "num_queries"), 1: (T, t)}
     elif name == "pred_embeds":
         return {0: (Q, "num_queries"), 1: (E, "embed_dim")}
+    elif name == "pred_queries":
+        return {0: (Q, "num_queries")}
+    elif name == VALID_HW:
+        d = {1: (2, "(height, width)")}
     else:
         d = {}
     if graph == "decoder" and kind == "inputs" and name in PER_FRAME_FEATURES:

@@ -11,8 +11,15 @@ to the original size, RLE-encoded, spooled, drawn on the overlay, and the
 frame's data is dropped. Memory is bounded by T frames of features, T
 original frames and at most T stride-4 mask maps per live track.
 
-A video shorter than T gets one clip padded by repeating its last frame's
-features (no extra encoder run); only its real frames are output.
+As the authors do, the end of a video adds one truncated clip of its last
+T-1 frames (``TrackerParams.tail_clip``); a video shorter than T gets one
+clip of its frames. Our decoder has a fixed T, so such a clip is padded by
+repeating its last frame's features (no extra encoder run) and only its real
+frames are used (the authors run their decoder on the shorter clip).
+Frames whose mask is empty at the original size are written as null.
+
+Post-processing (per-clip filter, tracker, masks) is the authors' by default
+(runtime.clip_filter, runtime.tracker, runtime.masks; docs/runtime.md).
 """
 from __future__ import annotations
 
@@ -24,14 +31,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import numpy as np
 from tqdm import tqdm
 
 from .atomic import write_json
 from .backends.base import Backend
 from .clip_buffer import FeatureRing
-from .clip_filter import FilterParams, filter_clip
-from .errors import VideoError
-from .masks import MaskPostprocessor, encode_rles
+from .clip_filter import FilterParams, filter_clip, require_embedding
+from .errors import ModelDirError, VideoError
+from .masks import MaskPostprocessor
 from .model_dir import check_decoder_outputs, check_encoder_features, check_finite
 from .output_dir import OutputLock, check_output_dir, remove_stale
 from .outputs.overlay import OverlayWriter, draw_overlay
@@ -39,7 +47,7 @@ from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool
 from .preprocess import Preprocessor
 from .timing import StageTimer
-from .tracker import ClipTracker, TrackerParams, select_pairs
+from .tracker import TrackerParams, make_tracker, select_pairs
 from .video import FrameSource
 
 
@@ -64,9 +72,11 @@ class StreamState:
     ``push(frame)`` preprocesses and encodes one BGR frame [H0,W0,3]; once T frames are buffered
     it decodes and tracks the clip that ends with it and returns the index of the frame that
     thereby became final (else None). ``finish()`` after the last frame runs the padded clip of a
-    video shorter than T and returns the frames still to finalise. ``final(f)`` pops frame f's
-    instances: [(track id, uint8 mask [H0,W0], RLE dict)]. Used by ``run_video`` and by the
-    Triton ``mdqe_video`` model (runtime/serving), so both compute the same results.
+    video shorter than T (else the truncated last clip of T-1 frames), closes the tracker and
+    returns the frames still to finalise. ``final(f)`` pops frame f's instances: [(track id, uint8
+    mask [H0,W0], RLE dict)], masks empty at the original size left out (null). Used by
+    ``run_video`` and by the Triton ``mdqe_video`` model (runtime/serving), so both compute the
+    same results.
     """
 
     def __init__(self, backend: Backend, filter_params: FilterParams, tracker_params: TrackerParams,
@@ -76,7 +86,8 @@ class StreamState:
         self.T = spec.num_frames
         self.pre = Preprocessor(spec.preprocess)
         self.ring = FeatureRing(self.T)
-        self.tracker = ClipTracker(spec.num_classes, tracker_params)
+        self.tracker_params = tracker_params
+        self.tracker = make_tracker(spec.num_classes, tracker_params, num_frames=self.T)
         self.timer = timer or StageTimer()
         self.post: Optional[MaskPostprocessor] = None
         self.n_frames = 0
@@ -84,14 +95,20 @@ class StreamState:
         self.clips = 0
 
     def _clip(self, start: int, n_real: int) -> None:
-        feats = self.ring.clip()
+        feats = self.ring.clip(last=n_real if n_real < len(self.ring) else 0)
         with self.timer("decoder"):
             outputs = self.backend.decode(feats)
             if self.clips == 0:
                 check_decoder_outputs(self.backend.spec, outputs)
             check_finite("decoder", outputs)
+        emb = self.tracker_params.embedding
+        if self.clips == 0:
+            problem = require_embedding(outputs, emb)
+            if problem:
+                raise ModelDirError(problem)
         with self.timer("tracker"):
-            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.filter_params, start=start)
+            dets = filter_clip(outputs, n_real, self.post.valid_hw(), self.filter_params, start=start,
+                               embedding=emb)
             self.tracker.update(dets)
         self.clips += 1
 
@@ -100,9 +117,11 @@ class StreamState:
         with self.timer("preprocess"):
             image = self.pre(frame)
         if self.post is None:
-            self.post = MaskPostprocessor(self.pre.geometry, self.backend.spec.mask_stride)
+            self.post = MaskPostprocessor(self.pre.geometry, self.backend.spec.mask_stride,
+                                          self.tracker_params.mask_resize)
         with self.timer("encoder"):
-            feats = self.backend.encode(image[None])
+            # the valid (unpadded) area: the graphs derive the padding masks from it
+            feats = self.backend.encode(image[None], np.array([self.pre.geometry.resized], np.int64))
             if self.encoder_frames == 0:
                 check_encoder_features(self.backend.spec, image[None].shape, feats)
             check_finite("encoder", feats)
@@ -122,14 +141,22 @@ class StreamState:
     def finish(self) -> range:
         if self.padded:                      # one clip of repeated last-frame features
             self._clip(0, self.n_frames)
+        elif self.tracker_params.tail_clip:  # the authors' truncated last clip of T-1 frames
+            self._clip(self.n_frames - self.T + 1, self.T - 1)
+        self.tracker.finish()
         return range(0 if self.padded else self.n_frames - self.T + 1, self.n_frames)
 
-    def final(self, f: int):
+    def final(self, f: int, masks: bool = True):
+        """Pop frame f: [(track id, uint8 mask [H0,W0] or None if not ``masks``, RLE dict)] for the
+        tracks whose mask is not empty at the original size (empty ones stay null)."""
         with self.timer("postprocess"):
             items = self.tracker.pop_frame(f)
-            masks = [self.post(logits) for _, logits in items]
-            rles = encode_rles(masks)
-        return [(tid, m, r) for (tid, _), m, r in zip(items, masks, rles)]
+            out = []
+            for tid, logits in items:
+                b = self.post.block(logits)
+                if b is not None:
+                    out.append((tid, self.post.paste(b) if masks else None, self.post.rle(b)))
+        return out
 
 
 class _Run:
@@ -151,7 +178,7 @@ class _Run:
 
     # -- per final frame ----------------------------------------------------
     def _finalize(self, f: int) -> None:
-        items = self.stream.final(f)
+        items = self.stream.final(f, masks=self.overlay is not None or self.pngs is not None)
         with self.timer("write"):
             tids = [tid for tid, _, _ in items]
             masks = [m for _, m, _ in items]

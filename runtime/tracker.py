@@ -1,106 +1,148 @@
-"""Hungarian clip-by-clip tracker (paper Sec. 3.4, Fig. 4, Eq. 7; shared DESIGN.md section 4).
+"""Clip-by-clip tracker: the authors' OverTracker results, streamed with bounded memory.
 
-For clip l with K detections and M live tracks (seen within ``max_unseen``
-clips) the score matrix is
+Default (``TrackerParams.style == "authors"``): what ``mdqe/tracking/
+OverTracker.py`` + ``MDQE.inference_vis/inference_video`` (mdqe/mdqe.py)
+compute (shared DESIGN.md section 7), for clip c with K detections:
 
-    S = beta1 * mIoU(M^m, M) + beta2 * sim(q^m, q)            (Eq. 7)
+- similarity: raw clip queries (``pred_queries``) as tracking embeddings;
+  dot products with each track's memory embedding; bi-softmax = mean of the
+  softmax over tracks and over detections, with the trivial direction
+  dropped when there is one track or one detection; long memory (tracks
+  matched within the last ``max_unseen`` = 15 clips) plus short memory
+  (within ``short_unseen`` = 5 clips: mean of the long score and the
+  bi-softmax over the short set);
+- memory embedding of a track: over the last ``memory_clips`` = 3 clip
+  slots, the average of its embeddings weighted exp(0.25 i) (i = slot
+  position, newest heaviest), slots where it was not matched excluded;
+- mask IoU over the frames the clip shares with earlier clips; a track's
+  mask in a frame is the sign of the sum of the mask logits of the clips
+  that matched it; frames where the track has no mask still count in the
+  union; IoU 0 when either side is empty over all shared frames;
+- S = beta1 * IoU + beta2 * sim; pairs with S <= 0.6 are zeroed BEFORE the
+  Hungarian assignment (scipy linear_sum_assignment, maximize); zero pairs
+  stay unmatched;
+- an unmatched detection is a duplicate if its max IoU > 0.4 or max sim >
+  0.6; otherwise it starts a track when its score > 2 * score_thr; while no
+  track exists yet (the first clip), every detection starts a track; at most
+  ``max_tracks`` tracks per video (70 YouTube-VIS, 120 OVIS);
+- the authors process the video in windows of 30 clips and collapse their
+  memory at each window boundary (``collapse_windows``): the open frames'
+  mask logits become one averaged entry, the last 3 clips' embeddings one
+  weighted slot, the window's class scores one carried-over entry for the
+  tracks seen in the window's last T-1 clips. This is reproduced exactly;
+- per-video score per (track, class): for each window the mean of the
+  track's clip class scores in it (0 when absent), then 0.75 * mean + 0.25 *
+  max over all windows of the video;
+- final masks: per frame the mean of the matching clips' logits (runtime.masks
+  upsamples them).
 
-- mIoU: video-level mask IoU (sum of intersections / sum of unions) over the
-  frames the clip shares with the track's memory masks. A track's memory
-  mask of a frame is the average of the mask logits of the clips that
-  matched it and cover that frame (the same average that forms the final
-  mask); only frames that a future clip still covers are kept, so memory is
-  bounded by T frames per track.
-- sim: bi-softmax of the dot products between the tracks' memory embeddings
-  (exp-weighted average of the embeddings of the last ``memory_clips``
-  matched clips, weight exp(-memory_decay * age)) and the clip embeddings:
-  mean of the softmax over tracks and the softmax over detections.
+Memory: mask logits of the T open frames per live track, 3 embeddings per
+track and a few [C] vectors; nothing grows with the video length. Ended
+tracks keep only their scores.
 
-Assignment by ``scipy.optimize.linear_sum_assignment`` (maximize); pairs
-with S <= match_thr stay unmatched. An unmatched detection is a duplicate
-(dropped) if its max mIoU with a track > dup_iou or its max sim > dup_sim;
-otherwise it starts a track when its best class score > new_track_score
-(2 * score_thr). A track unseen for more than ``max_unseen`` clips is ended.
-
-Optional (not in the paper, off by default): ``min_embed_cos`` zeroes sim for
-pairs whose embedding cosine is below it; with a single live track the
-bi-softmax is 1 for any detection, so this guards against handing a
-disappeared track to a newcomer.
+``style == "paper"`` runs this project's earlier paper-style tracker
+(runtime.tracker_paper).
 """
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields, replace
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .clip_filter import ClipDetections
+from .clip_filter import ClipDetections, FilterParams, ParamError, check_number
+
+PRESETS = ("ytvis", "ovis", "paper")
 
 
 @dataclass(frozen=True)
 class TrackerParams:
-    beta1: float = 1.0            # weight of the mask IoU term
-    beta2: float = 1.0            # weight of the embedding similarity term
-    match_thr: float = 0.6        # pairs with S <= match_thr are not matched
-    dup_iou: float = 0.4          # unmatched detection is a duplicate if max mIoU > dup_iou ...
-    dup_sim: float = 0.6          # ... or max sim > dup_sim
-    new_track_score: float = 0.2  # start a track when best class score > this (2 * score_thr)
-    max_unseen: int = 15          # clips a track stays matchable without being seen
-    memory_clips: int = 10        # T_mem: clips whose embeddings form the memory embedding
-    memory_decay: float = 0.5     # weight exp(-memory_decay * age) of a memory clip
-    min_embed_cos: float = -1.0   # project option; -1 disables the cosine gate
-
-
-@dataclass
-class Track:
-    """One tracked instance. Memory: O(memory_clips * E + T * h * w + C)."""
-    track_id: int
-    num_classes: int
-    memory_clips: int
-    first_clip: int = 0
-    last_clip: int = 0
-    n_clips: int = 0
-    embeds: deque = field(default=None)
-    score_sum: np.ndarray = field(default=None)
-    score_max: np.ndarray = field(default=None)
-    open_frames: Dict[int, list] = field(default_factory=dict)   # frame -> [logit sum [h,w], count]
+    """Tracker rules. Defaults = the authors' YouTube-VIS inference; see ``preset()``."""
+    style: str = "authors"            # "authors" | "paper" (runtime.tracker_paper)
+    score_thr: float = 0.1            # APPLY_CLS_THRES; new tracks need > 2 * score_thr
+    new_track_score: Optional[float] = None   # override of the derived 2 * score_thr
+    beta1: float = 1.0                # weight of the mask IoU term
+    beta2: float = 1.0                # weight of the embedding similarity term
+    match_thr: float = 0.6            # pairs with S <= match_thr are not matched
+    dup_iou: float = 0.4              # unmatched detection is a duplicate if max IoU > dup_iou ...
+    dup_sim: float = 0.6              # ... or max sim > dup_sim
+    max_unseen: int = 15              # long memory: clips a track stays matchable unseen
+    short_unseen: int = 5             # short memory (0 = off, paper)
+    memory_clips: int = 3             # clip slots of the memory embedding
+    memory_decay: float = 0.25        # slot weight exp(-memory_decay * age)
+    max_tracks: int = 70              # tracks per video (authors' MAX_NUM_INSTANCES; 0 = no cap)
+    window_clips: int = 30            # authors' 30-frame windows (video score, memory collapse)
+    collapse_windows: bool = True     # reproduce the authors' memory collapse at window boundaries
+    first_clip_all: bool = True       # while no track exists, every detection starts one
+    tail_clip: bool = True            # the video's end adds one truncated clip of T-1 frames
+    embedding: str = "pred_queries"   # tracking embedding: raw clip query (authors) | "pred_embeds"
+    mask_resize: str = "nearest"      # aligned bilinear x4 then nearest (authors) | "bilinear"
+    min_embed_cos: float = -1.0       # paper style only: zero sim below this cosine (-1 = off)
 
     def __post_init__(self):
-        self.embeds = deque(maxlen=self.memory_clips)
-        self.score_sum = np.zeros(self.num_classes, np.float64)
-        self.score_max = np.zeros(self.num_classes, np.float64)
+        if self.style not in ("authors", "paper"):
+            raise ParamError(f"--tracker-style must be 'authors' or 'paper', got {self.style!r}")
+        check_number("score_thr", self.score_thr, 0.0, 1.0)
+        if self.new_track_score is not None:
+            check_number("new_track_score", self.new_track_score)
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(self, name), 0.0)
+        if self.beta1 == 0 and self.beta2 == 0:
+            raise ParamError("--beta1 and --beta2 cannot both be 0")
+        for name in ("match_thr", "dup_iou", "dup_sim", "memory_decay", "min_embed_cos"):
+            check_number(name, getattr(self, name))
+        check_number("max_unseen", self.max_unseen, 0, integer=True)
+        check_number("short_unseen", self.short_unseen, 0, integer=True)
+        check_number("memory_clips", self.memory_clips, 1, integer=True)
+        check_number("max_tracks", self.max_tracks, 0, integer=True)
+        check_number("window_clips", self.window_clips, 1, integer=True)
+        if self.embedding not in ("pred_queries", "pred_embeds"):
+            raise ParamError(f"--track-embedding must be pred_queries or pred_embeds, got {self.embedding!r}")
+        if self.mask_resize not in ("nearest", "bilinear"):
+            raise ParamError(f"--mask-resize must be nearest or bilinear, got {self.mask_resize!r}")
 
-    def add(self, dets: ClipDetections, k: int, clip_index: int) -> None:
-        """Append detection ``k`` of clip ``clip_index`` to this track."""
-        self.embeds.append(dets.embeds[k])
-        s = dets.scores[k].astype(np.float64)
-        self.score_sum += s
-        np.maximum(self.score_max, s, out=self.score_max)
-        self.n_clips += 1
-        self.last_clip = clip_index
-        for i in range(dets.num_frames):
-            f = dets.start + i
-            entry = self.open_frames.get(f)
-            if entry is None:
-                self.open_frames[f] = [dets.masks[k, i].copy(), 1]
-            else:
-                entry[0] += dets.masks[k, i]
-                entry[1] += 1
+    @property
+    def new_track_thr(self) -> float:
+        """Score a detection needs to start a track: ``new_track_score`` or 2 * score_thr."""
+        return 2.0 * self.score_thr if self.new_track_score is None else float(self.new_track_score)
 
-    def memory_embedding(self, decay: float) -> np.ndarray:
-        """Exp-weighted average of the remembered clip embeddings [E] (newest weighs most)."""
-        e = np.stack(self.embeds)                    # oldest .. newest
-        ages = np.arange(len(e) - 1, -1, -1, dtype=np.float32)
-        w = np.exp(-decay * ages)
-        return (w[:, None] * e).sum(0) / w.sum()
 
-    def video_scores(self) -> np.ndarray:
-        """Per-class video score [C]: 0.75 * mean + 0.25 * max of the clip scores."""
-        if self.n_clips == 0:
-            return np.zeros(self.num_classes)
-        return 0.75 * self.score_sum / self.n_clips + 0.25 * self.score_max
+def preset(name: str, **overrides) -> Tuple[FilterParams, TrackerParams]:
+    """(FilterParams, TrackerParams) of a preset, with field overrides (None values ignored).
+
+    ``ytvis``: the authors' YouTube-VIS 2019/2021 inference (R50/Swin configs: 70 tracks,
+    10 detections per image -> 100 queries after the duplicate test); ``ovis``: the same with
+    120 tracks and 150 queries; ``paper``: this project's earlier paper-style reading (greedy
+    filters, phi_e embedding, exp(-0.5 age) over 10 matched clips, bilinear resizing, per-track
+    clip scores, no window, no track cap). ``score_thr`` applies to both.
+    """
+    if name not in PRESETS:
+        raise ParamError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    ov = {k: v for k, v in overrides.items() if v is not None}
+    f_names = {f.name for f in fields(FilterParams)}
+    t_names = {f.name for f in fields(TrackerParams)}
+    unknown = set(ov) - f_names - t_names
+    if unknown:
+        raise ParamError(f"unknown option(s) {sorted(unknown)}")
+    if name == "paper":
+        f = FilterParams(style="paper")
+        t = TrackerParams(style="paper", short_unseen=0, memory_clips=10, memory_decay=0.5, max_tracks=0,
+                          collapse_windows=False, first_clip_all=False, tail_clip=False,
+                          embedding="pred_embeds", mask_resize="bilinear")
+    elif name == "ovis":
+        f, t = FilterParams(max_queries=150), TrackerParams(max_tracks=120)
+    else:
+        f, t = FilterParams(), TrackerParams()
+    f = replace(f, **{k: v for k, v in ov.items() if k in f_names})
+    t = replace(t, **{k: v for k, v in ov.items() if k in t_names})
+    return f, t
+
+
+def preset_for_model(model_name: str, config: Optional[dict] = None) -> str:
+    """The authors' preset for a model: ``ovis`` when its name/config says OVIS, else ``ytvis``."""
+    text = (model_name or "") + " " + str((config or {}).get("name", ""))
+    return "ovis" if "ovis" in text.lower() else "ytvis"
 
 
 @dataclass(frozen=True)
@@ -112,7 +154,7 @@ class TrackSummary:
 
 
 def bi_softmax(a: np.ndarray) -> np.ndarray:
-    """Mean of the softmax over axis 0 and over axis 1 of ``a`` [M,K]."""
+    """Mean of the softmax over axis 0 and over axis 1 of ``a`` [M,K] (paper style)."""
     def sm(x, axis):
         x = x - x.max(axis=axis, keepdims=True)
         e = np.exp(x)
@@ -120,116 +162,353 @@ def bi_softmax(a: np.ndarray) -> np.ndarray:
     return 0.5 * (sm(a, 0) + sm(a, 1))
 
 
-class ClipTracker:
-    """Associates the clips of one video. Call ``update`` per clip (in order),
-    then ``pop_frame(f)`` once no future clip covers frame f."""
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    x = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
 
-    def __init__(self, num_classes: int, params: TrackerParams = TrackerParams()):
+
+def ctt_similarity(mem: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """The authors' bi-softmax ``get_ctt_similarity`` [Ns,Ni] of memory embeddings mem [Ns,E] and
+    clip embeddings emb [Ni,E]: softmax over tracks (dropped when Ns == 1) and over detections
+    (dropped when Ni == 1), averaged; 1 when Ns == Ni == 1."""
+    Ns, Ni = mem.shape[0], emb.shape[0]
+    if Ns == 0 or Ni == 0:
+        return np.zeros((Ns, Ni), np.float32)
+    feats = (mem @ emb.T).astype(np.float32)
+    d2t, t2d = _softmax(feats, 0), _softmax(feats, 1)
+    if Ns == 1 and Ni == 1:
+        return (0.5 * (d2t + t2d)).astype(np.float32)
+    ws, wi = (1 if Ns > 1 else 0), (1 if Ni > 1 else 0)
+    return ((ws * d2t + wi * t2d) / max(ws + wi, 1)).astype(np.float32)
+
+
+def memory_weights(n: int, decay: float) -> np.ndarray:
+    """exp(decay * i), i = 0..n-1, in float32 (the authors' ``weights_mem``)."""
+    return np.exp(np.arange(n, dtype=np.float64) * decay).astype(np.float32)
+
+
+class ClipTracker:
+    """The authors' tracker, streaming. Call ``update`` per clip (in order), ``pop_frame(f)`` once no
+    future clip covers frame f, and ``finish()`` after the last clip; then ``summaries()``.
+
+    ``num_frames``: the clip length T (default: the first clip's frame count).
+    """
+
+    def __init__(self, num_classes: int, params: TrackerParams = TrackerParams(),
+                 num_frames: Optional[int] = None):
         self.params = params
         self.num_classes = num_classes
-        self.tracks: Dict[int, Track] = {}            # live tracks
-        self.ended: Dict[int, TrackSummary] = {}      # finished tracks (summaries only)
+        self.T = num_frames
         self.next_id = 1
         self.clip_index = -1
-        self.last_scores: Optional[np.ndarray] = None  # S of the last update (for inspection)
+        self.windows_closed = 0
+        self.finished = False
+        self.last_scores: Optional[np.ndarray] = None   # S of the last update (after the threshold)
+        self.ended: Dict[int, Tuple[np.ndarray, np.ndarray, int]] = {}   # tid -> (VSUM, VMAX, n_clips)
+        self._ids: List[int] = []          # live track ids, creation order; row i holds _ids[i]
+        self._alloc = False
+        self._decay_w = memory_weights(max(15, params.memory_clips, 3), params.memory_decay)
 
-    # -- association -------------------------------------------------------
-    def _mask_iou(self, tracks: List[Track], dets: ClipDetections) -> np.ndarray:
-        M, K = len(tracks), len(dets)
-        inter = np.zeros((M, K), np.float64)
-        union = np.zeros((M, K), np.float64)
-        if M == 0 or K == 0:
-            return inter.astype(np.float32)
-        for i in range(dets.num_frames):
-            f = dets.start + i
-            rows = [m for m, t in enumerate(tracks) if f in t.open_frames]
-            if not rows:
-                continue
-            d = (dets.masks[:, i] > 0).reshape(K, -1).astype(np.float32)
-            tm = np.stack([(tracks[m].open_frames[f][0] > 0).reshape(-1) for m in rows]).astype(np.float32)
-            it = tm @ d.T
-            inter[rows] += it
-            union[rows] += tm.sum(1)[:, None] + d.sum(1)[None, :] - it
-        return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    # -- state arrays, one row per live track ------------------------------------------------
+    def _setup(self, dets: ClipDetections) -> None:
+        if self.T is None:
+            self.T = dets.num_frames
+        T, (h, w), E, C = self.T, dets.masks.shape[-2:], dets.embeds.shape[1], self.num_classes
+        self.hw = (h, w)
+        self.R = max(self.params.memory_clips, 3, T - 1) + 1     # embedding slot ring
+        cap = 8
+        self.SUM = np.zeros((cap, T, h, w), np.float32)          # mask logit sums of open frames (ring f % T)
+        self.CNT = np.zeros((cap, T), np.int32)
+        self.MEM = np.zeros((cap, E), np.float32)                # memory embedding
+        self.EMB = np.zeros((cap, self.R, E), np.float32)        # embeddings by clip slot (ring)
+        self.EVALID = np.zeros((cap, self.R), bool)
+        self.RSLOT = np.full(self.R, -1, np.int64)               # slot number held by each ring position
+        self.LAST = np.zeros(cap, np.int64)                      # last matched clip
+        self.NCLIPS = np.zeros(cap, np.int64)
+        self.WCLS = np.zeros((cap, C), np.float32)               # class score sum of the current window
+        self.WCNT = np.zeros(cap, np.int64)
+        self.VSUM = np.zeros((cap, C), np.float32)               # sum of window scores so far
+        self.VMAX = np.zeros((cap, C), np.float32)               # max of window scores so far
+        self._alloc = True
 
-    def _similarity(self, tracks: List[Track], dets: ClipDetections) -> np.ndarray:
-        if not tracks or len(dets) == 0:
-            return np.zeros((len(tracks), len(dets)), np.float32)
-        mem = np.stack([t.memory_embedding(self.params.memory_decay) for t in tracks]).astype(np.float32)
-        sim = bi_softmax(mem @ dets.embeds.T)
-        if self.params.min_embed_cos > -1.0:
-            mu = mem / np.maximum(np.linalg.norm(mem, axis=1, keepdims=True), 1e-12)
-            du = dets.embeds / np.maximum(np.linalg.norm(dets.embeds, axis=1, keepdims=True), 1e-12)
-            sim = np.where(mu @ du.T >= self.params.min_embed_cos, sim, 0.0)
-        return sim.astype(np.float32)
+    def _grow(self, n: int) -> None:
+        cap = self.SUM.shape[0]
+        if n <= cap:
+            return
+        new = max(n, 2 * cap)
+        for name in ("SUM", "CNT", "MEM", "EMB", "EVALID", "LAST", "NCLIPS", "WCLS", "WCNT", "VSUM", "VMAX"):
+            a = getattr(self, name)
+            b = np.zeros((new,) + a.shape[1:], a.dtype)
+            b[:cap] = a
+            setattr(self, name, b)
+
+    @property
+    def num_live(self) -> int:
+        return len(self._ids)
+
+    # -- windows -------------------------------------------------------------------------------
+    def _slot_number(self, c: int) -> int:
+        """Clip slot of clip c: inside the authors' window (slot 0 = collapsed memory) or global."""
+        W = self.params.window_clips
+        if not self.params.collapse_windows:
+            return c
+        k = c // W
+        return c if k == 0 else c - k * W + 1
+
+    def _close_window(self, boundary: int, final: bool) -> None:
+        """End the window whose last clip is boundary - 1 (``final``: the video's last window)."""
+        n = self.num_live
+        p = self.params
+        if n:
+            s_w = self.WCLS[:n] / np.maximum(self.WCNT[:n], 1).astype(np.float32)[:, None]
+            self.VSUM[:n] += s_w
+            np.maximum(self.VMAX[:n], s_w, out=self.VMAX[:n])
+        self.windows_closed += 1
+        if final or not n:
+            return
+        if p.collapse_windows:
+            T = self.T
+            carry = self.LAST[:n] >= boundary - (T - 1)              # seen at frames >= boundary
+            self.WCLS[:n] = np.where(carry[:, None], s_w, 0.0)
+            self.WCNT[:n] = carry
+            # embeddings: the last nc slots of the window, weights exp(0.25 i), into slot 0
+            nc = max(3, T - 1)
+            last_slot = self._slot_number(boundary - 1)
+            acc = np.zeros_like(self.MEM[:n])
+            wsum = np.zeros(n, np.float32)
+            wts = self._decay_w
+            for j, s in enumerate(range(last_slot - nc + 1, last_slot + 1)):
+                if s < 0:
+                    continue
+                pos = s % self.R
+                if self.RSLOT[pos] != s:
+                    continue
+                v = self.EVALID[:n, pos]
+                acc += self.EMB[:n, pos] * (v * wts[j])[:, None]
+                wsum += v * wts[j]
+            P = acc / np.maximum(wsum, 1.0)[:, None]
+            self.EMB[:n] = 0
+            self.EVALID[:n] = False
+            self.RSLOT[:] = -1
+            self.RSLOT[0] = 0
+            self.EMB[:n, 0] = P
+            self.EVALID[:n, 0] = (P != 0).any(axis=1)
+            # mask logits of the open frames >= boundary: one averaged entry
+            for f in range(boundary, boundary + T - 1):
+                pos = f % T
+                c = self.CNT[:n, pos]
+                hit = c > 0
+                if hit.any():
+                    self.SUM[:n][hit, pos] /= c[hit].astype(np.float32)[:, None, None]
+                    self.CNT[:n, pos] = np.minimum(c, 1)
+        else:
+            self.WCLS[:n] = 0
+            self.WCNT[:n] = 0
+        self._release_dead(boundary)
+
+    def _release_dead(self, c: int) -> None:
+        """Forget the masks/embeddings of tracks that can never match again (unseen > max_unseen,
+        no open frames, nothing carried); keep their scores."""
+        n = self.num_live
+        if not n:
+            return
+        unseen = c - self.LAST[:n] - 1
+        dead = ((unseen >= self.params.max_unseen) & (unseen >= self.params.short_unseen)
+                & (self.CNT[:n].sum(1) == 0) & (self.WCNT[:n] == 0))
+        if not dead.any():
+            return
+        keep = np.flatnonzero(~dead)
+        for i in np.flatnonzero(dead):
+            self.ended[self._ids[i]] = (self.VSUM[i].copy(), self.VMAX[i].copy(), int(self.NCLIPS[i]))
+        for name in ("SUM", "CNT", "MEM", "EMB", "EVALID", "LAST", "NCLIPS", "WCLS", "WCNT", "VSUM", "VMAX"):
+            a = getattr(self, name)
+            a[:len(keep)] = a[keep]
+            a[len(keep):n] = 0
+        self._ids = [self._ids[i] for i in keep]
+
+    # -- association -----------------------------------------------------------------------
+    def _mask_iou(self, dets: ClipDetections, c: int) -> np.ndarray:
+        n, K, T = self.num_live, len(dets), self.T
+        n_ov = min(dets.num_frames, T - 1) if c > 0 else 0
+        if n == 0 or K == 0 or n_ov == 0:
+            return np.zeros((n, K), np.float32)
+        pos = [(c + i) % T for i in range(n_ov)]
+        tb = np.stack([self.SUM[:n, p] > 0 for p in pos], axis=1).reshape(n, -1)
+        db = (dets.masks[:, :n_ov] > 0).reshape(K, -1)
+        t_any, d_any = tb.any(axis=1), db.any(axis=1)
+        cols = np.flatnonzero(tb.any(axis=0) & db.any(axis=0))
+        if cols.size:
+            num = tb[:, cols].astype(np.float32) @ db[:, cols].T.astype(np.float32)
+        else:
+            num = np.zeros((n, K), np.float32)
+        den = tb.sum(axis=1).astype(np.float32)[:, None] + db.sum(axis=1).astype(np.float32)[None, :] - num
+        valid = t_any[:, None] & d_any[None, :]
+        return np.where(valid, num / (den + np.float32(1e-6)), 0.0).astype(np.float32)
+
+    def _similarity(self, dets: ClipDetections, c: int) -> np.ndarray:
+        n, K, p = self.num_live, len(dets), self.params
+        out = np.zeros((n, K), np.float32)
+        if n == 0 or K == 0:
+            return out
+        unseen = c - self.LAST[:n] - 1
+        long = np.flatnonzero(unseen < p.max_unseen)
+        out[long] = ctt_similarity(self.MEM[long], dets.embeds)
+        if p.short_unseen > 0:
+            short = np.flatnonzero(unseen < p.short_unseen)
+            if short.size:
+                out[short] = 0.5 * (out[short] + ctt_similarity(self.MEM[short], dets.embeds))
+        return out
 
     def update(self, dets: ClipDetections) -> List[Tuple[int, int]]:
         """Associate one clip's detections; returns [(detection index, track id)] for the kept ones."""
         p = self.params
+        if p.style != "authors":
+            raise ParamError("use runtime.tracker.make_tracker for the paper style")
+        if self.finished:
+            raise RuntimeError("update() after finish()")
+        if not self._alloc:
+            self._setup(dets)
         self.clip_index += 1
-        ci = self.clip_index
-        # end tracks unseen too long whose frames are all final
-        for tid in [tid for tid, t in self.tracks.items()
-                    if ci - t.last_clip > p.max_unseen and not t.open_frames]:
-            self._end(tid)
-        cands = [t for t in self.tracks.values() if ci - t.last_clip <= p.max_unseen]
-        miou = self._mask_iou(cands, dets)
-        sim = self._similarity(cands, dets)
-        S = p.beta1 * miou + p.beta2 * sim
-        self.last_scores = S
-        out: List[Tuple[int, int]] = []
-        matched = set()
-        if cands and len(dets):
-            rows, cols = linear_sum_assignment(S, maximize=True)
-            for r, c in zip(rows, cols):
-                if S[r, c] > p.match_thr:
-                    cands[r].add(dets, int(c), ci)
-                    out.append((int(c), cands[r].track_id))
-                    matched.add(int(c))
-        for k in range(len(dets)):
-            if k in matched:
-                continue
-            if cands and (float(miou[:, k].max()) > p.dup_iou or float(sim[:, k].max()) > p.dup_sim):
-                continue  # duplicate of an existing track
-            if float(dets.scores[k].max()) > p.new_track_score:
-                t = Track(self.next_id, self.num_classes, p.memory_clips, first_clip=ci)
+        c = self.clip_index
+        if c > 0 and c % p.window_clips == 0:
+            self._close_window(c, final=False)
+        n, K = self.num_live, len(dets)
+        matched_rows: List[int] = []
+        matched_dets: List[int] = []
+        if self.next_id == 1 and p.first_clip_all:
+            new = list(range(K))
+        else:
+            miou = self._mask_iou(dets, c)
+            sim = self._similarity(dets, c)
+            S = p.beta1 * miou + p.beta2 * sim
+            above = S > p.match_thr
+            S = S * above
+            self.last_scores = S
+            if n and K:
+                rows, cols = linear_sum_assignment(S, maximize=True)
+                for r, k in zip(rows, cols):
+                    if above[r, k]:
+                        matched_rows.append(int(r))
+                        matched_dets.append(int(k))
+            taken = set(matched_dets)
+            best = dets.best
+            new = []
+            for k in range(K):
+                if k in taken:
+                    continue
+                if n and (miou[:, k].max() > p.dup_iou or sim[:, k].max() > p.dup_sim):
+                    continue
+                if best[k] > p.new_track_thr:
+                    new.append(k)
+        if p.max_tracks:
+            new = new[:max(0, p.max_tracks - (self.next_id - 1))]
+        out = [(k, self._ids[r]) for r, k in zip(matched_rows, matched_dets)]
+        if new:
+            self._grow(n + len(new))
+            for k in new:
+                self._ids.append(self.next_id)
+                out.append((k, self.next_id))
                 self.next_id += 1
-                t.add(dets, k, ci)
-                self.tracks[t.track_id] = t
-                out.append((k, t.track_id))
+            rows_new = list(range(n, n + len(new)))
+            self.LAST[rows_new] = c       # (unseen counters start at 0)
+        rows = np.asarray(matched_rows + (list(range(n, n + len(new)))), np.int64)
+        ks = np.asarray(matched_dets + new, np.int64)
+        self._write(dets, rows, ks, c)
         return sorted(out, key=lambda x: x[1])
 
-    # -- streaming output ---------------------------------------------------
+    def _write(self, dets: ClipDetections, rows: np.ndarray, ks: np.ndarray, c: int) -> None:
+        """The authors' ``_update_memory`` for rows matched to detections ks in clip c."""
+        p, T = self.params, self.T
+        slot = self._slot_number(c)
+        pos = slot % self.R
+        n = self.num_live
+        self.EMB[:n, pos] = 0
+        self.EVALID[:n, pos] = False
+        self.RSLOT[pos] = slot
+        if rows.size == 0:
+            return
+        for i in range(dets.num_frames):
+            fp = (dets.start + i) % T
+            self.SUM[rows, fp] += dets.masks[ks, i]
+            self.CNT[rows, fp] += 1
+        self.WCLS[rows] += dets.scores[ks]
+        self.WCNT[rows] += 1
+        self.NCLIPS[rows] += 1
+        self.LAST[rows] = c
+        e = dets.embeds[ks]
+        self.EMB[rows, pos] = e
+        self.EVALID[rows, pos] = True
+        if slot == 0:
+            self.MEM[rows] = e
+            return
+        start = max(slot - (p.memory_clips - 1), 0)
+        acc = np.zeros((rows.size, e.shape[1]), np.float32)
+        wsum = np.zeros(rows.size, np.float32)
+        for j, s in enumerate(range(start, slot + 1)):
+            q = s % self.R
+            if self.RSLOT[q] != s:
+                continue
+            wj = self._decay_w[j]
+            acc += self.EMB[rows, q] * wj
+            wsum += self.EVALID[rows, q] * wj
+        self.MEM[rows] = acc / np.maximum(wsum, 1.0)[:, None]
+
+    # -- streaming output ------------------------------------------------------------------
     def pop_frame(self, frame: int) -> List[Tuple[int, np.ndarray]]:
         """Final mask logits of ``frame`` [h,w] per track (mean over the clips that matched the
-        track and cover the frame), as [(track id, logits)]; forgets the frame."""
-        out = []
-        for tid, t in self.tracks.items():
-            entry = t.open_frames.pop(frame, None)
-            if entry is not None:
-                out.append((tid, entry[0] / entry[1]))
+        track and cover the frame), as [(track id, logits)] by id; forgets the frame."""
+        if not self._alloc or not self.num_live:
+            return []
+        n, pos = self.num_live, frame % self.T
+        cnt = self.CNT[:n, pos]
+        rows = np.flatnonzero(cnt > 0)
+        out = [(self._ids[r], self.SUM[r, pos] / np.float32(cnt[r])) for r in rows]
+        self.SUM[rows, pos] = 0
+        self.CNT[rows, pos] = 0
         return out
 
-    def _end(self, tid: int) -> None:
-        t = self.tracks.pop(tid)
-        self.ended[tid] = TrackSummary(tid, t.video_scores(), t.n_clips)
+    def finish(self) -> None:
+        """Close the last window (after the last clip); idempotent."""
+        if not self.finished:
+            if self.clip_index >= 0:
+                self._close_window(self.clip_index + 1, final=True)
+            self.finished = True
+
+    def _scores(self, vsum: np.ndarray, vmax: np.ndarray, open_sum=None, open_max=None) -> np.ndarray:
+        nw = max(self.windows_closed, 1)
+        return (np.float32(0.75) * (vsum / np.float32(nw)) + np.float32(0.25) * vmax).astype(np.float32)
 
     def summaries(self) -> Iterator[TrackSummary]:
-        """Summaries of every track of the video so far (ended and live), by id."""
-        live = {tid: TrackSummary(tid, t.video_scores(), t.n_clips) for tid, t in self.tracks.items()}
-        merged = {**self.ended, **live}
+        """Per-track video scores (call after ``finish()``): 0.75 mean + 0.25 max over windows."""
+        merged = {tid: (v[0], v[1], v[2]) for tid, v in self.ended.items()}
+        for i, tid in enumerate(self._ids):
+            merged[tid] = (self.VSUM[i], self.VMAX[i], int(self.NCLIPS[i]))
         for tid in sorted(merged):
-            yield merged[tid]
+            vs, vm, nc = merged[tid]
+            yield TrackSummary(tid, self._scores(vs, vm), nc)
 
     def display_info(self, tid: int) -> Tuple[float, int]:
-        """(best video score so far, its class index) of a live track (overlay labels)."""
-        t = self.tracks.get(tid)
-        if t is None:
-            s = self.ended[tid].scores
+        """(running video score, its class index) of a track (overlay labels), counting the
+        current window as if it ended now."""
+        if tid in self.ended:
+            s = self._scores(*self.ended[tid][:2])
         else:
-            s = t.video_scores()
+            i = self._ids.index(tid)
+            s_w = self.WCLS[i] / max(int(self.WCNT[i]), 1)
+            nw = self.windows_closed + (0 if self.finished else 1)
+            s = 0.75 * (self.VSUM[i] + (0 if self.finished else s_w)) / max(nw, 1) + \
+                0.25 * np.maximum(self.VMAX[i], s_w)
         c = int(np.argmax(s))
         return float(s[c]), c
+
+
+def make_tracker(num_classes: int, params: TrackerParams = TrackerParams(), num_frames: Optional[int] = None):
+    """The tracker of ``params.style``: ClipTracker (authors) or tracker_paper.PaperClipTracker."""
+    if params.style == "paper":
+        from .tracker_paper import PaperClipTracker
+        return PaperClipTracker(num_classes, params)
+    return ClipTracker(num_classes, params, num_frames=num_frames)
 
 
 def select_pairs(summaries, min_score: float = 0.05, min_keep: int = 10) -> List[Tuple[int, int, float]]:

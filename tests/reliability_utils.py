@@ -25,22 +25,23 @@ S = sum(h * w for h, w in LEVELS)
 
 def export_json(**over) -> dict:
     meta = {
-        "format_version": 1, "model_name": "const", "num_frames": T, "num_queries": Q, "num_classes": C,
+        "format_version": 2, "model_name": "const", "num_frames": T, "num_queries": Q, "num_classes": C,
         "class_names": [f"c{i}" for i in range(C)], "embed_dim": E, "mask_dim": DM, "hidden_dim": HID,
         "num_levels": len(LEVELS), "mask_stride": 4,
         "preprocess": {"color": "RGB", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "shorter_side": SIZE,
                        "max_size": SIZE, "size_divisibility": 32},
         "export_size": [SIZE, SIZE],
-        "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"]},
+        "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"], "valid_hw": ["N", 2]},
                     "outputs": {"memory": ["N", "S", HID], "spatial_shapes": [len(LEVELS), 2],
                                 "level_start_index": [len(LEVELS)], "mask_features": ["N", DM, "h", "w"],
                                 "query_feat": ["N", Q, HID], "query_points": ["N", Q, 2], "query_embed": ["N", Q, E]}},
         "decoder": {"file": "decoder.onnx",
                     "inputs": {"memory": [T, "S", HID], "spatial_shapes": [len(LEVELS), 2],
                                "level_start_index": [len(LEVELS)], "mask_features": [T, DM, "h", "w"],
-                               "query_feat": [T, Q, HID], "query_points": [T, Q, 2], "query_embed": [T, Q, E]},
+                               "query_feat": [T, Q, HID], "query_points": [T, Q, 2], "query_embed": [T, Q, E],
+                               "valid_hw": [T, 2]},
                     "outputs": {"pred_logits": [Q, C], "pred_boxes": [Q, T, 4], "pred_masks": [Q, T, "h", "w"],
-                                "pred_embeds": [Q, E]}},
+                                "pred_embeds": [Q, E], "pred_queries": [Q, HID]}},
         "msda": "onnx", "dtype": "fp32", "weights": {"source": "random", "seed": 0}, "config": {},
     }
     for k, v in over.items():
@@ -98,17 +99,18 @@ def make_model_dir(path: str, meta: Optional[dict] = None, graph_classes: int = 
         "pred_boxes": np.full((Q, graph_frames, 4), 0.5, np.float32),
         "pred_masks": masks,
         "pred_embeds": np.tile(np.eye(Q, E, dtype=np.float32), (1, 1)),
+        "pred_queries": np.tile(np.eye(Q, HID, dtype=np.float32), (1, 1)),
     }
     for d in (enc_out, dec_out):
         if nan_in in d:
             d[nan_in] = np.full_like(d[nan_in], np.nan)
-    enc = _const_graph("encoder", {"images": (f, ["N", 3, "H", "W"])}, enc_out,
+    enc = _const_graph("encoder", {"images": (f, ["N", 3, "H", "W"]), "valid_hw": (i64, ["N", 2])}, enc_out,
                        {"memory": ["N", "S", HID], "mask_features": ["N", DM, "h", "w"],
                         "query_feat": ["N", Q, HID], "query_points": ["N", Q, 2], "query_embed": ["N", Q, E]})
     dec_in = {"memory": (f, [graph_frames, "S", HID]), "spatial_shapes": (i64, [len(LEVELS), 2]),
               "level_start_index": (i64, [len(LEVELS)]), "mask_features": (f, [graph_frames, DM, "h", "w"]),
               "query_feat": (f, [graph_frames, Q, HID]), "query_points": (f, [graph_frames, Q, 2]),
-              "query_embed": (f, [graph_frames, Q, E])}
+              "query_embed": (f, [graph_frames, Q, E]), "valid_hw": (i64, [graph_frames, 2])}
     dec = _const_graph("decoder", dec_in, dec_out, {"pred_masks": [Q, graph_frames, "h", "w"]})
     onnx.save(enc, os.path.join(path, "encoder.onnx"))
     onnx.save(dec, os.path.join(path, "decoder.onnx"))

@@ -116,6 +116,8 @@ def test_collate_pads_and_rescales_boxes():
     b = collate_clips([sample(32, 64), sample(64, 32)])
     assert b["images"].shape == (2, 2, 3, 64, 64)
     assert (b["images"][0, :, :, 32:] == 0).all()
+    # each frame's size before padding, for the model's padding masks
+    assert b["valid_hw"].tolist() == [[[32, 64]] * 2, [[64, 32]] * 2]
     t0 = b["targets"][0]
     assert t0["masks"].shape == (1, 2, 64, 64)
     assert t0["boxes"][0, 0].tolist() == pytest.approx([0.25, 0.125, 0.5, 0.25])  # x 0..32, y 0..16 of 64x64

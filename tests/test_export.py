@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 H, W = 128, 160          # export resolution
 H2, W2 = 192, 256        # another resolution the same graphs must run at
 ATOL = 1e-4
+# the reference at the export size uses padded frames (valid 112x136 of 128x160: padding masks on
+# every level); the other size is unpadded
+VALID = {(H, W): (112, 136), (H2, W2): (H2, W2)}
 
 
 def expected_msda_nodes(cfg):
@@ -30,27 +33,42 @@ def expected_msda_nodes(cfg):
     return cfg.enc_layers, cfg.dec_layers * (1 + cfg.num_feature_levels)
 
 
-def torch_reference(model, height, width, seed=3):
+def torch_reference(model, height, width, seed=3, valid=None):
     """PyTorch outputs of both graphs at height x width plus the per-output bound: ATOL, or, where
     PyTorch fp32 itself is more than ATOL/2 off an fp64 run of the same model (a GroupNorm over a
     near-constant channel of the randomly initialised mask head amplifies fp32 rounding), twice
     that error: an fp32 export cannot match an fp32 reference closer than the reference matches
     the exact result."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.randn(model.cfg.num_frames, 3, height, width, generator=g)
-    ref_e = run_torch(EncoderGraph(model).eval(), (images,), ENCODER_OUTPUTS)
-    ref_d = run_torch(DecoderGraph(model).eval(), tuple(ref_e[k] for k in DECODER_INPUTS), DECODER_OUTPUTS)
-    ee, ed = to_onnx.reference_rounding_error(model, images, ref_e, ref_d)
+    T = model.cfg.num_frames
+    images = torch.randn(T, 3, height, width, generator=g)
+    vh, vw = valid or (height, width)
+    images[:, :, vh:] = 0
+    images[:, :, :, vw:] = 0
+    valid_hw = torch.tensor([[vh, vw]] * T, dtype=torch.int64)
+    ref_e = run_torch(EncoderGraph(model).eval(), (images, valid_hw), ENCODER_OUTPUTS)
+    dec_in = {**ref_e, "valid_hw": valid_hw}
+    ref_d = run_torch(DecoderGraph(model).eval(), tuple(dec_in[k] for k in DECODER_INPUTS), DECODER_OUTPUTS)
+    ee, ed = to_onnx.reference_rounding_error(model, images, valid_hw, dec_in, ref_d)
     bounds = {f"encoder.{k}": max(ATOL, 2 * v) for k, v in ee.items()}
     bounds.update({f"decoder.{k}": max(ATOL, 2 * v) for k, v in ed.items()})
-    return images, ref_e, ref_d, bounds
+    return (images, valid_hw), ref_e, ref_d, bounds
+
+
+def enc_feeds(images):
+    """{"images", "valid_hw"} numpy feeds from torch_reference's (images, valid_hw)."""
+    return {"images": images[0].numpy(), "valid_hw": images[1].numpy()}
+
+
+def dec_feeds(images, ref_e):
+    return {k: (images[1] if k == "valid_hw" else ref_e[k]).numpy() for k in DECODER_INPUTS}
 
 
 def ort_errors(model_dir: Path, images, ref_e, ref_d):
     se = create_session(model_dir / "encoder.onnx")
     sd = create_session(model_dir / "decoder.onnx")
-    got_e = dict(zip(ENCODER_OUTPUTS, se.run(list(ENCODER_OUTPUTS), {"images": images.numpy()})))
-    got_d = dict(zip(DECODER_OUTPUTS, sd.run(list(DECODER_OUTPUTS), {k: ref_e[k].numpy() for k in DECODER_INPUTS})))
+    got_e = dict(zip(ENCODER_OUTPUTS, se.run(list(ENCODER_OUTPUTS), enc_feeds(images))))
+    got_d = dict(zip(DECODER_OUTPUTS, sd.run(list(DECODER_OUTPUTS), dec_feeds(images, ref_e))))
     errs = {}
     for name, got, ref in (("encoder", got_e, ref_e), ("decoder", got_d, ref_d)):
         for k in ref:
@@ -68,7 +86,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def references(tiny_model):
-    return {size: torch_reference(tiny_model[0], *size) for size in ((H, W), (H2, W2))}
+    return {size: torch_reference(tiny_model[0], *size, valid=VALID[size]) for size in ((H, W), (H2, W2))}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +141,7 @@ def test_export_json(tiny_plugin, tiny_model):
     meta = json.loads((tiny_plugin / "export.json").read_text())
     cfg = model.cfg
     assert sorted(os.listdir(tiny_plugin)) == ["decoder.onnx", "encoder.onnx", "export.json"]
-    assert meta["format_version"] == 1 and meta["model_name"] == "tiny"
+    assert meta["format_version"] == 2 and meta["model_name"] == "tiny"
     assert meta["num_frames"] == cfg.num_frames == 4 and meta["num_queries"] == 64
     assert meta["class_names"] == list(cfg.class_names) and meta["num_classes"] == 5
     assert meta["msda"] == "plugin" and meta["dtype"] == "fp32" and meta["opset"] == 17
@@ -148,7 +166,7 @@ def test_export_json(tiny_plugin, tiny_model):
 def test_graph_io_names_and_dynamic_axes(tiny_plugin):
     enc = onnx.load(str(tiny_plugin / "encoder.onnx"))
     dec = onnx.load(str(tiny_plugin / "decoder.onnx"))
-    assert [i.name for i in enc.graph.input] == ["images"]
+    assert [i.name for i in enc.graph.input] == ["images", "valid_hw"]
     assert [o.name for o in enc.graph.output] == list(ENCODER_OUTPUTS)
     assert [i.name for i in dec.graph.input] == list(DECODER_INPUTS)
     assert [o.name for o in dec.graph.output] == list(DECODER_OUTPUTS)
@@ -240,7 +258,7 @@ def test_parity_with_pytorch(form, size, form_dirs, references):
 
 def test_fp16_export(tiny_fp16, tiny_model, references):
     from export.fp16 import FLOAT, FLOAT16, _float_types
-    from export.verify import FP16_ATOL, FP16_RTOL
+    from export.verify import FP16_ATOL, FP16_RTOL, SELECTION_OUTPUTS, compare_selection_fp16
 
     meta = json.loads((tiny_fp16 / "export.json").read_text())
     assert meta["dtype"] == "fp16"
@@ -256,14 +274,19 @@ def test_fp16_export(tiny_fp16, tiny_model, references):
         assert len(convs) > 10
         assert all(o.type.tensor_type.elem_type in (FLOAT, onnx.TensorProto.INT64) for o in m.graph.output)
     images, ref_e, ref_d, _ = references[(H, W)]
-    got_e = create_session(tiny_fp16 / "encoder.onnx").run(None, {"images": images.numpy()})
-    got_d = create_session(tiny_fp16 / "decoder.onnx").run(None, {k: ref_e[k].numpy() for k in DECODER_INPUTS})
+    got_e = create_session(tiny_fp16 / "encoder.onnx").run(None, enc_feeds(images))
+    got_d = create_session(tiny_fp16 / "decoder.onnx").run(None, dec_feeds(images, ref_e))
     for names, got, ref in ((ENCODER_OUTPUTS, got_e, ref_e), (DECODER_OUTPUTS, got_d, ref_d)):
         for k, gv in zip(names, got):
             r = ref[k].numpy()
             assert gv.dtype == r.dtype
+            if k in SELECTION_OUTPUTS:   # argmax near-ties may flip in fp16: counted and bounded below
+                continue
             err = float(np.abs(gv.astype(np.float64) - r).max())
             assert err <= FP16_ATOL + FP16_RTOL * float(np.abs(r).max()), (k, err)
+    sel = compare_selection_fp16(dict(zip(ENCODER_OUTPUTS, got_e)), {k: v.numpy() for k, v in ref_e.items()},
+                                 FP16_ATOL, FP16_RTOL)
+    assert all(r["ok"] for r in sel.values()), sel
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -391,6 +414,8 @@ def test_build_engines_print_only(tiny_plugin, tiny_fp16):
     assert "--fp16" not in t11_enc and "--fp16" not in t11_dec
     assert "--minShapes=images:1x3x64x64" in t10_enc and "--optShapes=images:4x3x128x160" in t10_enc
     assert "--maxShapes=images:4x3x384x384" in t10_enc
+    # the valid-size input follows the frame batch N (int64 [N, 2])
+    assert "--minShapes=images:1x3x64x64,valid_hw:1x2 " in t10_enc + " " and "valid_hw:4x2" in t10_enc
     S_opt = sum(h * w for h, w in level_sizes(128, 160, 4))
     S_max = sum(h * w for h, w in level_sizes(384, 384, 4))
     assert S_opt == 426                                           # the exported memory length at 128x160

@@ -57,7 +57,7 @@ BAD_EXPORTS = {
     "mean_nan": (dict(preprocess__mean=[float("nan"), 0, 0]), {}, "mean"),
     "msda_bad": (dict(msda="cuda"), {}, "msda"),
     "rank": (dict(decoder__outputs={"pred_logits": [8], "pred_boxes": [8, 4, 4], "pred_masks": [8, 4, "h", "w"],
-                                    "pred_embeds": [8, 4]}), {}, "rank"),
+                                    "pred_embeds": [8, 4], "pred_queries": [8, 8]}), {}, "rank"),
 }
 
 

@@ -15,17 +15,19 @@ from runtime.model_dir import PreprocessSpec
 
 ENC_OUT = ["memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat", "query_points",
            "query_embed"]
+DEC_IN = ENC_OUT + ["valid_hw"]
+DEC_OUT = ["pred_logits", "pred_boxes", "pred_masks", "pred_embeds", "pred_queries"]
 
 
 def export_json(**over):
-    d = {"format_version": 1, "config": {}, "model_name": "t", "num_frames": 4, "num_queries": 4, "num_classes": 2,
+    d = {"format_version": 2, "config": {}, "model_name": "t", "num_frames": 4, "num_queries": 4, "num_classes": 2,
          "class_names": ["a", "b"], "embed_dim": 8, "mask_stride": 4,
          "preprocess": {"color": "RGB", "mean": [1, 2, 3], "std": [1, 1, 1], "shorter_side": 64, "max_size": 128,
                         "size_divisibility": 32},
-         "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"]},
+         "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"], "valid_hw": ["N", 2]},
                      "outputs": {n: [] for n in ENC_OUT}},
-         "decoder": {"file": "decoder.onnx", "inputs": {n: [] for n in ENC_OUT},
-                     "outputs": {n: [] for n in ["pred_logits", "pred_boxes", "pred_masks", "pred_embeds"]}},
+         "decoder": {"file": "decoder.onnx", "inputs": {n: [] for n in DEC_IN},
+                     "outputs": {n: [] for n in DEC_OUT}},
          "msda": "onnx", "dtype": "fp32"}
     d.update(over)
     return d
@@ -46,7 +48,8 @@ def test_valid_export_json(tmp_path):
 
 
 @pytest.mark.parametrize("meta,match", [
-    (export_json(format_version=2), "format_version 2 is not supported"),
+    (export_json(format_version=3), "format_version 3 is not supported"),
+    (export_json(format_version=1), "format_version 1 is an older graph contract .* re-export"),
     ("{not json", "cannot read"),
     ({k: v for k, v in export_json().items() if k != "preprocess"}, "missing key 'preprocess'"),
     (export_json(class_names=["a"]), "1 class_names for num_classes=2"),
@@ -59,7 +62,7 @@ def test_bad_export_json(tmp_path, meta, match):
 
 def test_mismatched_tensor_names_in_export_json(tmp_path):
     meta = export_json()
-    meta["decoder"]["outputs"] = {"logits": [], "pred_boxes": [], "pred_masks": [], "pred_embeds": []}
+    meta["decoder"]["outputs"] = {"logits": [], "pred_boxes": [], "pred_masks": [], "pred_embeds": [], "pred_queries": []}
     with pytest.raises(ModelDirError, match="decoder outputs.*missing \\['pred_logits'\\].*unexpected \\['logits'\\]"):
         load_model_dir(make_dir(tmp_path, meta))
 

@@ -32,6 +32,9 @@ def tiny_onnx(tmp_path_factory):
 
 def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
     out = str(tmp_path / "out")
+    # the default tracks with the raw clip query (pred_queries, an output of every contract-2 export)
+    with open(os.path.join(tiny_onnx, "export.json")) as f:
+        assert "pred_queries" in json.load(f)["decoder"]["outputs"]
     rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", out, "--backend", "ort",
                "--max-frames", str(N), "--score-thr", "0.001", "--vis-thr", "0", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
@@ -47,7 +50,7 @@ def test_bikes_with_exported_tiny_model(tiny_onnx, tmp_path, capsys):
     assert any(s is not None for r in results for s in r["segmentations"])
     with open(os.path.join(out, "timing.json")) as f:
         t = json.load(f)
-    assert t["frames"] == t["encoder_frames"] == N and t["decoder_clips"] == N - 3
+    assert t["frames"] == t["encoder_frames"] == N and t["decoder_clips"] == N - 2   # + the truncated last clip
     assert t["backend"]["backend"] == "ort" and t["input_size"] == [192, 384]
     cap = cv2.VideoCapture(os.path.join(out, "overlay.mp4"))
     frames = 0
@@ -82,15 +85,52 @@ def test_torch_backend_matches_ort(tiny_onnx):
     ort_b = create_backend("ort", tiny_onnx)
     torch_b = create_backend("torch", tiny_onnx)
     assert "sha256 verified" in torch_b.describe()["weights"]
+    from runtime.model_dir import DECODER_OUTPUTS
+
     pre = Preprocessor(ort_b.spec.preprocess)
     ring_o, ring_t = FeatureRing(4), FeatureRing(4)
     for frame in FrameSource(sample_video("bikes.mp4"), max_frames=4):
         x = pre(frame)[None]
-        fo, ft = ort_b.encode(x), torch_b.encode(x)
+        g = pre.geometry
+        assert g.resized == (163, 384) and g.padded == (192, 384)    # 640x272 needs padding: 29 rows
+        valid = np.array([g.resized], np.int64)
+        fo, ft = ort_b.encode(x, valid), torch_b.encode(x, valid)
+        assert (fo["valid_hw"] == valid).all() and (ft["valid_hw"] == valid).all()
         assert np.abs(fo["memory"] - ft["memory"]).max() < 1e-3
+        assert np.abs(fo["query_points"] - ft["query_points"]).max() == 0
         ring_o.push(fo)
         ring_t.push(ft)
     oo, ot = ort_b.decode(ring_o.clip()), torch_b.decode(ring_t.clip())
-    for k in ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds"):
+    assert set(oo) == set(ot) == set(DECODER_OUTPUTS)
+    for k in DECODER_OUTPUTS:
         assert oo[k].shape == ot[k].shape
         assert np.abs(oo[k] - ot[k]).max() < 1e-3, k
+    # the padding masks matter: the unpadded call gives other outputs
+    full = torch_b.encode(x)
+    assert np.abs(full["memory"] - ring_t.clip()["memory"][-1:]).max() > 1e-3
+
+
+def test_runtime_on_padded_video_equals_pytorch_path(tiny_onnx, tmp_path):
+    """The whole runtime (ort backend, exported graphs) on bikes.mp4, whose frames are padded from
+    163 to 192 rows, gives the results of the same runtime on the PyTorch model (torch backend)."""
+    import numpy as np
+
+    res = {}
+    for backend in ("ort", "torch"):
+        out = str(tmp_path / backend)
+        rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", out, "--backend", backend,
+                   "--max-frames", "8", "--score-thr", "0.001", "--vis-thr", "0", "--no-progress", "--no-overlay"])
+        assert rc == 0
+        with open(os.path.join(out, "results.json")) as f:
+            res[backend] = json.load(f)
+    a, b = res["ort"], res["torch"]
+    assert len(a) == len(b) >= 5
+    for ra, rb in zip(a, b):
+        assert ra["category_id"] == rb["category_id"]
+        assert abs(ra["score"] - rb["score"]) < 1e-4
+        for sa, sb in zip(ra["segmentations"], rb["segmentations"]):
+            assert (sa is None) == (sb is None)
+            if sa is not None:
+                ma, mb = decode_rle(sa).astype(bool), decode_rle(sb).astype(bool)
+                union = (ma | mb).sum()
+                assert union == 0 or (ma & mb).sum() / union > 0.99

@@ -17,13 +17,16 @@ import pytest
 from runtime.backends import create_backend
 from runtime.backends.fake import FakeBackend, fake_spec
 from runtime.errors import ModelDirError
+from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,
+                               FORMAT_VERSION)
 from runtime.pipeline import RunOptions, run_video
 from runtime.samples import sample_video
+from runtime.tracker import preset
 
-ENC_IN = ["images"]
-ENC_OUT = ["memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat", "query_points",
-           "query_embed"]
-DEC_OUT = ["pred_logits", "pred_boxes", "pred_masks", "pred_embeds"]
+ENC_IN = list(ENCODER_INPUTS)      # images, valid_hw
+ENC_OUT = list(ENCODER_OUTPUTS)
+DEC_IN = list(DECODER_INPUTS)      # the features + valid_hw
+DEC_OUT = list(DECODER_OUTPUTS)
 
 
 class FakeCudart(types.ModuleType):
@@ -103,7 +106,8 @@ def make_trt(cudart, backend: FakeBackend, loaded):
                     nbytes = int(np.prod(self.shapes[n])) * np.dtype(dt).itemsize
                     raw = ctypes.string_at(self.addr[n], nbytes)
                     feeds[n] = np.frombuffer(raw, dt).reshape(self.shapes[n]).copy()
-                self.outs = backend.encode(feeds["images"]) if self.eng.kind == "enc" else backend.decode(feeds)
+                self.outs = (backend.encode(feeds["images"], feeds["valid_hw"]) if self.eng.kind == "enc"
+                             else backend.decode(feeds))
             return self.outs
 
         def set_tensor_address(self, name, ptr):
@@ -114,6 +118,8 @@ def make_trt(cudart, backend: FakeBackend, loaded):
 
         def execute_async_v3(self, stream):
             for n, a in self._compute().items():
+                if n not in self.eng.outputs:
+                    continue                    # e.g. the fake's pred_queries, not an output of this engine
                 a = np.ascontiguousarray(a, self.eng.dtypes[n])
                 ctypes.memmove(self.addr[n], a.ctypes.data, a.nbytes)
             self.outs = None
@@ -122,10 +128,10 @@ def make_trt(cudart, backend: FakeBackend, loaded):
     class Engine:
         def __init__(self, kind):
             self.kind = kind
-            self.inputs = ENC_IN if kind == "enc" else ENC_OUT
+            self.inputs = ENC_IN if kind == "enc" else DEC_IN
             self.outputs = ENC_OUT if kind == "enc" else DEC_OUT
             self.names = self.inputs + self.outputs
-            self.dtypes = {n: (np.int64 if n in ("spatial_shapes", "level_start_index") else np.float32)
+            self.dtypes = {n: (np.int64 if n in ("spatial_shapes", "level_start_index", "valid_hw") else np.float32)
                            for n in self.names}
 
         num_io_tensors = property(lambda self: len(self.names))
@@ -164,7 +170,7 @@ def fake_trt_env(monkeypatch, tmp_path):
     spec = fake_spec()
     model = tmp_path / "model"
     (model / "engines").mkdir(parents=True)
-    meta = {"format_version": 1, "config": {}, "model_name": "fake", "num_frames": spec.num_frames,
+    meta = {"format_version": FORMAT_VERSION, "config": {}, "model_name": "fake", "num_frames": spec.num_frames,
             "num_queries": spec.num_queries, "num_classes": spec.num_classes, "class_names": list(spec.class_names),
             "embed_dim": spec.embed_dim, "mask_stride": 4,
             "preprocess": {"color": "RGB", "mean": list(spec.preprocess.mean), "std": list(spec.preprocess.std),
@@ -196,8 +202,11 @@ def test_trt_backend_runs_the_pipeline(fake_trt_env, tmp_path):
     b = create_backend("trt", model)
     assert loaded == [plugin]                                   # plugin library registered with TensorRT
     assert b.describe()["device"] == "Fake GPU"
-    t = run_video(sample_video(), str(tmp_path / "trt"), b, RunOptions(max_frames=8, progress=False))
-    ref = run_video(sample_video(), str(tmp_path / "ref"), FakeBackend(), RunOptions(max_frames=8, progress=False))
+    # engines with the four DEC_OUT outputs: track with pred_embeds (the --track-embedding fallback)
+    f, tp = preset("ytvis", embedding="pred_embeds")
+    opts = RunOptions(filter=f, tracker=tp, max_frames=8, progress=False)
+    t = run_video(sample_video(), str(tmp_path / "trt"), b, opts)
+    ref = run_video(sample_video(), str(tmp_path / "ref"), FakeBackend(), opts)
     assert t["frames"] == t["encoder_frames"] == 8 and t["backend"]["backend"] == "trt"
     with open(tmp_path / "trt" / "results.json") as f1, open(tmp_path / "ref" / "results.json") as f2:
         assert json.load(f1) == json.load(f2)                  # same outputs through device buffers

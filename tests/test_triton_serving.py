@@ -145,7 +145,7 @@ def test_configs_parse_with_tritonclient_protobuf(work):
     assert kinds == {model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START,
                      model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END}
     assert [o.name for o in v.output] == list(P.OUTPUTS)
-    assert [i.name for i in cfgs[P.ENCODER_MODEL].input] == ["images"]
+    assert [i.name for i in cfgs[P.ENCODER_MODEL].input] == ["images", "valid_hw"]
     assert cfgs[P.DECODER_MODEL].parameters["graph"].string_value == "decoder"
     assert os.path.isfile(os.path.join(work["repo"], "README.md"))
 

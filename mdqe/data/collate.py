@@ -50,10 +50,13 @@ def make_sample(frames: np.ndarray, masks: np.ndarray, labels: Sequence[int], id
 
 
 def collate_clips(samples: List[dict]) -> dict:
-    """List of samples -> ``{"images": [B, T, 3, H, W], "targets": [dict, ...]}``.
+    """List of samples -> ``{"images": [B, T, 3, H, W], "valid_hw": [B, T, 2] int64, "targets": [dict, ...]}``.
 
     Clips are zero-padded right/bottom to the largest H, W of the batch; masks are
     padded with False and boxes (normalised by the padded size) rescaled to the new size.
+    ``valid_hw`` is each frame's image size before padding (targets' image_size, else the sample's
+    own size): the model
+    derives the authors' padding masks from it (``MDQE.forward(images, valid_hw=...)``).
     """
     if not samples:
         raise ValueError("collate_clips: empty batch")
@@ -72,4 +75,8 @@ def collate_clips(samples: List[dict]) -> dict:
             t["boxes"] = t["boxes"] * scale
             t["masks"] = F.pad(t["masks"], (0, W2 - W, 0, H2 - H), value=False)
         targets.append(t)
-    return {"images": torch.stack(images), "targets": targets}
+    T = samples[0]["images"].shape[0]
+    # a sample without image_size is taken as unpadded at its own size
+    valid_hw = torch.tensor([[list(s["targets"].get("image_size", s["images"].shape[-2:]))] * T for s in samples],
+                            dtype=torch.int64)
+    return {"images": torch.stack(images), "valid_hw": valid_hw, "targets": targets}

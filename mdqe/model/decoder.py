@@ -9,7 +9,7 @@ positional embeddings are Linear(2 -> C) of the box centres.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -46,14 +46,15 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, x_pos, x_ref, x_inst, inst_pos, inst_ref, memory, spatial_shapes,
-                level_start_index, level_sizes):
+                level_start_index, level_sizes, valid=None):
         """x, x_pos [B*T, Q, C]; x_ref [B*T, Q, 4]; x_inst, inst_pos [B, Q, C]; inst_ref [B, Q, 4];
-        memory [B*T, S, C] -> (x [B*T, Q, C], x_inst [B, Q, C])."""
+        memory [B*T, S, C]; valid [B*T, S] bool or None -> (x [B*T, Q, C], x_inst [B, Q, C])."""
         BT, Q, C = x.shape
         T = self.n_frames
         B = BT // T
         # frame level: cross-attention first, then self-attention, then FFN
-        x = self.norm2(x + self.dropout(self.cross_attn(x + x_pos, x_ref, memory, spatial_shapes, level_start_index)))
+        x = self.norm2(x + self.dropout(self.cross_attn(x + x_pos, x_ref, memory, spatial_shapes, level_start_index,
+                                                                 valid)))
         after_ca = x
         q = x + x_pos
         x = self.norm1(x + self.dropout(self.self_attn(q, q, x, need_weights=False)[0]))
@@ -62,7 +63,8 @@ class DecoderLayer(nn.Module):
         w = F.softmax(self.time_weights(x).view(B, T, Q, 1), dim=1)
         clip_q = (w * after_ca.view(B, T, Q, C)).sum(1)                            # [B, Q, C]
         tca = self.temp_attn_inst.forward_temporal(clip_q + inst_pos, inst_ref, memory.view(B, T, -1, C),
-                                                   spatial_shapes, level_sizes)
+                                                   spatial_shapes, level_sizes,
+                                                   None if valid is None else valid.view(B, T, -1))
         x_inst = self.norm2_inst(x_inst + self.dropout(tca))
         qi = x_inst + inst_pos
         x_inst = self.norm1_inst(x_inst + self.dropout(self.self_attn_inst(qi, qi, x_inst, need_weights=False)[0]))
@@ -101,9 +103,10 @@ class O2IDecoder(nn.Module):
         return boxes, ref, x_pos, inst_ref, self.point2pos_proj(inst_ref[..., :2])
 
     def forward(self, x: torch.Tensor, points: torch.Tensor, memory: torch.Tensor, spatial_shapes: torch.Tensor,
-                level_start_index: torch.Tensor, level_sizes: Sequence[Tuple[int, int]]
-                ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """x [B*T, Q, C] aligned frame queries, points [B*T, Q, 2], memory [B*T, S, C]
+                level_start_index: torch.Tensor, level_sizes: Sequence[Tuple[int, int]],
+                valid: Optional[torch.Tensor] = None) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """x [B*T, Q, C] aligned frame queries, points [B*T, Q, 2], memory [B*T, S, C], valid [B*T, S]
+        bool (False = padded token) or None
         -> (instance queries: n+1 x [B, Q, C], boxes: n+1 x [B*T, Q, 4] in [0, 1])."""
         BT, Q, C = x.shape
         T = self.n_frames
@@ -114,7 +117,7 @@ class O2IDecoder(nn.Module):
         insts, all_boxes = [x_inst], [boxes]
         for layer in self.layers:
             x, x_inst = layer(x, x_pos, ref, x_inst, inst_pos, inst_ref, memory, spatial_shapes,
-                              level_start_index, level_sizes)
+                              level_start_index, level_sizes, valid)
             boxes, ref, x_pos, inst_ref, inst_pos = self._refine(x, ref, B)
             insts.append(x_inst)
             all_boxes.append(boxes)

@@ -9,13 +9,14 @@ divided by each level's size as in Deformable DETR). Two offset modes:
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import ms_deform_attn
+from .padding import zero_padded
 
 
 def _direction_pattern(n_heads: int, n_levels: int, n_points: int, scale: float) -> torch.Tensor:
@@ -86,22 +87,26 @@ class MSDeformAttn(nn.Module):
         return loc, attn
 
     def forward(self, query: torch.Tensor, ref: torch.Tensor, memory: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Spatial attention. query [B, Lq, C], ref [B, Lq, 2|4], memory [B, S, C] (L levels concatenated),
-        spatial_shapes [L, 2] int64, level_start_index [L] int64 -> [B, Lq, C]."""
+        spatial_shapes [L, 2] int64, level_start_index [L] int64, valid [B, S] bool (False = padded token:
+        its value row is zeroed before sampling, as the authors do; None = no padding) -> [B, Lq, C]."""
         B, S, C = memory.shape
-        value = self.value_proj(memory).view(B, S, self.n_heads, C // self.n_heads)
+        value = zero_padded(self.value_proj(memory), valid).view(B, S, self.n_heads, C // self.n_heads)
         loc, attn = self._locations_and_weights(query, ref)
         out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
         return self.output_proj(out)
 
     def forward_temporal(self, query: torch.Tensor, ref: torch.Tensor, memory: torch.Tensor,
-                         spatial_shapes: torch.Tensor, level_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+                         spatial_shapes: torch.Tensor, level_sizes: Sequence[Tuple[int, int]],
+                         valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Temporal cross-attention (TCA): the T frames of one feature level are the MSDeformAttn
         "levels" (n_levels == T); called once per feature level, outputs averaged.
 
         query [B, Q, C], ref [B, Q, 4] (clip box), memory [B, T, S, C], spatial_shapes [L, 2] int64,
-        level_sizes: the L (H_l, W_l) as Python/symbolic ints -> [B, Q, C].
+        level_sizes: the L (H_l, W_l) as Python/symbolic ints, valid [B, T, S] bool (False = padded token,
+        value row zeroed) or None -> [B, Q, C].
         """
         B, T, S, C = memory.shape
         if T != self.n_levels:
@@ -114,7 +119,10 @@ class MSDeformAttn(nn.Module):
         for lvl, (h, w) in enumerate(level_sizes):
             n = h * w
             # projecting level by level gives [B, T, n, C] contiguous: the [B, T*n, M, D] view needs no copy
-            v = self.value_proj(memory[:, :, start:start + n]).view(B, T * n, M, C // M)
+            v = self.value_proj(memory[:, :, start:start + n])
+            if valid is not None:
+                v = zero_padded(v, valid[:, :, start:start + n])
+            v = v.view(B, T * n, M, C // M)
             shapes = spatial_shapes[lvl:lvl + 1].expand(T, 2)
             starts = frame_idx * (spatial_shapes[lvl, 0] * spatial_shapes[lvl, 1])
             outs.append(ms_deform_attn(v, shapes, starts, loc, attn))

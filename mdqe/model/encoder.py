@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .deform_attn import MSDeformAttn
-from .layers import pixel_centres, sine_position_encoding
+from .layers import pixel_centres
+from .padding import flat_valid, level_valid, masked_sine_position_encoding
 
 
 def _gn_groups(channels: int, preferred: int = 32) -> int:
@@ -63,8 +64,8 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, pos, ref, spatial_shapes, level_start_index):
-        x = self.norm1(x + self.dropout(self.self_attn(x + pos, ref, x, spatial_shapes, level_start_index)))
+    def forward(self, x, pos, ref, spatial_shapes, level_start_index, valid=None):
+        x = self.norm1(x + self.dropout(self.self_attn(x + pos, ref, x, spatial_shapes, level_start_index, valid)))
         x = self.norm2(x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
         return x
 
@@ -72,8 +73,11 @@ class EncoderLayer(nn.Module):
 class DeformableEncoder(nn.Module):
     """Flattens the L levels, adds sine position + level embedding, runs the layers, final LayerNorm.
 
-    forward(srcs: L x [N, C, H_l, W_l]) -> (memory [N, S, C], spatial_shapes [L, 2] int64,
-    level_start_index [L] int64, level_sizes: L (H_l, W_l) taken from the tensors' shapes).
+    forward(srcs: L x [N, C, H_l, W_l], valid_hw [N, 2] int64 valid image size per frame) ->
+    (memory [N, S, C], spatial_shapes [L, 2] int64, level_start_index [L] int64,
+    level_sizes: L (H_l, W_l) taken from the tensors' shapes, valid [N, S] bool).
+    The position encoding is normalised by each frame's valid extent and padded value rows are
+    zeroed in every attention layer (docs/model.md, "Padding"); reference points span the padded map.
     """
 
     def __init__(self, d_model: int, n_heads: int, n_levels: int, n_points: int, d_ffn: int,
@@ -84,15 +88,16 @@ class DeformableEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.level_embed = nn.Parameter(torch.randn(n_levels, d_model))
 
-    def forward(self, srcs: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    def forward(self, srcs: List[torch.Tensor], valid_hw: torch.Tensor):
         N, C = srcs[0].shape[:2]
-        flat, pos, refs, sizes = [], [], [], []
+        sizes = [tuple(src.shape[-2:]) for src in srcs]
+        valid = level_valid(valid_hw, sizes)
+        flat, pos, refs = [], [], []
         for lvl, src in enumerate(srcs):
-            h, w = src.shape[-2:]
-            sizes.append((h, w))
+            h, w = sizes[lvl]
             flat.append(src.flatten(2).transpose(1, 2))                                   # [N, HW, C]
-            p = sine_position_encoding(1, h, w, C, src).flatten(2).transpose(1, 2)       # [1, HW, C] (same for all frames)
-            pos.append(p + self.level_embed[lvl].view(1, 1, -1))
+            p = masked_sine_position_encoding(*valid[lvl], C).flatten(2).transpose(1, 2)  # [N, HW, C]
+            pos.append(p.to(src.dtype) + self.level_embed[lvl].view(1, 1, -1))
             refs.append(pixel_centres(h, w, src))                                        # [HW, 2]
         memory = torch.cat(flat, 1)
         pos = torch.cat(pos, 1)
@@ -100,13 +105,18 @@ class DeformableEncoder(nn.Module):
         spatial_shapes = shapes_tensor(srcs)
         level_start_index = torch.cat([spatial_shapes.new_zeros(1),
                                        (spatial_shapes[:, 0] * spatial_shapes[:, 1]).cumsum(0)[:-1]])
+        tokens_valid = flat_valid(valid)                                                 # [N, S]
         for layer in self.layers:
-            memory = layer(memory, pos, ref, spatial_shapes, level_start_index)
-        return self.norm(memory), spatial_shapes, level_start_index, sizes
+            memory = layer(memory, pos, ref, spatial_shapes, level_start_index, tokens_valid)
+        return self.norm(memory), spatial_shapes, level_start_index, sizes, tokens_valid
 
 
 def shapes_tensor(srcs: List[torch.Tensor]) -> torch.Tensor:
     """[L, 2] int64 (H_l, W_l) of maps [N, C, H_l, W_l]; recorded as Shape ops while tracing."""
     if torch.jit.is_tracing():
         return torch.stack([torch._shape_as_tensor(s)[-2:] for s in srcs], 0).to(torch.int64)
-    return torch.tensor([tuple(s.shape[-2:]) for s in srcs], dtype=torch.int64, device=srcs[0].device)
+    sizes = [int(v) for s in srcs for v in s.shape[-2:]]
+    if srcs[0].device.type == "cpu":
+        return torch.tensor(sizes, dtype=torch.int64).view(-1, 2)
+    # on a GPU: fill kernels instead of a blocking host-to-device copy (keeps encode_frames CUDA-graph capturable)
+    return torch.stack([torch.full((), v, dtype=torch.int64, device=srcs[0].device) for v in sizes]).view(-1, 2)

@@ -16,9 +16,12 @@ from .decoder import O2IDecoder
 from .encoder import DeformableEncoder, InputProjection
 from .layers import MLP, exporting
 from .mask_head import MaskHead
-from .query_init import associate, grid_peak_select, sample_levels
+from .padding import flat_valid, full_valid_hw, level_valid
+from .query_init import associate, grid_peak_select, grid_select_authors, sample_levels
 
 FRAME_KEYS = ("memory", "mask_features", "query_feat", "query_points", "query_embed")
+# Optional per-frame key: valid_hw [N, 2] int64 (valid height, width of each padded frame); absent = unpadded.
+VALID_KEY = "valid_hw"
 
 
 def level_sizes_from_mask(h, w, num_levels: int):
@@ -58,14 +61,17 @@ class MDQE(nn.Module):
         nn.init.constant_(self.rpn_cls_embed.layers[-1].bias, prior)
 
     # ------------------------------------------------------------------ per frame
-    def encode_frames(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """images [N, 3, H, W] (normalised, padded) -> per-frame tensors (docs/INTERFACES.md section 3):
-        memory [N, S, C], spatial_shapes [L, 2], level_start_index [L], mask_features [N, Dm, h, w],
-        sem_logits [N, K, H0, W0], query_feat [N, Q, C], query_points [N, Q, 2], query_embed [N, Q, E]."""
+    def encode_frames(self, images: torch.Tensor, valid_hw: torch.Tensor | None = None) -> Dict[str, torch.Tensor]:
+        """images [N, 3, H, W] (normalised, padded bottom/right with zeros), valid_hw [N, 2] int64 the
+        valid (unpadded) height and width of each frame (None = no padding) -> per-frame tensors
+        (docs/INTERFACES.md section 3): memory [N, S, C], spatial_shapes [L, 2], level_start_index [L],
+        mask_features [N, Dm, h, w], sem_logits [N, K, H0, W0], query_feat [N, Q, C],
+        query_points [N, Q, 2], query_embed [N, Q, E], valid_hw [N, 2]."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"encode_frames expects images [N, 3, H, W], got {tuple(images.shape)}")
+        valid_hw = self._check_valid_hw(images, valid_hw)
         srcs = self.input_proj(self.backbone(images))
-        memory, spatial_shapes, level_start_index, sizes = self.encoder(srcs)
+        memory, spatial_shapes, level_start_index, sizes, _ = self.encoder(srcs, valid_hw)
         N, S, C = memory.shape
         maps = []
         start = 0
@@ -76,13 +82,32 @@ class MDQE(nn.Module):
         H0, W0 = sizes[0]
         sem = self.rpn_cls_embed(memory[:, :H0 * W0])                                 # [N, H0*W0, K]
         sem_logits = sem.transpose(1, 2).reshape(N, -1, H0, W0)
-        _, points = grid_peak_select(sem.max(dim=-1)[0].view(N, H0, W0), self.grid)
+        score = sem.max(dim=-1)[0].sigmoid().view(N, H0, W0)   # = max over classes of the sigmoids
+        if self.cfg.query_select == "authors":
+            _, points = grid_select_authors(score, self.grid)
+        else:
+            _, points = grid_peak_select(score, self.grid)
         query_feat = sample_levels(memory, sizes, points)
         return {
             "memory": memory, "spatial_shapes": spatial_shapes, "level_start_index": level_start_index,
             "mask_features": mask_features, "sem_logits": sem_logits, "query_feat": query_feat,
-            "query_points": points, "query_embed": self.track_embed(query_feat),
+            "query_points": points, "query_embed": self.track_embed(query_feat), VALID_KEY: valid_hw,
         }
+
+    @staticmethod
+    def _check_valid_hw(images: torch.Tensor, valid_hw):
+        if valid_hw is None:
+            return full_valid_hw(images)
+        if not exporting():
+            if tuple(valid_hw.shape) != (images.shape[0], 2):
+                raise ValueError(f"valid_hw must be [N, 2] = {(images.shape[0], 2)}, got {tuple(valid_hw.shape)}")
+            H, W = images.shape[-2:]
+            # values are checked on CPU tensors only: on a GPU the check would be a host sync (and break
+            # CUDA-graph capture); the runtime's backends check the numpy array before uploading it
+            if valid_hw.device.type == "cpu" and (bool((valid_hw < 1).any()) or bool((valid_hw[:, 0] > H).any())
+                                                  or bool((valid_hw[:, 1] > W).any())):
+                raise ValueError(f"valid_hw {valid_hw.tolist()} must lie in [1, {H}] x [1, {W}]")
+        return valid_hw.to(torch.int64)
 
     # ------------------------------------------------------------------ per clip
     def decode_clip(self, feats: Dict[str, torch.Tensor], with_aux: bool = True) -> Dict[str, object]:
@@ -99,7 +124,7 @@ class MDQE(nn.Module):
         if not batched:
             if memory.dim() != 3:
                 raise ValueError(f"memory must be [T, S, C] or [B, T, S, C], got {tuple(memory.shape)}")
-            feats = {k: (v.unsqueeze(0) if k in FRAME_KEYS else v) for k, v in feats.items()}
+            feats = {k: (v.unsqueeze(0) if k in FRAME_KEYS + (VALID_KEY,) else v) for k, v in feats.items()}
             memory = feats["memory"]
         B, T, S, C = memory.shape
         for k in FRAME_KEYS if not exporting() else ():
@@ -115,6 +140,12 @@ class MDQE(nn.Module):
             if given != [tuple(int(v) for v in s) for s in sizes]:
                 raise ValueError(f"spatial_shapes {given} do not match mask_features of size "
                                  f"{tuple(mask_features.shape[-2:])} (expected {sizes})")
+        valid_hw = feats.get(VALID_KEY)
+        tokens_valid = None
+        if valid_hw is not None:
+            if not exporting() and tuple(valid_hw.shape) != (B, T, 2):
+                raise ValueError(f"decode_clip: valid_hw must be {(B, T, 2)}, got {tuple(valid_hw.shape)}")
+            tokens_valid = flat_valid(level_valid(valid_hw.reshape(B * T, 2).to(torch.int64), sizes))  # [B*T, S]
         query_feat, points, embeds = feats["query_feat"], feats["query_points"], feats["query_embed"]
         Q = query_feat.shape[2]
         half_window = float(self.cfg.assoc_window_train) if self.training else float(self.cfg.assoc_window_test)
@@ -122,7 +153,8 @@ class MDQE(nn.Module):
         aligned_feat = query_feat.gather(2, assoc.unsqueeze(-1).expand(-1, -1, -1, C))
         aligned_pts = points.gather(2, assoc.unsqueeze(-1).expand(-1, -1, -1, 2))
         insts, boxes = self.decoder(aligned_feat.reshape(B * T, Q, C), aligned_pts.reshape(B * T, Q, 2),
-                                    memory.reshape(B * T, S, C), spatial_shapes, level_start_index, sizes)
+                                    memory.reshape(B * T, S, C), spatial_shapes, level_start_index, sizes,
+                                    tokens_valid)
         stages = range(len(insts)) if with_aux else [len(insts) - 1]
         outs = [self._heads(insts[i], boxes[i], mask_features) for i in stages]
         out = dict(outs[-1])
@@ -145,18 +177,23 @@ class MDQE(nn.Module):
             "pred_boxes": boxes.view(B, -1, Q, 4).transpose(1, 2),
             "pred_masks": masks,
             "pred_embeds": self.track_embed(inst),
+            # the raw clip query (decoder output before decoder_norm): the authors' tracking
+            # embedding (`query_embed` = clip_query[-1] in their transformer_dec.py)
+            "pred_queries": inst,
         }
 
     # ------------------------------------------------------------------ whole clip
-    def forward(self, images: torch.Tensor, with_aux: bool = True) -> Dict[str, object]:
-        """images [T, 3, H, W] (unbatched outputs) or [B, T, 3, H, W] -> decode_clip(encode_frames(...))."""
+    def forward(self, images: torch.Tensor, with_aux: bool = True,
+                valid_hw: torch.Tensor | None = None) -> Dict[str, object]:
+        """images [T, 3, H, W] (unbatched outputs) or [B, T, 3, H, W], valid_hw [T, 2] / [B, T, 2] int64
+        valid size of each padded frame (None = no padding) -> decode_clip(encode_frames(...))."""
         if images.dim() == 4:
-            return self.decode_clip(self.encode_frames(images), with_aux)
+            return self.decode_clip(self.encode_frames(images, valid_hw), with_aux)
         if images.dim() != 5:
             raise ValueError(f"MDQE expects images [T, 3, H, W] or [B, T, 3, H, W], got {tuple(images.shape)}")
         B, T = images.shape[:2]
-        feats = self.encode_frames(images.flatten(0, 1))
-        feats = {k: (v.view(B, T, *v.shape[1:]) if k in FRAME_KEYS + ("sem_logits",) else v)
+        feats = self.encode_frames(images.flatten(0, 1), None if valid_hw is None else valid_hw.reshape(B * T, 2))
+        feats = {k: (v.view(B, T, *v.shape[1:]) if k in FRAME_KEYS + ("sem_logits", VALID_KEY) else v)
                  for k, v in feats.items()}
         return self.decode_clip(feats, with_aux)
 

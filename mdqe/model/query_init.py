@@ -1,9 +1,18 @@
 """Query initialization (paper Sec. 3.2): grid-guided query selection and inter-frame association.
 
-Grid cells (floor partition): for a level-0 map of H0 x W0 and an n x n grid, cell (i, j) covers
-rows [floor(i*H0/n), floor((i+1)*H0/n)) and columns [floor(j*W0/n), floor((j+1)*W0/n)).
-Every cell is non-empty when H0, W0 >= n; cells differ in size by at most one pixel.
-Cell q = i*n + j (row-major). Ties inside a cell go to the first pixel in row-major order.
+Default rule = the authors' code (`mdqe/models/transformer_dec.py`, grid_guided_query_selection),
+`grid_select_authors`: the per-pixel score (sigmoid, max over classes) of the whole (padded)
+level-0 map [H0, W0] is bilinearly upsampled (align_corners=False) to H_up = (2*H0 // n + 1) * n,
+W_up = (2*W0 // n + 1) * n and cut into n x n equal cells of (H_up/n) x (W_up/n); each cell's argmax
+(first index on ties, row-major inside the cell) gives the flat index idx = row * W_up + col and the
+point x = col / W_up, y = (idx / W_up) / H_up with TRUE division, i.e. y = (row + col / W_up) / H_up
+(the released weights were trained with this quirk).
+
+Non-default option (ModelConfig.query_select="floor_centres", this project's earlier rule),
+`grid_peak_select`: cells by floor partition of the level-0 map itself, cell (i, j) covering rows
+[floor(i*H0/n), floor((i+1)*H0/n)) and columns [floor(j*W0/n), floor((j+1)*W0/n)), points at
+pixel centres ((col + 0.5) / W0, (row + 0.5) / H0).
+Cell q = i*n + j (row-major) in both.
 """
 from __future__ import annotations
 
@@ -46,9 +55,39 @@ def grid_peak_select(score: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.T
     return rows * W + cols, points
 
 
+def upsampled_size(h, w, n: int):
+    """(H_up, W_up) = ((2h // n + 1) * n, (2w // n + 1) * n), the authors' upsampled score-map size."""
+    return (2 * h // n + 1) * n, (2 * w // n + 1) * n
+
+
+def grid_select_authors(score: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The authors' grid-guided query selection.
+
+    score [N, H, W] (sigmoid probabilities, max over classes) -> (flat index row * W_up + col into the
+    upsampled map [N, n*n] int64, points (x, y) [N, n*n, 2] float32: x = col / W_up,
+    y = (idx / W_up) / H_up, true division). Works on symbolic sizes while exporting.
+    """
+    N, H, W = score.shape
+    H_up, W_up = upsampled_size(H, W, n)
+    r, t = H_up // n, W_up // n
+    up = F.interpolate(score[:, None].float(), size=(H_up, W_up), mode="bilinear", align_corners=False)
+    cells = up.reshape(N, n, r, n, t).permute(0, 1, 3, 2, 4).reshape(N, n * n, r * t)
+    a = cells.argmax(dim=-1)                                                     # [N, Q] first max
+    q = torch.arange(n * n, device=score.device, dtype=torch.int64)
+    rows = torch.div(q, n, rounding_mode="floor")[None] * r + torch.div(a, t, rounding_mode="floor")
+    cols = (q % n)[None] * t + a % t
+    idx = rows * W_up + cols
+    w_up = _scalar_like(W_up, up)
+    h_up = _scalar_like(H_up, up)
+    x = cols.to(torch.float32) / w_up
+    y = idx.to(torch.float32) / w_up / h_up
+    return idx, torch.stack((x, y), dim=-1)
+
+
 def _scalar_like(v, ref: torch.Tensor) -> torch.Tensor:
     """A level size (Python int, or a 0-d traced tensor while exporting) as a tensor for min/max."""
-    return v.to(ref.dtype) if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=ref.dtype, device=ref.device)
+    # torch.full: a fill kernel on a GPU, not a blocking host-to-device copy (CUDA-graph capturable)
+    return v.to(ref.dtype) if isinstance(v, torch.Tensor) else torch.full((), v, dtype=ref.dtype, device=ref.device)
 
 
 def sample_level_border(fmap: torch.Tensor, h, w, points: torch.Tensor) -> torch.Tensor:
@@ -93,8 +132,9 @@ def sample_levels(memory: torch.Tensor, level_sizes: Sequence[Tuple[int, int]], 
 
 def association_mask(n: int, num_frames: int, half_window: float, device=None) -> torch.Tensor:
     """[T, Q, Q] bool, True = forbidden: frame t's query q may match central cell k only if
-    |col_q - col_k| <= half_window * |t - c| and |row_q - row_k| <= half_window * |t - c|,
-    c = (T-1)//2 the central frame (the window grows with temporal distance; frame c matches itself)."""
+    |col_q - col_k| <= w * |t - c| and |row_q - row_k| <= w * |t - c| with w = half_window a float
+    (the authors: w = window at training, window / 2 at inference, e.g. 3.5),
+    c = (T-1)//2 the key frame (the window grows with temporal distance; frame c matches itself)."""
     idx = torch.arange(n * n, device=device)
     rc = torch.stack((idx // n, idx % n), dim=-1)                              # [Q, 2]
     rel = (rc[:, None, :] - rc[None, :, :]).abs()                              # [Q, Q, 2]
@@ -103,15 +143,16 @@ def association_mask(n: int, num_frames: int, half_window: float, device=None) -
 
 
 def associate(embeds: torch.Tensor, n: int, half_window: float) -> torch.Tensor:
-    """Inter-frame query association.
+    """Inter-frame query association (the authors' inter_frame_query_association).
 
     embeds [B, T, Q, E] (phi_e embeddings of the grid-selected queries) -> index [B, T, Q] int64:
-    for central-frame cell k, the query of frame t with the largest dot-product similarity to
-    central query k among the queries allowed by `association_mask`.
+    for key-frame cell k, the query of frame t with the largest dot product (the authors call it
+    cos_sim; it is not normalised) with key query k among the queries allowed by `association_mask`;
+    their softmax over queries is kept so ties resolve as theirs do (first index).
     """
     B, T, Q, E = embeds.shape
     ct = (T - 1) // 2
     sim = torch.einsum("btqe,bke->btqk", embeds, embeds[:, ct])                 # [B, T, Q, K]
     forbid = association_mask(n, T, half_window, embeds.device)                # [T, Q, K]
-    sim = sim.masked_fill(forbid[None], float("-inf"))
+    sim = sim.masked_fill(forbid[None], float("-inf")).softmax(dim=2)
     return sim.argmax(dim=2)                                                   # [B, T, K]

@@ -55,18 +55,21 @@ def ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_loca
     weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(N * M, 1, Lq, L, P)
     out = None
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    if not tracing:
+        # one host read for all levels (free for CPU tensors; one sync instead of several per level on CUDA)
+        sizes, starts = _host_levels(spatial_shapes, level_start_index)
     expected_start = 0
     for lvl in range(L):
-        h, w = spatial_shapes[lvl, 0], spatial_shapes[lvl, 1]
-        start = level_start_index[lvl]
         if tracing:
+            h, w = spatial_shapes[lvl, 0], spatial_shapes[lvl, 1]
+            start = level_start_index[lvl]
             v = value[:, start:start + h * w]
         else:
-            start, hw = int(start), int(h * w)      # host values this form reads anyway
+            (h, w), start = sizes[lvl], starts[lvl]    # host values this form reads anyway
             if start != expected_start:
                 raise ValueError(_level_start_message(lvl, start, expected_start))
-            expected_start += hw
-            v = value.narrow(1, start, hw)
+            expected_start += h * w
+            v = value.narrow(1, start, h * w)
         # [N, HW, M, D] -> [N*M, D, H, W]
         v = v.permute(0, 2, 3, 1).reshape(N * M, D, h, w)
         # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
@@ -83,6 +86,16 @@ def ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_loca
         term = (sampled * wl).sum(-1)  # [N*M, D, Lq]
         out = term if out is None else out + term
     return out.reshape(N, M * D, Lq).transpose(1, 2).contiguous()
+
+
+def _host_levels(spatial_shapes, level_start_index):
+    """([(H_l, W_l)], [start_l]) as Python ints, read in one device-to-host copy."""
+    if spatial_shapes.device == level_start_index.device:
+        flat = torch.cat([spatial_shapes.reshape(-1), level_start_index.reshape(-1).to(spatial_shapes.dtype)]).tolist()
+    else:
+        flat = spatial_shapes.reshape(-1).tolist() + level_start_index.reshape(-1).tolist()
+    L = spatial_shapes.shape[0]
+    return [(flat[2 * i], flat[2 * i + 1]) for i in range(L)], flat[2 * L:]
 
 
 def _valid_samples(loc, h, w):
@@ -149,7 +162,9 @@ def check_shapes(value, spatial_shapes, level_start_index, sampling_locations, a
         raise ValueError(f"sampling_locations must be [N={N},Lq,M={M},L={L},P,2], got {tuple(sampling_locations.shape)}")
     if attention_weights.shape != sampling_locations.shape[:-1]:
         raise ValueError(f"attention_weights must be {tuple(sampling_locations.shape[:-1])}, got {tuple(attention_weights.shape)}")
-    if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+    # values are read only from CPU tensors: reading a CUDA tensor would synchronise the host with the
+    # GPU on every call (and break CUDA-graph capture); the CUDA kernel bounds-checks each level itself
+    if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and spatial_shapes.device.type == "cpu":
         total = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
         if total != S:
             raise ValueError(f"value has S={S} but spatial_shapes sum to {total}")

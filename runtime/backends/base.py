@@ -13,11 +13,22 @@ A backend runs the two exported graphs:
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Optional, Dict
 
 import numpy as np
 
 from ..model_dir import ModelSpec
+
+
+def valid_hw_or_full(images: np.ndarray, valid_hw: Optional[np.ndarray]) -> np.ndarray:
+    """valid_hw as int64 [N, 2], or every frame of images [N, 3, H, W] fully valid when None."""
+    n, _, H, W = images.shape
+    if valid_hw is None:
+        return np.tile(np.array([[H, W]], np.int64), (n, 1))
+    v = np.asarray(valid_hw, dtype=np.int64).reshape(-1, 2)
+    if v.shape[0] != n or (v < 1).any() or (v[:, 0] > H).any() or (v[:, 1] > W).any():
+        raise ValueError(f"valid_hw {v.tolist()} does not fit {n} frames of {H}x{W}")
+    return v
 
 
 class Backend:
@@ -28,7 +39,11 @@ class Backend:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:  # pragma: no cover - interface
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None
+               ) -> Dict[str, np.ndarray]:  # pragma: no cover - interface
+        """images [N, 3, H, W] float32 (normalised, padded bottom/right), valid_hw [N, 2] int64 the valid
+        (unpadded) height and width of each frame (None = unpadded) -> the encoder outputs plus
+        ``valid_hw`` itself (a per-frame decoder input, kept by the clip buffer)."""
         raise NotImplementedError
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:  # pragma: no cover - interface

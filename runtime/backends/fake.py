@@ -6,7 +6,9 @@ the masks, class logits and embeddings of a ``SyntheticScene`` -- objects
 that move, cross each other, are occluded for a few frames and appear later.
 Each clip shuffles which query holds which object (so a tracker cannot rely
 on query order) and adds two near-duplicates (one with the same embedding,
-one with a shifted mask) that per-clip filtering must remove.
+one with a shifted mask) that per-clip filtering must remove. Besides the
+four INTERFACES.md outputs it emits ``pred_queries`` [Q, hidden_dim], the
+raw clip query the authors' tracker uses as its embedding.
 
 Used by the runtime tests (tracker, pipeline, bounded memory) and for dry
 runs: ``python -m runtime.infer --backend fake --video V --output O``.
@@ -19,8 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..model_dir import ModelSpec, PreprocessSpec, load_model_dir
-from .base import Backend
+from ..model_dir import VALID_HW, ModelSpec, PreprocessSpec, load_model_dir
+from .base import Backend, valid_hw_or_full
 
 FAKE_CLASSES = ("disc", "square", "triangle", "ring", "cross")
 
@@ -80,11 +82,14 @@ class SyntheticScene:
     seed: int = 0
     embed_norm: float = 4.0
     add_duplicates: bool = True
+    hidden_dim: int = 64
 
     def __post_init__(self):
         rng = np.random.default_rng(self.seed)
         e = rng.normal(size=(len(self.objects), self.embed_dim)).astype(np.float32)
         self.embeddings = self.embed_norm * e / np.linalg.norm(e, axis=1, keepdims=True)
+        q = rng.normal(size=(len(self.objects), self.hidden_dim)).astype(np.float32)
+        self.queries = self.embed_norm * q / np.linalg.norm(q, axis=1, keepdims=True)
 
     def object_mask_logits(self, obj: SyntheticObject, t: int, h: int, w: int, shift: int = 0) -> np.ndarray:
         """Mask logits [h, w] of ``obj`` at frame ``t`` (-8 everywhere when hidden)."""
@@ -99,13 +104,15 @@ class SyntheticScene:
 
     def decoder_outputs(self, frames: Sequence[int], h: int, w: int) -> Dict[str, np.ndarray]:
         """Outputs for a clip of frames ``frames`` (len T) at mask size ``h`` x ``w``:
-        pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E]."""
+        pred_logits [Q,C], pred_boxes [Q,T,4], pred_masks [Q,T,h,w], pred_embeds [Q,E],
+        pred_queries [Q,hidden_dim]."""
         T, Q, C, E = len(frames), self.num_queries, self.num_classes, self.embed_dim
         rng = np.random.default_rng(self.seed * 100003 + int(frames[0]))
         logits = (-6.0 + 0.5 * rng.standard_normal((Q, C))).astype(np.float32)   # background queries
         masks = np.full((Q, T, h, w), -8.0, np.float32)
         boxes = np.tile(np.array([0.5, 0.5, 0.1, 0.1], np.float32), (Q, T, 1))
         embeds = rng.normal(size=(Q, E)).astype(np.float32)
+        queries = rng.normal(size=(Q, self.hidden_dim)).astype(np.float32)
         slots = iter(rng.permutation(Q))
         for k, obj in enumerate(self.objects):
             if not any(obj.visible(int(t)) for t in frames):
@@ -115,6 +122,7 @@ class SyntheticScene:
                 break
             logits[q, obj.class_id % C] = 3.0 + 0.2 * rng.standard_normal()
             embeds[q] = self.embeddings[k] + 0.05 * rng.standard_normal(E)
+            queries[q] = self.queries[k] + 0.05 * rng.standard_normal(self.hidden_dim)
             for i, t in enumerate(frames):
                 masks[q, i] = self.object_mask_logits(obj, int(t), h, w)
                 cx, cy = obj.center(int(t))
@@ -124,6 +132,7 @@ class SyntheticScene:
                 if d is not None:
                     logits[d], masks[d], boxes[d] = logits[q] - 1.0, masks[q], boxes[q]
                     embeds[d] = embeds[q] * 1.001
+                    queries[d] = queries[q] * 1.001
             if self.add_duplicates and k == 1:      # shifted mask, other embedding: removed by mask NMS
                 d = next(slots, None)
                 if d is not None:
@@ -131,8 +140,10 @@ class SyntheticScene:
                     boxes[d] = boxes[q]
                     for i, t in enumerate(frames):
                         masks[d, i] = self.object_mask_logits(obj, int(t), h, w, shift=1)
+        # pred_queries (the raw clip query, the authors' tracking embedding): the fake has no hidden
+        # dim, so it reuses the embedding (E wide), duplicates included
         return {"pred_logits": logits, "pred_boxes": np.clip(boxes, 0, 1), "pred_masks": masks,
-                "pred_embeds": embeds}
+                "pred_embeds": embeds, "pred_queries": queries.astype(np.float32)}
 
 
 def fake_spec(num_frames: int = 4, num_queries: int = 64, embed_dim: int = 32,
@@ -164,9 +175,10 @@ class FakeBackend(Backend):
                                              num_queries=spec.num_queries)
         self.frames_encoded = 0
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         """Tag each of the N frames with its running index (in ``memory[:, 0, 0]``)."""
         n, _, H, W = images.shape
+        valid_hw = valid_hw_or_full(images, valid_hw)
         Q, E = self.spec.num_queries, self.spec.embed_dim
         memory = np.zeros((n, 1, 4), np.float32)
         memory[:, 0, 0] = np.arange(self.frames_encoded, self.frames_encoded + n)
@@ -179,6 +191,7 @@ class FakeBackend(Backend):
             "query_feat": np.zeros((n, Q, 4), np.float32),
             "query_points": np.full((n, Q, 2), 0.5, np.float32),
             "query_embed": np.zeros((n, Q, E), np.float32),
+            VALID_HW: valid_hw,
         }
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

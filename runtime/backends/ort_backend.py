@@ -16,9 +16,9 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
 from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_ORT_CPU_FASTEST,
-                         MSDA_ORT_CPU_FASTEST_PLAIN, ModelSpec, check_graph_io, check_tensor_names, load_model_dir,
-                         plugin_identity, require_graph_files)
-from .base import Backend
+                         MSDA_ORT_CPU_FASTEST_PLAIN, VALID_HW, ModelSpec, check_graph_io, check_tensor_names,
+                         load_model_dir, plugin_identity, require_graph_files)
+from .base import Backend, valid_hw_or_full
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
              "tensor(int32)": np.int32, "tensor(double)": np.float64}
@@ -151,9 +151,12 @@ class OrtBackend(Backend):
     def _feed(types: Dict[str, type], arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return {n: np.ascontiguousarray(arrays[n], dtype=t) for n, t in types.items()}
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        outs = self.encoder.run(self._enc_out, self._feed(self._enc_in, {"images": images}))
-        return dict(zip(self._enc_out, outs))
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        valid_hw = valid_hw_or_full(images, valid_hw)
+        outs = self.encoder.run(self._enc_out, self._feed(self._enc_in, {"images": images, VALID_HW: valid_hw}))
+        out = dict(zip(self._enc_out, outs))
+        out[VALID_HW] = valid_hw
+        return out
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         outs = self.decoder.run(self._dec_out, self._feed(self._dec_in, feats))

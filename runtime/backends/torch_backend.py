@@ -5,6 +5,13 @@ TensorRT. torch and mdqe are imported only when this backend is created.
 Weights: the ``weights`` option (a checkpoint path), else the path recorded
 in export.json ``weights.source``; random weights of an export are recreated
 from ``weights.seed`` and checked against ``weights.sha256``.
+
+GPU options (docs/gpu.md): ``msda`` ("auto" | "torch" = the grid_sample form |
+"cuda" = our kernel, built beforehand with ``python -m mdqe.ops.native_impls
+build-cuda``), ``amp`` (None | "fp16": autocast, fp32 accumulation inside
+MSDeformAttn), ``cuda_graphs`` (encoder and decoder replayed from CUDA graphs,
+one capture per input shape, eager fallback when capture fails; see
+``mdqe.engine.cuda_graphs``), ``pinned`` (page-locked, asynchronous uploads).
 """
 from __future__ import annotations
 
@@ -14,8 +21,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError
-from ..model_dir import ModelSpec, load_model_dir
-from .base import Backend
+from ..model_dir import DECODER_OUTPUTS, VALID_HW, ModelSpec, load_model_dir
+from .base import Backend, valid_hw_or_full
 
 
 def state_dict_sha256(state) -> str:
@@ -28,7 +35,9 @@ class TorchBackend(Backend):
     kind = "torch"
 
     def __init__(self, model_dir: str, weights: Optional[str] = None, device: str = "cpu",
-                 allow_random: bool = False, spec: Optional[ModelSpec] = None, **_ignored):
+                 allow_random: bool = False, spec: Optional[ModelSpec] = None, msda: str = "auto",
+                 amp: Optional[str] = None, cuda_graphs: bool = False, pinned: bool = True,
+                 graph_api=None, **_ignored):
         spec = spec or load_model_dir(model_dir)
         super().__init__(spec)
         try:
@@ -78,6 +87,65 @@ class TorchBackend(Backend):
             raise BackendUnavailableError("backend 'torch' on cuda: torch sees no CUDA GPU")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self._setup_fast_path(msda, amp, cuda_graphs, pinned, graph_api)
+
+    def _setup_fast_path(self, msda, amp, cuda_graphs, pinned, graph_api) -> None:
+        """MSDA implementation, autocast, CUDA graphs and transfers (all torch code lives in mdqe.engine)."""
+        from mdqe.engine.cuda_graphs import GraphedCall
+        from mdqe.engine.device_io import HostToDevice
+        if msda not in ("auto", "torch", "cuda"):
+            raise BackendUnavailableError(f"backend 'torch': msda must be auto, torch or cuda, got {msda!r}")
+        if amp not in (None, "fp16"):
+            raise BackendUnavailableError(f"backend 'torch': amp must be None or 'fp16', got {amp!r}")
+        if msda == "cuda":
+            from mdqe.ops import native_impls
+            if self.device.type != "cuda":
+                raise BackendUnavailableError("backend 'torch': msda='cuda' needs device cuda")
+            if native_impls.load_cuda_extension() is None:
+                raise BackendUnavailableError(native_impls._cuda_error)
+        if amp and self.device.type != "cuda":
+            raise BackendUnavailableError("backend 'torch': amp='fp16' needs device cuda")
+        if cuda_graphs and self.device.type != "cuda" and graph_api is None:
+            raise BackendUnavailableError("backend 'torch': cuda_graphs needs device cuda")
+        self.msda, self.amp, self.pinned = msda, amp, bool(pinned)
+        self.h2d = HostToDevice(self.device, pinned=pinned)
+        self._shapes = None     # (spatial_shapes, level_start_index) on the host for the current decode
+        self._enc_graph = GraphedCall(self._encode_fn, api=graph_api, name="encoder") if cuda_graphs else None
+        self._dec_graph = GraphedCall(self._decode_fn, api=graph_api, name="decoder") if cuda_graphs else None
+
+    def _context(self):
+        """inference mode + the MSDA choice + autocast (no weight cache: it must not outlive a graph capture)."""
+        import contextlib
+        from mdqe.ops import native_impls
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.torch.inference_mode())
+        stack.enter_context(native_impls.native_auto(self.msda != "torch"))
+        if self.amp == "fp16":
+            stack.enter_context(self.torch.autocast("cuda", dtype=self.torch.float16, cache_enabled=False))
+        return stack
+
+    _ENC_KEYS = ("memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat",
+                 "query_points", "query_embed", VALID_HW)
+    _DEC_KEYS = DECODER_OUTPUTS
+
+    def _encode_fn(self, images, valid_hw):
+        with self._context():
+            out = self.model.encode_frames(images, valid_hw)
+            return {k: (out[k].float() if out[k].is_floating_point() else out[k]) for k in self._ENC_KEYS if k in out}
+
+    def _decode_fn(self, memory, mask_features, query_feat, query_points, query_embed, valid_hw):
+        spatial_shapes, level_start_index = self._shapes
+        T = memory.shape[0]
+        h0, w0 = (int(x) for x in spatial_shapes[0].tolist())
+        with self._context():
+            # decode_clip passes sem_logits through to init_sem_logits (a training output) only;
+            # the exported decoder has no such input, so a zero map of the right shape stands in.
+            feats = {"memory": memory, "mask_features": mask_features, "query_feat": query_feat,
+                     "query_points": query_points, "query_embed": query_embed, VALID_HW: valid_hw,
+                     "spatial_shapes": spatial_shapes, "level_start_index": level_start_index,
+                     "sem_logits": self.torch.zeros((T, self.spec.num_classes, h0, w0), device=memory.device)}
+            out = self.model.decode_clip(feats, with_aux=False)
+            return {k: out[k].float() for k in self._DEC_KEYS}
 
     @staticmethod
     def _load_state(path: str):
@@ -95,33 +163,44 @@ class TorchBackend(Backend):
         obj = torch.load(path, map_location="cpu", weights_only=True)
         return obj.get("model", obj) if isinstance(obj, dict) else obj
 
-    def _to_torch(self, a: np.ndarray):
-        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+    def _to_torch(self, a: np.ndarray, name: str = "x"):
+        return self.h2d.upload(name, a)
 
-    @staticmethod
-    def _to_numpy(d) -> Dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy() for k, v in d.items() if hasattr(v, "detach")}
+    def _to_numpy(self, d) -> Dict[str, np.ndarray]:
+        from mdqe.engine.device_io import to_host
+        # graph outputs are static tensors overwritten by the next replay: never hand out views of them
+        return to_host({k: v for k, v in d.items() if hasattr(v, "detach")}, copy=self._enc_graph is not None)
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        x = self._to_torch(images.astype(np.float32, copy=False), "images")
+        v = self._to_torch(valid_hw_or_full(images, valid_hw), VALID_HW)
         with self.torch.inference_mode():
-            out = self.model.encode_frames(self._to_torch(images.astype(np.float32)))
+            out = self._enc_graph(x, v) if self._enc_graph is not None else self._encode_fn(x, v)
         return self._to_numpy(out)
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        tf = {k: self._to_torch(v) for k, v in feats.items()}
-        if "sem_logits" not in tf:
-            # decode_clip passes sem_logits through to init_sem_logits (a training output) only;
-            # the exported decoder has no such input, so a zero map of the right shape stands in.
-            T = tf["memory"].shape[0]
-            h0, w0 = (int(x) for x in feats["spatial_shapes"][0])
-            tf["sem_logits"] = self.torch.zeros((T, self.spec.num_classes, h0, w0), device=self.device)
+        # spatial_shapes / level_start_index stay on the host: the model reads them there without a
+        # device synchronisation, and the CUDA kernel gets a cached device copy (mdqe.ops.native_impls)
+        self._shapes = tuple(self.torch.from_numpy(np.ascontiguousarray(feats[k]).astype(np.int64))
+                             for k in ("spatial_shapes", "level_start_index"))
+        args = [self._to_torch(feats[k], k) for k in ("memory", "mask_features", "query_feat", "query_points",
+                                                      "query_embed", VALID_HW)]
         with self.torch.inference_mode():
-            out = self.model.decode_clip(tf, with_aux=False)
-        keep = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
-        return {k: v.astype(np.float32) for k, v in self._to_numpy({k: out[k] for k in keep}).items()}
+            if self._dec_graph is not None:
+                key = tuple(int(v) for t in self._shapes for v in t.reshape(-1).tolist())
+                out = self._dec_graph(*args, key=key)
+            else:
+                out = self._decode_fn(*args)
+        return self._to_numpy(out)
+
+    def graph_status(self) -> Dict[str, object]:
+        """What the CUDA graphs did (captures, replays, eager fallbacks and why); {} without graphs."""
+        return {g.name: g.status() for g in (self._enc_graph, self._dec_graph) if g is not None}
 
     def describe(self) -> Dict[str, str]:
         dev = str(self.device)
         if self.device.type == "cuda":
             dev = self.torch.cuda.get_device_name(self.device)
-        return {"backend": "torch", "device": dev, "torch": self.torch.__version__, "weights": self.weights}
+        return {"backend": "torch", "device": dev, "torch": self.torch.__version__, "weights": self.weights,
+                "msda": self.msda, "amp": self.amp or "off", "cuda_graphs": self._enc_graph is not None,
+                "pinned": self.h2d.pinned}

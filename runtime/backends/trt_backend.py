@@ -19,9 +19,9 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
 from ..model_dir import OUR_PLUGIN, plugin_identity
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, ModelSpec,
+from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW, ModelSpec,
                          check_tensor_names, load_model_dir)
-from .base import Backend
+from .base import Backend, valid_hw_or_full
 
 PLUGIN_LIBRARY = OUR_PLUGIN.library
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -206,8 +206,11 @@ class TrtBackend(Backend):
         self._gpu = self._gpu.decode() if isinstance(self._gpu, bytes) else str(self._gpu)
         self._trt_version = trt.__version__
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        return self.encoder.run({"images": images})
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        valid_hw = valid_hw_or_full(images, valid_hw)
+        out = self.encoder.run({"images": images, VALID_HW: valid_hw})
+        out[VALID_HW] = valid_hw
+        return out
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return {n: a.astype(np.float32, copy=False) for n, a in self.decoder.run(feats).items()}

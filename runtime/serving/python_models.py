@@ -24,13 +24,13 @@ import json
 import os
 import threading
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..backends.base import Backend
+from ..backends.base import Backend, valid_hw_or_full
 from ..clip_filter import FilterParams
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, FEATURE_NAMES,
+from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW,
                          load_model_dir, plugin_identity)
 from ..pipeline import StreamState
 from ..tracker import TrackerParams, select_pairs
@@ -139,8 +139,12 @@ class BlsBackend(Backend):
             raise RuntimeError(f"{model}: {resp.error().message()}")
         return {n: _np(pb.get_output_tensor_by_name(resp, n)) for n in outputs}
 
-    def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        return self._call(self.encoder, {"images": np.ascontiguousarray(images, np.float32)}, ENCODER_OUTPUTS)
+    def encode(self, images: np.ndarray, valid_hw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        valid_hw = valid_hw_or_full(images, valid_hw)
+        out = self._call(self.encoder, {"images": np.ascontiguousarray(images, np.float32), VALID_HW: valid_hw},
+                         ENCODER_OUTPUTS)
+        out[VALID_HW] = valid_hw
+        return out
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return self._call(self.decoder, {n: feats[n] for n in self.decoder_inputs}, DECODER_OUTPUTS)
@@ -166,7 +170,7 @@ class VideoModel:
         self.min_pairs = int(opts.get("min_pairs", 10))
         self.idle_s = float(params.get("stream_idle_s") or 60)
         self.max_streams = int(params.get("max_streams") or 64)
-        dec_inputs = json.loads(params.get("decoder_inputs") or "null") or list(FEATURE_NAMES)
+        dec_inputs = json.loads(params.get("decoder_inputs") or "null") or list(DECODER_INPUTS)
         self.backend = BlsBackend(self.spec, params.get("encoder_model") or P.ENCODER_MODEL,
                                   params.get("decoder_model") or P.DECODER_MODEL, dec_inputs)
         self.streams: Dict[int, _Stream] = {}

@@ -1,24 +1,33 @@
-"""Clip tracker (paper Eq. 7) on synthetic clip outputs from runtime.backends.fake.SyntheticScene."""
+"""Paper-style clip tracker (``--preset paper``, runtime.tracker_paper; paper Eq. 7) on synthetic clip
+outputs from runtime.backends.fake.SyntheticScene. The default (authors') tracker: test_tracker_authors.py."""
 
 import numpy as np
 import pytest
 
-import runtime.tracker as tracker_mod
+import runtime.tracker_paper as tracker_mod
 from runtime.backends.fake import SyntheticObject, SyntheticScene
 from runtime.clip_filter import ClipDetections, filter_clip, mask_iou_matrix
-from runtime.tracker import ClipTracker, TrackerParams, bi_softmax, select_pairs
+from runtime.tracker import bi_softmax, preset, select_pairs
+from runtime.tracker_paper import PaperClipTracker as ClipTracker
 
 H, W, T = 40, 96, 4
+PAPER_FILTER, PAPER = preset("paper")
 
 
-def run_scene(scene, n_frames, params=TrackerParams()):
+def TrackerParams(**kw):
+    """Paper preset with overrides."""
+    return preset("paper", **kw)[1]
+
+
+def run_scene(scene, n_frames, params=PAPER):
     """Run clips 0..n_frames-T through filter + tracker; return (tracker, log) where log is a list of
     (clip start, object index, track id) for every kept detection, objects identified by mask IoU."""
     tr = ClipTracker(scene.num_classes, params)
     log = []
     for s in range(n_frames - T + 1):
         frames = list(range(s, s + T))
-        dets = filter_clip(scene.decoder_outputs(frames, H, W), T, (H, W), start=s)
+        dets = filter_clip(scene.decoder_outputs(frames, H, W), T, (H, W), PAPER_FILTER, start=s,
+                           embedding="pred_embeds")
         gt = np.stack([[scene.object_mask_logits(o, t, H, W) > 0 for t in frames] for o in scene.objects])
         iou = mask_iou_matrix(dets.masks > 0, gt)               # [K, objects]
         for k, tid in tr.update(dets):
@@ -91,7 +100,7 @@ def test_duplicate_detection_suppressed_by_tracker():
     """A second detection of a tracked object (same masks, other embedding) is a duplicate, not a new track."""
     rng = np.random.default_rng(0)
     e = rng.normal(size=(3, 16)).astype(np.float32) * 3
-    tr = ClipTracker(2)
+    tr = ClipTracker(2, PAPER)
     m = np.stack([_disc(20 + t) for t in range(T)])
     assert tr.update(_dets([m], [e[0]], [[0.9, 0.0]], 0)) == [(0, 1)]
     tr.pop_frame(0)
@@ -138,7 +147,7 @@ def test_assignment_result_is_what_the_tracker_applies(monkeypatch):
     rng = np.random.default_rng(1)
     e = rng.normal(size=(2, 16)).astype(np.float32) * 3
     m0, m1 = np.stack([_disc(20)] * T), np.stack([_disc(70)] * T)
-    tr = ClipTracker(1)
+    tr = ClipTracker(1, PAPER)
     tr.update(_dets([m0, m1], e, [[0.9], [0.9]], 0))
     tr.pop_frame(0)
     monkeypatch.setattr(tracker_mod, "linear_sum_assignment", swapped)
@@ -189,7 +198,7 @@ def test_select_pairs_keeps_max_of_confident_and_ten():
 
 
 def test_video_score_is_mean_and_max_mix():
-    tr = ClipTracker(1)
+    tr = ClipTracker(1, PAPER)
     m = np.stack([_disc(30)] * T)
     e = np.ones(8, np.float32)
     for i, s in enumerate([0.4, 0.8, 0.6]):

@@ -1,0 +1,174 @@
+"""CPU cost of the runtime's post-processing per clip at R50 360p sizes (issue 13 item 2).
+
+    python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--output results.json]
+
+Synthetic decoder outputs shaped like the R50 model's at 360p: input 384x640 (a 360x640
+video), stride-4 mask logits 96x160, Q = 196 queries, C = 40 classes, T = 4, raw clip queries
+of 256 dims. Per clip, 30 moving objects of different sizes (with crossings) plus 20
+near-duplicate queries score above the threshold (50 candidates; the rest stay below 0.1),
+with per-clip noise on the mask logits; so the tracker holds about 30 live tracks.
+
+Stages, per clip in the steady state (one clip in, one frame final):
+- filter: runtime.clip_filter.filter_clip (threshold, duplicates, blank masks, NMS, quality);
+- tracker: ClipTracker.update;
+- masks: pop the final frame, upsample to 360x640, RLE (what runtime.pipeline does per frame).
+Times are process CPU time by default (``--clock wall`` for perf_counter): on a machine shared
+with other jobs, wall time mostly measures the others.
+
+Both implementations run in the same process on the same clips: ``new`` = the default
+(the authors' rules; runtime.clip_filter / runtime.tracker / runtime.masks) and ``old`` = this
+project's earlier path, still available as ``--preset paper`` (greedy filters, Python-loop
+mask IoU, cv2 bilinear resizes of the full frame and pycocotools' encoder). The ratio
+old / new is printed per stage. Single-threaded BLAS as in runtime.infer.
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from runtime.clip_filter import filter_clip  # noqa: E402
+from runtime.masks import MaskPostprocessor, encode_rles  # noqa: E402
+from runtime.preprocess import FrameGeometry  # noqa: E402
+from runtime.tracker import make_tracker, preset  # noqa: E402
+
+GEOM = FrameGeometry((360, 640), (360, 640), (384, 640))
+Q, C, T, HID = 196, 40, 4, 256
+H, W = 96, 160
+N_OBJ, N_DUP = 30, 20
+CLOCK = "cpu"
+
+
+class Scene:
+    """30 objects (ellipses, radius 3-14 mask pixels) on sinusoidal paths; 20 duplicate queries."""
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.c0 = rng.uniform([10, 10], [H - 10, W - 10], size=(N_OBJ, 2))
+        self.amp = rng.uniform(2, 20, size=(N_OBJ, 2))
+        self.period = rng.uniform(30, 90, size=N_OBJ)
+        self.r = rng.uniform(3, 14, size=N_OBJ)
+        self.cls = rng.integers(0, C, size=N_OBJ)
+        q = rng.normal(size=(N_OBJ, HID)).astype(np.float32)
+        self.q = 6 * q / np.linalg.norm(q, axis=1, keepdims=True)
+        self.yy, self.xx = np.mgrid[:H, :W].astype(np.float32)
+        self.base_masks = np.full((Q, T, H, W), -15.0, np.float32)
+
+    def outputs(self, start: int) -> dict:
+        rng = np.random.default_rng(start)
+        logits = (-5.0 + 0.5 * rng.standard_normal((Q, C))).astype(np.float32)
+        queries = rng.normal(size=(Q, HID)).astype(np.float32)
+        masks = self.base_masks.copy()
+        slots = rng.permutation(Q)
+        for k in range(N_OBJ):
+            qi = slots[k]
+            logits[qi, self.cls[k]] = 2.5 + 0.3 * rng.standard_normal()
+            queries[qi] = self.q[k] + 0.05 * rng.standard_normal(HID)
+            for i in range(T):
+                t = start + i
+                cy, cx = self.c0[k] + self.amp[k] * np.sin(2 * np.pi * t / self.period[k])
+                r = self.r[k]
+                y0, y1 = int(max(cy - r - 4, 0)), int(min(cy + r + 5, H))
+                x0, x1 = int(max(cx - r - 4, 0)), int(min(cx + r + 5, W))
+                d = np.hypot(self.yy[y0:y1, x0:x1] - cy, (self.xx[y0:y1, x0:x1] - cx) * 0.8)
+                masks[qi, i, y0:y1, x0:x1] = np.maximum(np.clip((r - d) * 2.0, -15, 12)
+                                                        + rng.normal(0, 0.7, d.shape), -15)
+        for j in range(N_DUP):                       # shifted copies with lower scores (NMS removes)
+            k, qi = j % N_OBJ, slots[N_OBJ + j]
+            src = slots[k]
+            logits[qi] = logits[src] - 0.8
+            queries[qi] = rng.normal(size=HID)
+            masks[qi] = np.roll(masks[src], 1, axis=-1)
+        return {"pred_logits": logits, "pred_masks": masks, "pred_queries": queries,
+                "pred_embeds": queries[:, :64].copy(), "pred_boxes": np.zeros((Q, T, 4), np.float32)}
+
+
+def old_masks(post: MaskPostprocessor, items):
+    masks = [post(logits) for _, logits in items]
+    return encode_rles(masks)
+
+
+def new_masks(post: MaskPostprocessor, items):
+    return [post.rle(post.block(logits)) for _, logits in items]
+
+
+def run(impl: str, clips, warmup: int):
+    f, t = preset("paper" if impl == "old" else "ytvis")
+    post = MaskPostprocessor(GEOM, 4, t.mask_resize)
+    tr = make_tracker(C, t, num_frames=T)
+    emb = t.embedding
+    valid = post.valid_hw()
+    times = {"filter": [], "tracker": [], "masks": []}
+    dets_n, live, n_rle = [], [], 0
+    clock = time.process_time if CLOCK == "cpu" else time.perf_counter
+    for s, out in enumerate(clips):
+        t0 = clock()
+        d = filter_clip(out, T, valid, f, start=s, embedding=emb)
+        t1 = clock()
+        tr.update(d)
+        t2 = clock()
+        items = tr.pop_frame(s)
+        rles = old_masks(post, items) if impl == "old" else new_masks(post, items)
+        t3 = clock()
+        if s >= warmup:
+            times["filter"].append(t1 - t0)
+            times["tracker"].append(t2 - t1)
+            times["masks"].append(t3 - t2)
+            dets_n.append(len(d))
+            live.append(len(items))
+            n_rle += sum(r is not None for r in rles)
+    res = {k: 1e3 * float(np.mean(v)) for k, v in times.items()}
+    res["total"] = sum(res.values())
+    res["total_median"] = 1e3 * float(np.median(np.sum([times[k] for k in times], axis=0)))
+    res["detections_per_clip"] = float(np.mean(dets_n))
+    res["tracks_per_frame"] = float(np.mean(live))
+    res["rles"] = n_rle
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.postprocess", description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="cpu: process CPU time (robust on a shared machine); wall: perf_counter")
+    ap.add_argument("--output", help="write the numbers as JSON here")
+    args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = args.clock
+    if args.clips <= args.warmup or args.warmup < 0:
+        ap.error("--clips must exceed --warmup >= 0")
+    cv2.setNumThreads(1)
+    scene = Scene(args.seed)
+    clips = [scene.outputs(s) for s in range(args.clips)]
+    res = {"new": run("new", clips, args.warmup), "old": run("old", clips, args.warmup)}
+    res["ratio_old_over_new"] = {k: res["old"][k] / res["new"][k] for k in ("filter", "tracker", "masks", "total")}
+    res["setup"] = {"input": [384, 640], "video": [360, 640], "mask": [H, W], "queries": Q, "classes": C, "T": T,
+                    "objects": N_OBJ, "duplicates": N_DUP, "clips_timed": args.clips - args.warmup, "clock": args.clock,
+                    "cpu": platform.processor() or platform.machine(), "numpy": np.__version__,
+                    "opencv": cv2.__version__}
+    print(f"per clip, {args.clock} time, {args.clips - args.warmup} clips after {args.warmup} warm-up")
+    print(f"{'stage':8s} {'new ms':>8s} {'old ms':>8s} {'old/new':>8s}")
+    for k in ("filter", "tracker", "masks", "total"):
+        print(f"{k:8s} {res['new'][k]:8.3f} {res['old'][k]:8.3f} {res['ratio_old_over_new'][k]:8.2f}")
+    print(f"new: {res['new']['detections_per_clip']:.1f} detections/clip, {res['new']['tracks_per_frame']:.1f} "
+          f"track masks/frame, median total {res['new']['total_median']:.3f} ms; "
+          f"old: {res['old']['detections_per_clip']:.1f} detections/clip, {res['old']['tracks_per_frame']:.1f} track masks/frame")
+    if args.output:
+        from runtime.atomic import write_json
+        write_json(args.output, res, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Compare this toolkit with the authors' MDQE code, stage by stage (docs/fidelity.md).
+
+    python tools/authors_parity.py --authors-repo PATH [--stages model,converter,...] [--output report.json]
+    (or python -m tools.authors_parity ...)
+
+PATH is a checkout of github.com/MinghanLi/MDQE_CVPR2023 (the user's; nothing of it is copied
+here). Needs the `parity` extra (einops, pyyaml). Runs on CPU. Exit codes: 0 every stage within
+tolerance, 2 bad input (no such checkout, unknown stage), 3 a stage out of tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script (python tools/authors_parity.py): make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# stage name -> module under tools.parity exposing run(authors, args) -> {"ok": bool, ...}
+STAGES = {
+    "model": "tools.parity.model",
+    "converter": "tools.parity.converter",
+    "tracker": "tools.parity.tracker",
+    "criterion": "tools.parity.criterion",
+}
+
+
+def _csv(s: str):
+    return [v.strip() for v in s.split(",") if v.strip()]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--authors-repo", required=True, help="checkout of MinghanLi/MDQE_CVPR2023 (repository root)")
+    ap.add_argument("--stages", default="model,converter", help=f"comma-separated, from {sorted(STAGES)}")
+    ap.add_argument("--presets", default="r50_ytvis21,r50_ovis", help="our presets to compare")
+    ap.add_argument("--sizes", default="192x320,360x640",
+                    help="model stage: frame sizes HxW (padded to a multiple of 32 as the authors do)")
+    ap.add_argument("--frames", type=int, default=4, help="model stage: frames per clip (the model's T)")
+    ap.add_argument("--model-tol", type=float, default=1e-4, help="model stage: max relative error")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--output", help="write the full report as JSON here")
+    args = ap.parse_args(argv)
+    args.presets, args.sizes = _csv(args.presets), _csv(args.sizes)
+    stages = _csv(args.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        print(f"error: unknown stage(s) {unknown}; known: {sorted(STAGES)}", file=sys.stderr)
+        return 2
+    from tools.parity.authors_env import AuthorsEnvError, load_authors
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        authors = load_authors(args.authors_repo)
+    except AuthorsEnvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = {"authors_repo": args.authors_repo, "torch": torch.__version__, "stages": {}}
+    ok = True
+    for name in stages:
+        try:
+            mod = importlib.import_module(STAGES[name])
+        except ModuleNotFoundError as err:
+            print(f"error: stage {name!r} is not available here ({err})", file=sys.stderr)
+            return 2
+        t0 = time.time()
+        res = mod.run(authors, args)
+        res["seconds"] = round(time.time() - t0, 1)
+        report["stages"][name] = res
+        ok = ok and bool(res.get("ok"))
+        print(f"[{name}] {'ok' if res.get('ok') else 'FAILED'} ({res['seconds']} s)", flush=True)
+        if name == "model":
+            print(mod.table(res), flush=True)
+    report["ok"] = ok
+    if args.output:
+        from runtime.atomic import write_json
+        write_json(args.output, report, indent=1)
+    return 0 if ok else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
