@@ -21,7 +21,7 @@ from export.verify import VerificationError, check_graph, check_msda_form
 from mdqe.ops import ms_deform_attn_torch
 from mdqe.ops.export_hooks import export_mode, ms_deform_attn_gather_form
 from runtime.errors import ModelDirError
-from runtime.model_dir import (MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, OUR_PLUGIN,
+from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, OUR_PLUGIN,
                                TRT_BUILTIN_PLUGIN, load_model_dir, plugin_identity)
 
 from test_export_ops import _MiniEncoder, _random_call  # the same small module as the op-level tests
@@ -68,7 +68,7 @@ def test_cpp_plugin_identity_equals_python_contract():
 
 def test_model_dir_accepts_every_form(tmp_path):
     base = json.loads(json.dumps({
-        "format_version": 1, "encoder": {"file": "encoder.onnx"}, "decoder": {"file": "decoder.onnx"},
+        "format_version": FORMAT_VERSION, "encoder": {"file": "encoder.onnx"}, "decoder": {"file": "decoder.onnx"},
         "preprocess": {"mean": [0, 0, 0], "std": [1, 1, 1], "shorter_side": 360, "max_size": 640},
         "class_names": ["a"], "num_classes": 1, "num_frames": 4, "num_queries": 4, "embed_dim": 8}))
     for form in MSDA_FORMS + ("tensorrt",):
@@ -256,7 +256,7 @@ def test_python_op_output_path_is_fast_and_exact(mini_graphs):
 
 
 def _meta(form, version=None):
-    return {"format_version": 1, "msda": form, "dtype": "fp32", "num_frames": 4, "num_queries": 196,
+    return {"format_version": FORMAT_VERSION, "msda": form, "dtype": "fp32", "num_frames": 4, "num_queries": 196,
             "embed_dim": 256, "export_size": [384, 640], "num_levels": 4, "class_names": ["a"], "num_classes": 1,
             "config": {"hidden_dim": 256, "mask_dim": 256, "num_feature_levels": 4},
             "preprocess": {"size_divisibility": 32, "max_size": 1280, "shorter_side": 360,
