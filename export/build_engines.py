@@ -23,7 +23,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script: make the repository importable (runtime.model_dir)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PLUGIN_LIB_NAME = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
+from runtime.model_dir import MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, plugin_identity  # noqa: E402
+
+PLUGIN_LIB_NAME = OUR_PLUGIN.library                       # getCreators(): --dynamicPlugins / loadLibrary
 STATIC_PLUGIN_LIB_NAME = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
 
 
@@ -139,7 +141,7 @@ def trtexec_commands(model_dir: str, meta: dict, profs: dict, plugin_lib: Option
     for graph in ("encoder", "decoder"):
         cmd = ["trtexec", f"--onnx={os.path.join(model_dir, meta[graph]['file'])}",
                f"--saveEngine={os.path.join(engine_dir, graph + '.plan')}"]
-        if meta.get("msda") == "plugin":
+        if _needs_plugin_library(meta):
             lib = plugin_lib or os.path.join("build", PLUGIN_LIB_NAME)
             if static_plugins and os.path.basename(lib) == PLUGIN_LIB_NAME:
                 # --staticPlugins wants the self-registering variant (docs/native.md)
@@ -155,6 +157,33 @@ def trtexec_commands(model_dir: str, meta: dict, profs: dict, plugin_lib: Option
                 cmd.append("--fp16")
         cmds.append(cmd)
     return cmds
+
+
+def _form(meta: dict) -> str:
+    return str(meta.get("msda", "onnx"))
+
+
+def _needs_plugin_library(meta: dict) -> bool:
+    """Only our plugin form needs a plugin library loaded; NVIDIA's MultiscaleDeformableAttnPlugin_TRT
+    (trt-builtin form) is in libnvinfer_plugin, which trtexec / polygraphy / init_libnvinfer_plugins load."""
+    ident = plugin_identity(_form(meta))
+    return bool(ident and ident.needs_plugin_library)
+
+
+def describe_form(meta: dict) -> str:
+    """One line on what the graph's MSDeformAttn needs from TensorRT."""
+    form = _form(meta)
+    ident = plugin_identity(form)
+    if ident is None:
+        return (f"MSDeformAttn form {form}: plain ONNX, no plugin"
+                + (" (GridSample: TensorRT 10.14+/11.x miscompile it in DETR-style graphs, docs/export.md)"
+                   if form == "gridsample" else ""))
+    if ident.needs_plugin_library:
+        return f"MSDeformAttn form {form}: {ident.op_type} from {ident.library} (loaded below)"
+    version = (meta.get("plugin") or {}).get("version", ident.version)
+    need = "TensorRT >= 10.11" if version == "2" else "TensorRT >= 8.4"
+    return (f"MSDeformAttn form {form}: NVIDIA's {ident.op_type} version {version} from {ident.library} "
+            f"(no --dynamicPlugins; needs {need}; its fp16 path accumulates in half)")
 
 
 def describe_precision(meta: dict, trt_major: int, fp16_flag: bool) -> str:
@@ -173,8 +202,10 @@ def format_command(cmd: List[str]) -> str:
 def polygraphy_commands(model_dir: str, meta: dict, plugin_lib: Optional[str], trt_major: int = 10,
                         fp16_flag: bool = True) -> List[str]:
     """polygraphy lines comparing TensorRT with ONNX Runtime reference files written by
-    `python export/polygraphy_ref.py --model DIR` (inputs + ONNX Runtime outputs, either MSDA form;
-    ONNX Runtime runs the plugin node with our CPU kernel there)."""
+    `python export/polygraphy_ref.py --model DIR` (inputs + ONNX Runtime outputs, every MSDA form;
+    ONNX Runtime runs plugin / trt-builtin nodes with our CPU kernel there). Only the plugin form
+    passes --plugins (polygraphy's TensorRT loader initialises libnvinfer_plugin itself, which holds
+    the trt-builtin form's MultiscaleDeformableAttnPlugin_TRT)."""
     lines = []
     lib = plugin_lib or os.path.join("build", PLUGIN_LIB_NAME)
     if os.path.basename(lib) == PLUGIN_LIB_NAME:
@@ -187,7 +218,7 @@ def polygraphy_commands(model_dir: str, meta: dict, plugin_lib: Optional[str], t
         onnx_path = os.path.join(model_dir, meta[graph]["file"])
         ref = os.path.join(model_dir, "polygraphy")
         cmd = f"polygraphy run {onnx_path} --trt"
-        if meta.get("msda") == "plugin":
+        if _needs_plugin_library(meta):
             cmd += f" --plugins {lib}"
         if typed16 or trt_major >= 11:
             cmd += " --strongly-typed"
@@ -228,6 +259,24 @@ def load_plugin_library(trt, path: str, logger) -> None:
             raise BuildError(f"cannot load plugin library {path}: {e}; {e2}") from e2
 
 
+def check_builtin_creator(trt, meta: dict) -> None:
+    """Fail early, with the TensorRT version in the message, when libnvinfer_plugin lacks the
+    MultiscaleDeformableAttnPlugin_TRT version the graph names (version "2" needs TensorRT 10.11+)."""
+    version = (meta.get("plugin") or {}).get("version", TRT_BUILTIN_PLUGIN.version)
+    registry = trt.get_plugin_registry()
+    getter = getattr(registry, "get_creator", None) or getattr(registry, "get_plugin_creator", None)
+    creator = None
+    if getter is not None:
+        try:
+            creator = getter(TRT_BUILTIN_PLUGIN.op_type, version, TRT_BUILTIN_PLUGIN.namespace)
+        except Exception:
+            creator = None
+    if creator is None:
+        raise BuildError(f"TensorRT {trt.__version__}'s libnvinfer_plugin has no {TRT_BUILTIN_PLUGIN.op_type} "
+                         f"version {version!r} (version 2 needs TensorRT >= 10.11): re-export with "
+                         "--msda trt-builtin --plugin-version 1, or use --msda plugin / onnx")
+
+
 def build_engine(trt, onnx_path: str, prof: Dict[str, tuple], out_path: str, strongly_typed: bool, fp16_flag: bool,
                  workspace_mb: int, logger) -> None:
     builder = trt.Builder(logger)
@@ -263,7 +312,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p = argparse.ArgumentParser(prog="python export/build_engines.py",
                                 description="Build TensorRT engines for an exported MDQE model directory.")
     p.add_argument("--model", required=True, help="directory written by export/to_onnx.py")
-    p.add_argument("--plugin-lib", help=f"path of {PLUGIN_LIB_NAME} (needed for --msda plugin exports)")
+    p.add_argument("--plugin-lib", help=f"path of {PLUGIN_LIB_NAME} (needed for --msda plugin exports only; "
+                                        "trt-builtin uses libnvinfer_plugin, the onnx/gridsample forms no plugin)")
     p.add_argument("--engine-dir", help="where to write encoder.plan / decoder.plan (default MODEL/engines)")
     p.add_argument("--min-size", type=parse_size, help="smallest HxW (default: 8*grid, padded)")
     p.add_argument("--opt-size", type=parse_size, help="HxW to optimise for (default: export_size)")
@@ -294,6 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         majors = [args.trt_version] if args.trt_version else [10, 11]
         for major in majors:
             print(f"# TensorRT {major}: " + describe_precision(meta, major, fp16_flag))
+            print("# " + describe_form(meta))
             for cmd in trtexec_commands(args.model, meta, profs, args.plugin_lib, engine_dir, major, fp16_flag,
                                         args.static_plugins):
                 print(format_command(cmd))
@@ -306,10 +357,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         trt = import_tensorrt()
         major = int(trt.__version__.split(".")[0])
         logger = trt.Logger(trt.Logger.WARNING)
-        if meta.get("msda") == "plugin":
+        trt.init_libnvinfer_plugins(logger, "")   # NVIDIA's plugins (trt-builtin form)
+        if _needs_plugin_library(meta):
             if not args.plugin_lib:
-                raise BuildError(f"this export uses the MDQEMSDeformAttn plugin: pass --plugin-lib PATH/{PLUGIN_LIB_NAME}")
+                raise BuildError(f"this export uses the {OUR_PLUGIN.op_type} plugin: pass --plugin-lib "
+                                 f"PATH/{PLUGIN_LIB_NAME}")
             load_plugin_library(trt, args.plugin_lib, logger)
+        elif _form(meta) == MSDA_TRT_BUILTIN:
+            check_builtin_creator(trt, meta)
         strongly = major >= 11 or meta.get("dtype") == "fp16"
         for graph in ("encoder", "decoder"):
             out = os.path.join(engine_dir, f"{graph}.plan")

@@ -24,14 +24,17 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from runtime.model_dir import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 
 FP16_SCOPES = re.compile(r"^/(?:model/)?(?:backbone|input_proj|encoder/layers\.\d+|mask_head|decoder/layers\.\d+)/")
 HALF_OPS = {
     "Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "Add", "Sub", "Mul", "Div", "Relu", "Erf", "Tanh",
     "Sigmoid", "Neg", "Abs", "Max", "Min", "Clip", "MaxPool", "AveragePool", "GridSample", "Resize",
-    "MDQEMSDeformAttn",
+    OUR_PLUGIN.op_type, TRT_BUILTIN_PLUGIN.op_type,   # fp16 value/locations/weights in, fp16 out
 }
+MSDA_CUSTOM_OPS = {OUR_PLUGIN.op_type, TRT_BUILTIN_PLUGIN.op_type}
 FOLLOW_OPS = {
     "Reshape", "Transpose", "Slice", "Concat", "Gather", "GatherElements", "Split", "Squeeze", "Unsqueeze",
     "Expand", "Flatten", "Identity", "Where", "Tile", "Pad",
@@ -110,7 +113,7 @@ def convert_graph_fp16(model):
             if not o:
                 continue
             t = orig_types.get(o)
-            if op == "MDQEMSDeformAttn":
+            if op in MSDA_CUSTOM_OPS:
                 t = FLOAT
             if t == FLOAT and target == FLOAT16 and (op in HALF_OPS or op in FOLLOW_OPS):
                 cur[o] = FLOAT16
@@ -152,7 +155,7 @@ def convert_graph_fp16(model):
     # value_info: element types after conversion (custom-node outputs need them; shapes re-inferred)
     del og.value_info[:]
     for node in og.node:
-        if node.op_type == "MDQEMSDeformAttn":
+        if node.op_type in MSDA_CUSTOM_OPS:
             for o in node.output:
                 og.value_info.append(helper.make_tensor_value_info(o, cur.get(o, FLOAT), None))
     try:

@@ -1,13 +1,15 @@
-"""Run plugin-form graphs (``mdqe::MDQEMSDeformAttn`` nodes) in ONNX Runtime. Torch-free.
+"""Run custom-node graphs (``--msda plugin`` and ``--msda trt-builtin``) in ONNX Runtime. Torch-free.
 
 The exported ``--msda plugin`` graphs carry one node per MSDeformAttn call in domain ``mdqe``
-with op_type ``MDQEMSDeformAttn`` (what the TensorRT ONNX parser maps to our plugin). ONNX
-Runtime pip wheels cannot load C custom ops without headers, so the node runs here as an
-onnxruntime-extensions Python op that calls the native CPU kernel
-(``runtime/native/msda.py: ms_deform_attn_cpu``). onnxruntime-extensions serves Python ops
-only in its own domain ``ai.onnx.contrib``; :func:`prepare_for_ort` therefore rewrites the
-domain of the plugin nodes in an in-memory copy (the file on disk keeps the ``mdqe`` domain
-that TensorRT needs). onnxruntime-extensions Python ops cannot take float16 tensors, so in that
+with op_type ``MDQEMSDeformAttn`` (what the TensorRT ONNX parser maps to our plugin); the
+``--msda trt-builtin`` graphs carry NVIDIA's ``MultiscaleDeformableAttnPlugin_TRT`` nodes
+(domain ``trt.plugins``, output ``[N, Lq, M, D]``). Identities: ``runtime.model_dir``. ONNX
+Runtime pip wheels cannot load C custom ops without headers, so both run here as
+onnxruntime-extensions Python ops that call the native CPU kernel
+(``runtime/native/msda.py: ms_deform_attn_cpu``) - the same numbers for both node kinds.
+onnxruntime-extensions serves Python ops only in its own domain ``ai.onnx.contrib``;
+:func:`prepare_for_ort` therefore rewrites the domain of the custom nodes in an in-memory copy
+(the file on disk keeps the domain that TensorRT sees). onnxruntime-extensions Python ops cannot take float16 tensors, so in that
 copy an fp16 plugin node becomes Cast(fp16->fp32) -> fp32 op -> Cast(fp32->fp16): the same
 numbers as the plugin's fp16 contract (fp16 in/out, fp32 accumulation).
 
@@ -34,13 +36,19 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-PLUGIN_OP_TYPE = "MDQEMSDeformAttn"
-PLUGIN_DOMAIN = "mdqe"
+from runtime.model_dir import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+
+PLUGIN_OP_TYPE = OUR_PLUGIN.op_type
+PLUGIN_DOMAIN = OUR_PLUGIN.onnx_domain
+BUILTIN_OP_TYPE = TRT_BUILTIN_PLUGIN.op_type
+BUILTIN_DOMAIN = TRT_BUILTIN_PLUGIN.onnx_domain
+CUSTOM_NODES = {(PLUGIN_DOMAIN, PLUGIN_OP_TYPE), (BUILTIN_DOMAIN, BUILTIN_OP_TYPE)}   # (domain, op_type)
 ORT_DOMAIN = "ai.onnx.contrib"           # the only domain onnxruntime-extensions Python ops are served in
 ORT_OP_FP32 = PLUGIN_OP_TYPE
 
 _LOCK = threading.Lock()
 _REGISTERED = False
+_FAST_OUTPUT = False      # our ops hand their output to ONNX Runtime as a numpy array (see _install_fast_hook)
 _KERNEL = None
 _KERNEL_NAME = None
 
@@ -151,8 +159,50 @@ def register_ops() -> str:
                                      f"head_dim={head_dim}")
                 return _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
+            # NVIDIA's MultiscaleDeformableAttnPlugin_TRT: no plugin fields, output [N, Lq, M, D]
+            @onnx_op(op_type=BUILTIN_OP_TYPE, inputs=[f32, i32, i32, f32, f32], outputs=[f32],
+                     attrs={"plugin_version": s, "plugin_namespace": s})
+            def _msda_builtin(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                              **_attrs):
+                out = _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+                return out.reshape(value.shape[0], sampling_locations.shape[1], value.shape[2], value.shape[3])
+
+            _install_fast_hook({_msda_fp32._id, _msda_builtin._id})
             _REGISTERED = True
         return get_library_path()
+
+
+def _install_fast_hook(op_ids) -> None:
+    """Make our ops' output transfer cheap. onnxruntime-extensions (0.15) calls every Python op through
+    one hook, ``_ocos._on_pyop_invocation``, which hands the output back as ``rv.flatten().tolist()``:
+    a Python float object per element, ~90 ms for one R50 encoder MSDA output ([1, 5100, 256]),
+    7x the kernel itself. Its C++ side reads any sequence, so for our op ids the hook below returns
+    the flat float32 numpy array (the same values, no Python list); other Python ops in the process
+    keep the package's own hook. Without the private names (another onnxruntime-extensions
+    version) nothing changes and ``fast_output()`` says so."""
+    global _FAST_OUTPUT
+    try:
+        from onnxruntime_extensions import PyCustomOpDef
+        from onnxruntime_extensions import _ocos
+        default_hook, registry = _ocos._on_pyop_invocation, _ocos.Opdef._odlist
+    except (ImportError, AttributeError):  # pragma: no cover - other package layout
+        return
+    ids = frozenset(op_ids)
+
+    def _hook(k_id, feed, attributes):
+        if k_id not in ids:
+            return default_hook(k_id, feed, attributes)
+        op_ = registry[k_id]
+        rv = op_.body(*feed, **op_.cast_attributes(attributes))
+        return (k_id, rv.shape, np.ascontiguousarray(rv, dtype=np.float32).reshape(-1))
+
+    PyCustomOpDef.install_hooker(_hook)
+    _FAST_OUTPUT = True
+
+
+def fast_output() -> bool:
+    """True when our Python ops return their output to ONNX Runtime without a Python list."""
+    return _FAST_OUTPUT
 
 
 def _elem_types(model) -> dict:
@@ -178,7 +228,8 @@ def has_fp16(model) -> bool:
 
 
 def count_plugin_nodes(model) -> int:
-    return sum(1 for n in model.graph.node if n.op_type == PLUGIN_OP_TYPE and n.domain == PLUGIN_DOMAIN)
+    """Number of MSDeformAttn custom nodes (our plugin's or NVIDIA's) in the main graph."""
+    return sum(1 for n in model.graph.node if (n.domain, n.op_type) in CUSTOM_NODES)
 
 
 def prepare_for_ort(model):
@@ -190,20 +241,18 @@ def prepare_for_ort(model):
         return model
     m = copy.deepcopy(model)
     types = _elem_types(m)
-    if any(n.op_type == PLUGIN_OP_TYPE for n in m.graph.node):
-        needs_inference = any(n.input[0] not in types for n in m.graph.node if n.op_type == PLUGIN_OP_TYPE)
-        if needs_inference:
-            try:
-                types = _elem_types(onnx.shape_inference.infer_shapes(m))
-            except Exception:
-                pass
+    if any(n.input[0] not in types for n in m.graph.node if (n.domain, n.op_type) in CUSTOM_NODES):
+        try:
+            types = _elem_types(onnx.shape_inference.infer_shapes(m))
+        except Exception:
+            pass
     new_nodes = []
     for node in m.graph.node:
-        if not (node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_DOMAIN):
+        if (node.domain, node.op_type) not in CUSTOM_NODES:
             new_nodes.append(node)
             continue
         et = types.get(node.input[0], onnx.TensorProto.FLOAT)
-        node.op_type, node.domain = ORT_OP_FP32, ORT_DOMAIN
+        node.domain = ORT_DOMAIN
         if et == onnx.TensorProto.FLOAT:
             new_nodes.append(node)
         elif et == onnx.TensorProto.FLOAT16:
@@ -218,11 +267,11 @@ def prepare_for_ort(model):
             new_nodes.append(node)
             new_nodes.append(onnx.helper.make_node("Cast", [tmp], [out], to=onnx.TensorProto.FLOAT16))
         else:
-            raise ValueError(f"{PLUGIN_OP_TYPE} node {node.name!r}: value must be float32 or float16, "
+            raise ValueError(f"{node.op_type} node {node.name!r}: value must be float32 or float16, "
                              f"got ONNX elem_type {et}")
     del m.graph.node[:]
     m.graph.node.extend(new_nodes)
-    kept = [op for op in m.opset_import if op.domain not in (PLUGIN_DOMAIN, ORT_DOMAIN)]
+    kept = [op for op in m.opset_import if op.domain not in (PLUGIN_DOMAIN, BUILTIN_DOMAIN, ORT_DOMAIN)]
     del m.opset_import[:]
     m.opset_import.extend(kept)
     m.opset_import.add(domain=ORT_DOMAIN, version=1)

@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Write polygraphy reference files for an exported model directory: seeded inputs and the ONNX
-Runtime outputs of both graphs (plugin-form graphs run with our CPU kernel, see
-export/ort_custom_ops.py). Torch-free. Then, on the GPU machine:
+"""Write polygraphy reference files for an exported model directory of any MSDeformAttn form: seeded
+inputs and the ONNX Runtime outputs of both graphs (plugin and trt-builtin nodes run with our CPU
+kernel, see export/ort_custom_ops.py). Torch-free. Then, on the GPU machine:
 
     polygraphy run DIR/encoder.onnx --trt --plugins libmdqe_trt_plugin.so \\
         --load-inputs DIR/polygraphy/encoder_inputs.json \\
         --load-outputs DIR/polygraphy/encoder_ort_outputs.json --atol 1e-2 --rtol 1e-2
 
-(`python export/build_engines.py --model DIR --print-only` prints the exact lines.) The decoder's
+(`--plugins` for the plugin form only; `python export/build_engines.py --model DIR --print-only`
+prints the exact lines for the directory's form.) The decoder's
 inputs are the encoder's ONNX Runtime outputs, so spatial_shapes / level_start_index hold valid
 values (random ones would not).
 """

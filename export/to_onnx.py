@@ -4,11 +4,14 @@
     python export/to_onnx.py --config tiny --weights random --output out/tiny_onnx
     python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50 \
         --msda plugin --dtype fp16 --height 384 --width 640
+    python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50_nv \
+        --msda trt-builtin [--plugin-version 1]     # NVIDIA's MultiscaleDeformableAttnPlugin_TRT
 
 The directory layout and tensor names are docs/INTERFACES.md section 5; docs/export.md walks
 from a checkpoint to TensorRT engines. Exporter: the TorchScript-based ``torch.onnx.export(...,
-dynamo=False)`` for both MSDeformAttn forms (tensor-valued level sizes stay dynamic ops in the
-graph; mdqe.ops.export_hooks emits the chosen MSDeformAttn form).
+dynamo=False)`` for every MSDeformAttn form (tensor-valued level sizes stay dynamic ops in the
+graph; mdqe.ops.export_hooks emits the chosen form; the form names and plugin identities are
+runtime.model_dir's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np  # noqa: E402
 
-from runtime.model_dir import FORMAT_VERSION, VALID_HW  # noqa: E402  (the graph contract's one home)
+from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_GRIDSAMPLE,  # noqa: E402
+                               MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW, plugin_identity)
 DEFAULT_OPSET = 17
 MIN_OPSET = 16          # GridSample
 GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (DESIGN.md section 3)
@@ -199,11 +203,12 @@ def _shape_spec(shape, dyn: Dict[int, str]):
     return [dyn.get(i, int(s)) for i, s in enumerate(shape)]
 
 
-def _export_graph(module, args, path, input_names, output_names, dynamic_axes, opset, msda):
+def _export_graph(module, args, path, input_names, output_names, dynamic_axes, opset, msda, plugin_version=None):
     import torch
-    from mdqe.ops.export_hooks import PLUGIN_DOMAIN, PLUGIN_DOMAIN_VERSION, export_mode
+    from mdqe.ops.export_hooks import PLUGIN_DOMAIN_VERSION, export_mode
 
-    with export_mode(msda), torch.no_grad(), warnings.catch_warnings():
+    ident = plugin_identity(msda)
+    with export_mode(msda, plugin_version), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints / legacy exporter notice
         try:
             torch.onnx.export(module, tuple(args), path, dynamo=False, opset_version=opset,
@@ -211,7 +216,7 @@ def _export_graph(module, args, path, input_names, output_names, dynamic_axes, o
                               dynamic_axes={k: v for k, v in dynamic_axes.items()
                                             if k in input_names or k in output_names},
                               do_constant_folding=True,
-                              custom_opsets={PLUGIN_DOMAIN: PLUGIN_DOMAIN_VERSION} if msda == "plugin" else None)
+                              custom_opsets={ident.onnx_domain: PLUGIN_DOMAIN_VERSION} if ident else None)
         except Exception as e:  # torch.onnx errors (unsupported opset/op) -> one clear line
             raise ExportError(f"torch.onnx.export of {os.path.basename(path)} failed (opset {opset}, "
                               f"msda={msda}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}") from e
@@ -244,27 +249,36 @@ def _restore_inputs(path: str, names, example_args) -> None:
 
 
 def _strip_custom_opset(path: str) -> None:
-    """onnx form: drop the unused custom-domain opset import (if any) so the graph is plain ONNX."""
+    """pure-ONNX forms: drop unused custom-domain opset imports (if any) so the graph is plain ONNX."""
     import onnx
-    from mdqe.ops.export_hooks import PLUGIN_DOMAIN
 
+    domains = {OUR_PLUGIN.onnx_domain, TRT_BUILTIN_PLUGIN.onnx_domain}
     m = onnx.load(path)
-    if any(o.domain == PLUGIN_DOMAIN for o in m.opset_import):
-        kept = [o for o in m.opset_import if o.domain != PLUGIN_DOMAIN]
+    if any(o.domain in domains for o in m.opset_import):
+        kept = [o for o in m.opset_import if o.domain not in domains]
         del m.opset_import[:]
         m.opset_import.extend(kept)
         onnx.save(m, path)
 
 
-def export_model(config: str = "tiny", weights: str = "random", output: str = "out/onnx", msda: str = "plugin",
-                 dtype: str = "fp32", height: Optional[int] = None, width: Optional[int] = None,
-                 opset: int = DEFAULT_OPSET, verify: bool = True, seed: int = 0, quiet: bool = False,
-                 threads: int = 0) -> dict:
+def export_model(config: str = "tiny", weights: str = "random", output: str = "out/onnx",
+                 msda: str = MSDA_EXPORT_DEFAULT, dtype: str = "fp32", height: Optional[int] = None,
+                 width: Optional[int] = None, opset: int = DEFAULT_OPSET, verify: bool = True, seed: int = 0,
+                 quiet: bool = False, threads: int = 0, plugin_version: Optional[str] = None) -> dict:
     """Export, verify and publish. Returns the export.json dict. Raises ExportError on bad
-    arguments and export.verify.VerificationError when a check fails (nothing is published then)."""
+    arguments and export.verify.VerificationError when a check fails (nothing is published then).
+    `plugin_version`: trt-builtin form only, "2" (default, TensorRT >= 10.11) or "1"."""
     t_start = time.time()
-    if msda not in ("plugin", "onnx"):
-        raise ExportError(f"--msda must be 'plugin' or 'onnx', got {msda!r}")
+    if msda not in MSDA_FORMS:
+        raise ExportError(f"--msda must be one of {', '.join(MSDA_FORMS)}, got {msda!r}")
+    if plugin_version is not None and msda != MSDA_TRT_BUILTIN:
+        raise ExportError("--plugin-version applies to --msda trt-builtin only")
+    if plugin_version is not None and plugin_version not in TRT_BUILTIN_PLUGIN.versions:
+        raise ExportError(f"--plugin-version must be one of {', '.join(TRT_BUILTIN_PLUGIN.versions)}, "
+                          f"got {plugin_version!r}")
+    if msda == MSDA_TRT_BUILTIN and plugin_version is None:
+        plugin_version = TRT_BUILTIN_PLUGIN.version
+    ident = plugin_identity(msda)
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"--dtype must be 'fp32' or 'fp16', got {dtype!r}")
     if not isinstance(opset, int) or opset < MIN_OPSET:
@@ -278,7 +292,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
     import torch
     import onnx
     import mdqe  # noqa: F401
-    from mdqe.ops.export_hooks import expected_msda_calls
+    from mdqe.ops.export_hooks import expected_gridsample_nodes, expected_msda_calls
     from . import verify as V
     from .wrappers import (DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_DYNAMIC, ENCODER_INPUTS,
                            ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch)
@@ -296,7 +310,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
     if min(height, width) < min_side:
         raise ExportError(f"--height/--width {height}x{width}: the level-0 map (stride 8) must be at least "
                           f"{cfg.grid_size}x{cfg.grid_size} for the query grid, i.e. sides >= {min_side}")
-    if opset >= GRIDSAMPLE_BAD_OPSET and msda == "onnx":
+    if opset >= GRIDSAMPLE_BAD_OPSET and msda == MSDA_GRIDSAMPLE:
         _log(f"    warning: opset {opset} GridSample is computed wrongly by TensorRT 10.13; prefer opset 17/18", quiet)
     T = cfg.num_frames
     if threads:
@@ -333,14 +347,16 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
         enc_path, dec_path = os.path.join(tmp_dir, "encoder.onnx"), os.path.join(tmp_dir, "decoder.onnx")
         _log(f"[3/6] exporting encoder.onnx (msda={msda}, opset {opset})", quiet)
         t0 = time.time()
-        _export_graph(enc, enc_args, enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset, msda)
+        _export_graph(enc, enc_args, enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset, msda,
+                      plugin_version)
         _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(enc_path) / 1e6:.1f} MB", quiet)
         _log("[4/6] exporting decoder.onnx", quiet)
         t0 = time.time()
-        _export_graph(dec, dec_args, dec_path, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC, opset, msda)
+        _export_graph(dec, dec_args, dec_path, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC, opset, msda,
+                      plugin_version)
         _restore_inputs(dec_path, DECODER_INPUTS, dec_args)
         _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(dec_path) / 1e6:.1f} MB", quiet)
-        if msda == "onnx":
+        if ident is None:
             _strip_custom_opset(enc_path)
             _strip_custom_opset(dec_path)
         if dtype == "fp16":
@@ -351,16 +367,21 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 onnx.save(convert_graph_fp16(onnx.load(p)), p)
 
         expected = expected_msda_calls(cfg)
+        expected_grid = expected_gridsample_nodes(cfg)
         verification = {}
+        census_all = {}
         _log("[5/6] checking graphs (onnx.checker, shape inference, MSDeformAttn nodes)", quiet)
         for name, p in (("encoder", enc_path), ("decoder", dec_path)):
             m = onnx.load(p)
-            V.check_graph(m, name)
-            V.check_msda_form(m, name, msda, expected[name])
+            inferred = V.check_graph(m, name)
+            V.check_msda_form(inferred, name, msda, expected[name], expected_grid[name], plugin_version)
             census = V.op_census(m)
-            n_plugin = census.get(f"mdqe::MDQEMSDeformAttn", 0)
-            _log(f"      {name}: {len(m.graph.node)} nodes, {n_plugin} MDQEMSDeformAttn, "
-                 f"{census.get('GridSample', 0)} GridSample", quiet)
+            n_custom = sum(census.get(f"{i.onnx_domain}::{i.op_type}", 0) for i in (OUR_PLUGIN, TRT_BUILTIN_PLUGIN))
+            census_all[name] = {"nodes": len(m.graph.node), "msda_custom_nodes": n_custom,
+                                "GridSample": census.get("GridSample", 0), "Gather": census.get("Gather", 0)}
+            _log(f"      {name}: {len(m.graph.node)} nodes, {n_custom} "
+                 f"{ident.op_type if ident else 'MSDA custom'} nodes, {census.get('GridSample', 0)} GridSample, "
+                 f"{census.get('Gather', 0)} Gather", quiet)
         if verify:
             from .ort_custom_ops import kernel_name
             atol, rtol = (V.FP32_ATOL, 0.0) if dtype == "fp32" else (V.FP16_ATOL, V.FP16_RTOL)
@@ -391,8 +412,9 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                 V.raise_on_failure(f"encoder ({case})", res_enc)
                 V.raise_on_failure(f"decoder ({case})", res_dec, "decoder fed with the PyTorch encoder outputs")
                 results[case] = (res_enc, res_dec)
-            if msda == "plugin":
-                _log(f"      plugin nodes ran in ONNX Runtime with the {kernel_name()} MSDeformAttn CPU kernel", quiet)
+            if ident is not None:
+                _log(f"      {ident.op_type} nodes ran in ONNX Runtime with the {kernel_name()} MSDeformAttn CPU "
+                     "kernel", quiet)
             res_enc, res_dec = results["unpadded"]
             verification = {
                 "input": {"images": [T, 3, height, width], "seed": seed + 1, "distribution": "normal(0,1)",
@@ -420,7 +442,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
 
         meta = build_export_json(cfg, enc_out=ref_enc, dec_out=ref_dec, height=height, width=width, msda=msda,
                                  dtype=dtype, opset=opset, weights=winfo, verification=verification,
-                                 expected_plugin_nodes=expected)
+                                 expected_plugin_nodes=expected, plugin_version=plugin_version, census=census_all)
         with open(os.path.join(tmp_dir, "export.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")
@@ -453,8 +475,7 @@ def reference_rounding_error(model, images, valid_hw, ref_enc, ref_dec):
 
 
 def build_export_json(cfg, enc_out, dec_out, height, width, msda, dtype, opset, weights, verification,
-                      expected_plugin_nodes) -> dict:
-    from mdqe.ops.export_hooks import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE, PLUGIN_VERSION
+                      expected_plugin_nodes, plugin_version=None, census=None) -> dict:
     from .wrappers import DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_DYNAMIC, ENCODER_OUTPUTS
 
     enc_outputs = {k: _shape_spec(enc_out[k].shape, ENCODER_DYNAMIC.get(k, {})) for k in ENCODER_OUTPUTS}
@@ -462,6 +483,7 @@ def build_export_json(cfg, enc_out, dec_out, height, width, msda, dtype, opset, 
     dec_inputs = {k: _shape_spec(enc_out[k].shape, DECODER_DYNAMIC.get(k, {})) for k in DECODER_INPUTS}
     dec_outputs = {k: _shape_spec(dec_out[k].shape, DECODER_DYNAMIC.get(k, {})) for k in DECODER_OUTPUTS}
     io_types = {"float": "float32", "int": "int64"}
+    ident = plugin_identity(msda)
     return {
         "format_version": FORMAT_VERSION,
         "config": json.loads(json.dumps(cfg.to_dict())),
@@ -485,13 +507,16 @@ def build_export_json(cfg, enc_out, dec_out, height, width, msda, dtype, opset, 
         "dynamic_size": True,
         "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"], VALID_HW: ["N", 2]},
                     "outputs": enc_outputs,
-                    "msda_nodes": expected_plugin_nodes["encoder"] if msda == "plugin" else 0},
+                    "msda_nodes": expected_plugin_nodes["encoder"] if ident else 0},
         "decoder": {"file": "decoder.onnx", "inputs": dec_inputs, "outputs": dec_outputs,
-                    "msda_nodes": expected_plugin_nodes["decoder"] if msda == "plugin" else 0},
+                    "msda_nodes": expected_plugin_nodes["decoder"] if ident else 0},
         "io_dtypes": io_types,
         "msda": msda,
-        "plugin": {"name": PLUGIN_OP_TYPE, "version": PLUGIN_VERSION, "namespace": PLUGIN_NAMESPACE,
-                   "onnx_domain": "mdqe", "library": "libmdqe_trt_plugin.so"},
+        # the custom node's identity (plugin / trt-builtin forms); {} for the pure-ONNX forms
+        "plugin": ({"name": ident.op_type, "version": plugin_version or ident.version, "namespace": ident.namespace,
+                    "onnx_domain": ident.onnx_domain, "library": ident.library,
+                    "needs_plugin_library": ident.needs_plugin_library} if ident else {}),
+        "node_census": census or {},
         "opset": opset,
         "dtype": dtype,
         "weights": weights,
@@ -519,8 +544,13 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                    help="preset name (tiny, r50_ytvis21, r50_ovis), or 'checkpoint' for the config stored in --weights")
     p.add_argument("--weights", required=True, help="checkpoint (.safetensors from mdqe.checkpoint, or .pth) or 'random'")
     p.add_argument("--output", required=True, help="output directory (created; replaced files are swapped in atomically)")
-    p.add_argument("--msda", choices=("plugin", "onnx"), default="plugin",
-                   help="MSDeformAttn form: one TensorRT plugin node per call (default) or pure ONNX GridSample")
+    p.add_argument("--msda", choices=MSDA_FORMS, default=MSDA_EXPORT_DEFAULT,
+                   help="MSDeformAttn form: onnx (default: pure ONNX, bilinear with Gather, no GridSample), "
+                        "gridsample (pure ONNX with GridSample), plugin (our MDQEMSDeformAttn TensorRT plugin, fp32 "
+                        "accumulation), trt-builtin (NVIDIA's MultiscaleDeformableAttnPlugin_TRT in libnvinfer_plugin)")
+    p.add_argument("--plugin-version", choices=TRT_BUILTIN_PLUGIN.versions, default=None,
+                   help="--msda trt-builtin: plugin_version of the nodes, 2 (default; IPluginV3, TensorRT >= 10.11) "
+                        "or 1 (IPluginV2DynamicExt, TensorRT 8.4 .. 10.x, e.g. JetPack 6's 10.3)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="fp16: mixed-precision typed graph for TensorRT 11 strongly typed networks")
     p.add_argument("--height", type=int, help="export/verification height (multiple of 32; graphs stay dynamic)")
@@ -540,7 +570,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         export_model(config=args.config, weights=args.weights, output=args.output, msda=args.msda,
                      dtype=args.dtype, height=args.height, width=args.width, opset=args.opset,
-                     verify=args.verify, seed=args.seed, quiet=args.quiet, threads=args.threads)
+                     verify=args.verify, seed=args.seed, quiet=args.quiet, threads=args.threads,
+                     plugin_version=args.plugin_version)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ from runtime.atomic import write_text  # noqa: E402
 from runtime.clip_filter import FilterParams  # noqa: E402
 from runtime.errors import ModelDirError  # noqa: E402
 from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,  # noqa: E402
-                               load_model_dir, require_graph_files)
+                               load_model_dir, plugin_identity, require_graph_files)
 from runtime.serving import protocol as P  # noqa: E402
 from runtime.tracker import TrackerParams  # noqa: E402
 
@@ -210,8 +210,9 @@ def build_repository(args) -> str:
             params = None
             if args.backend == "onnxruntime":
                 require_graph_files(spec)
-                if msda == "plugin":
-                    raise UsageError(f"{args.model} holds plugin-form graphs (MDQEMSDeformAttn nodes), which Triton's "
+                ident = plugin_identity(msda)
+                if ident is not None:
+                    raise UsageError(f"{args.model} holds {msda}-form graphs ({ident.op_type} nodes), which Triton's "
                                      "onnxruntime backend cannot run: re-export with --msda onnx, or use "
                                      "--backend python (our ONNX Runtime session with the custom op) or tensorrt")
                 shutil.copy2(spec.encoder_path if graph == "encoder" else spec.decoder_path,

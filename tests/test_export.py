@@ -107,6 +107,28 @@ def tiny_onnx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_gridsample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "tiny_gridsample"
+    export_model("tiny", "random", str(out), msda="gridsample", height=H, width=W, seed=0, verify=False, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_builtin(tmp_path_factory):
+    """NVIDIA's MultiscaleDeformableAttnPlugin_TRT nodes, through the CLI with verification on."""
+    out = tmp_path_factory.mktemp("exp") / "tiny_builtin"
+    rc = to_onnx.main(["--config", "tiny", "--weights", "random", "--output", str(out), "--height", str(H),
+                       "--width", str(W), "--seed", "0", "--msda", "trt-builtin", "--quiet"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def form_dirs(tiny_plugin, tiny_onnx, tiny_gridsample, tiny_builtin):
+    return {"plugin": tiny_plugin, "onnx": tiny_onnx, "gridsample": tiny_gridsample, "trt-builtin": tiny_builtin}
+
+
+@pytest.fixture(scope="module")
 def tiny_fp16(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "tiny_fp16"
     export_model("tiny", "random", str(out), msda="plugin", dtype="fp16", height=H, width=W, seed=0,
@@ -178,25 +200,54 @@ def test_plugin_form_node_census(tiny_plugin, tiny_model):
         assert {o.domain for o in m.opset_import} == {"", "mdqe"}
 
 
-def test_onnx_form_has_no_custom_nodes(tiny_onnx, tiny_model):
+@pytest.mark.parametrize("form", ["onnx", "gridsample"])
+def test_pure_onnx_forms_have_no_custom_nodes(form, tiny_onnx, tiny_gridsample, tiny_model):
     cfg = tiny_model[0].cfg
     n_enc, n_dec = expected_msda_nodes(cfg)
+    model_dir = tiny_onnx if form == "onnx" else tiny_gridsample
+    assert json.loads((model_dir / "export.json").read_text())["msda"] == form
     for name, calls in (("encoder", n_enc), ("decoder", n_dec)):
-        m = onnx.load(str(tiny_onnx / f"{name}.onnx"))
+        m = onnx.load(str(model_dir / f"{name}.onnx"))
         assert all(n.domain in ("", "ai.onnx") for n in m.graph.node), name
         assert {o.domain for o in m.opset_import} == {""}
-        zeros = [n for n in m.graph.node if n.op_type == "GridSample"
-                 and {a.name: a.s for a in n.attribute}["padding_mode"] == b"zeros"]
+        grid = [n for n in m.graph.node if n.op_type == "GridSample"]
+        if form == "onnx":          # the Gather form: no GridSample anywhere (TensorRT 10.14+ miscompiles it)
+            assert not grid, name
+            continue
+        zeros = [n for n in grid if {a.name: a.s for a in n.attribute}["padding_mode"] == b"zeros"]
         # one GridSample per level per MSDA call
         levels = cfg.num_feature_levels
         expected = calls * levels if name == "encoder" else cfg.dec_layers * (levels + levels * cfg.num_frames)
         assert len(zeros) == expected, name
 
 
-@pytest.mark.parametrize("form", ["plugin", "onnx"])
+def test_trt_builtin_form_node_census(tiny_builtin, tiny_model):
+    from runtime.model_dir import TRT_BUILTIN_PLUGIN, load_model_dir
+
+    meta = json.loads((tiny_builtin / "export.json").read_text())
+    assert meta["msda"] == "trt-builtin"
+    assert meta["plugin"] == {"name": "MultiscaleDeformableAttnPlugin_TRT", "version": "2", "namespace": "",
+                              "onnx_domain": "trt.plugins", "library": "libnvinfer_plugin.so",
+                              "needs_plugin_library": False}
+    assert load_model_dir(str(tiny_builtin)).msda == "trt-builtin"
+    n_enc, n_dec = expected_msda_nodes(tiny_model[0].cfg)
+    for name, expected in (("encoder", n_enc), ("decoder", n_dec)):
+        m = onnx.shape_inference.infer_shapes(onnx.load(str(tiny_builtin / f"{name}.onnx")))
+        nodes = [n for n in m.graph.node if n.op_type == TRT_BUILTIN_PLUGIN.op_type]
+        assert len(nodes) == expected == meta[name]["msda_nodes"]
+        assert all(n.domain == "trt.plugins" for n in nodes)
+        assert not [n for n in m.graph.node if n.op_type == "GridSample"]
+        assert all({a.name: a.s for a in n.attribute} == {"plugin_version": b"2", "plugin_namespace": b""}
+                   for n in nodes)
+        vis = {v.name: v.type.tensor_type for v in m.graph.value_info}
+        assert all(vis[n.input[1]].elem_type == vis[n.input[2]].elem_type == onnx.TensorProto.INT32 for n in nodes)
+        assert all(len(vis[n.output[0]].shape.dim) == 4 for n in nodes)        # [N, Lq, M, D]
+
+
+@pytest.mark.parametrize("form", ["plugin", "onnx", "gridsample", "trt-builtin"])
 @pytest.mark.parametrize("size", [(H, W), (H2, W2)], ids=["export_size", "other_size"])
-def test_parity_with_pytorch(form, size, tiny_plugin, tiny_onnx, references):
-    model_dir = tiny_plugin if form == "plugin" else tiny_onnx
+def test_parity_with_pytorch(form, size, form_dirs, references):
+    model_dir = form_dirs[form]
     images, ref_e, ref_d, bounds = references[size]
     errs = ort_errors(model_dir, images, ref_e, ref_d)
     bad = {k: (e, bounds[k]) for k, e in errs.items() if not e <= bounds[k]}
@@ -396,13 +447,28 @@ def test_build_engines_without_tensorrt(tiny_plugin):
     assert "TensorRT" in p.stderr and "--print-only" in p.stderr
 
 
-def test_polygraphy_reference_files(tiny_plugin, tmp_path):
+@pytest.mark.parametrize("form", ["plugin", "onnx", "gridsample", "trt-builtin"])
+def test_polygraphy_reference_files(form, form_dirs, tmp_path):
     from polygraphy.comparator import RunResults
     from polygraphy.json import load_json
 
     from export.polygraphy_ref import write_reference
-    files = write_reference(str(tiny_plugin), out_dir=str(tmp_path))
+    files = write_reference(str(form_dirs[form]), out_dir=str(tmp_path))
     dec_inputs = load_json(files["decoder"][0])[0]
     assert dec_inputs["spatial_shapes"].tolist() == [[16, 20], [8, 10], [4, 5], [2, 3]]
     res = RunResults.load(files["decoder"][1])
     assert set(res[0][1][0].keys()) == set(DECODER_OUTPUTS)
+    # every graph input has a reference value (the Gather-form decoder keeps its unread inputs)
+    assert set(dec_inputs) == {i.name for i in onnx.load(str(form_dirs[form] / "decoder.onnx")).graph.input}
+
+
+def test_build_engines_lines_for_trt_builtin(tiny_builtin):
+    """NVIDIA's plugin lives in libnvinfer_plugin: no --dynamicPlugins / --plugins for this form."""
+    p = subprocess.run([sys.executable, "export/build_engines.py", "--model", str(tiny_builtin), "--print-only"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    trtexec = [ln for ln in p.stdout.splitlines() if ln.startswith("trtexec")]
+    poly = [ln for ln in p.stdout.splitlines() if ln.startswith("polygraphy run")]
+    assert len(trtexec) == 4 and len(poly) == 2
+    assert not any("Plugins" in ln for ln in trtexec) and not any("--plugins" in ln for ln in poly)
+    assert "MultiscaleDeformableAttnPlugin_TRT version 2" in p.stdout

@@ -1,4 +1,4 @@
-"""r50_ytvis21 export (issue 4): one export per MSDeformAttn form at a small resolution, shared by
+"""r50_ytvis21 export (issues 4, 10): one export per MSDeformAttn form (all four) at a small resolution, shared by
 module-scoped fixtures. Slow (~2 min per export on the 2-core CI machine) but part of CI."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import onnx
 import pytest
 
 from export.to_onnx import build_model_with_weights, export_model
+from runtime.model_dir import plugin_identity
 
 from test_export import ATOL, expected_msda_nodes, ort_errors, torch_reference
 
@@ -24,7 +25,7 @@ def r50_reference(r50):
     return torch_reference(r50, H, W)
 
 
-@pytest.fixture(scope="module", params=["plugin", "onnx"])
+@pytest.fixture(scope="module", params=["plugin", "onnx", "gridsample", "trt-builtin"])
 def r50_export(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("r50") / request.param
     export_model("r50_ytvis21", "random", str(out), msda=request.param, height=H, width=W, seed=0,
@@ -39,13 +40,18 @@ def test_r50_export(r50_export, r50, r50_reference):
     assert (n_enc, n_dec) == (6, 30)
     for name, expected in (("encoder", n_enc), ("decoder", n_dec)):
         m = onnx.load(str(out / f"{name}.onnx"), load_external_data=False)
-        plugin = [n for n in m.graph.node if n.op_type == "MDQEMSDeformAttn"]
         custom = [n for n in m.graph.node if n.domain not in ("", "ai.onnx")]
         grid = [n for n in m.graph.node if n.op_type == "GridSample"]
-        if form == "plugin":
-            assert len(plugin) == expected and len(custom) == expected and not grid, name
+        ident = plugin_identity(form)
+        if ident is not None:
+            nodes = [n for n in custom if n.op_type == ident.op_type and n.domain == ident.onnx_domain]
+            assert len(nodes) == expected and len(custom) == expected and not grid, name
+        elif form == "onnx":
+            assert not custom and not grid, name          # the Gather form
         else:
-            assert not custom and len(grid) > 0, name
+            L, T = cfg.num_feature_levels, cfg.num_frames
+            assert not custom and len(grid) == (expected * L if name == "encoder"
+                                                else cfg.dec_layers * (L + L * T)), name
     images, ref_e, ref_d, bounds = r50_reference
     errs = ort_errors(out, images, ref_e, ref_d)
     bad = {k: (e, bounds[k]) for k, e in errs.items() if not e <= bounds[k]}

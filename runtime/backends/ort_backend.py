@@ -3,19 +3,21 @@
 Providers: CPU by default; ``providers="auto"`` picks CUDA when the
 installed onnxruntime has it, then CPU; TensorRT's EP only when asked for
 by name (``providers=["TensorrtExecutionProvider", ...]``). Plugin-form
-graphs (export.json ``"msda": "plugin"``) run through the onnxruntime-extensions
-Python op of ``export/ort_custom_ops.py`` (torch-free; the MSDeformAttn
-node then runs on the CPU). Onnx-form graphs run in plain ONNX Runtime.
+and trt-builtin graphs (export.json ``"msda": "plugin"`` / ``"trt-builtin"``) run
+through the onnxruntime-extensions Python ops of ``export/ort_custom_ops.py``
+(torch-free; the MSDeformAttn node then runs our native CPU kernel). The pure-ONNX
+forms ("onnx", "gridsample") run in plain ONNX Runtime.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW, ModelSpec,
-                         check_graph_io, check_tensor_names, load_model_dir, require_graph_files)
+from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_ORT_CPU_FASTEST,
+                         MSDA_ORT_CPU_FASTEST_PLAIN, VALID_HW, ModelSpec, check_graph_io, check_tensor_names,
+                         load_model_dir, plugin_identity, require_graph_files)
 from .base import Backend, valid_hw_or_full
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -28,6 +30,37 @@ def _import_ort():
     except ImportError as e:
         raise BackendUnavailableError("backend 'ort' needs onnxruntime (pip install onnxruntime)") from e
     return ort
+
+
+def custom_node_support() -> Optional[str]:
+    """None when plugin / trt-builtin graphs run fast in ONNX Runtime here (onnx and
+    onnxruntime-extensions importable, native MSDeformAttn CPU kernel built), else why not."""
+    import importlib.util
+    for mod in ("onnx", "onnxruntime_extensions"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed"
+    try:
+        from ..native import msda
+        if not msda.is_available():
+            return "the native MSDeformAttn kernel (runtime/native/libmdqe_msda.so) is not built"
+    except ImportError as e:
+        return f"runtime.native is unavailable ({e})"
+    return None
+
+
+def ort_cpu_form() -> Tuple[str, str]:
+    """(form, reason): the MSDeformAttn export form this runtime runs fastest with ONNX Runtime on
+    the CPU - ``MSDA_ORT_CPU_FASTEST`` (measured by ``python -m benchmarks.msda_forms``) when what
+    it needs is here, else the fastest plain-ONNX form. The demo exports this form."""
+    ident = plugin_identity(MSDA_ORT_CPU_FASTEST)
+    if ident is None:
+        return MSDA_ORT_CPU_FASTEST, "fastest in ONNX Runtime on the CPU (benchmarks/msda_forms.py)"
+    missing = custom_node_support()
+    if missing is None:
+        return MSDA_ORT_CPU_FASTEST, ("fastest in ONNX Runtime on the CPU (benchmarks/msda_forms.py): the native "
+                                      "kernel as an onnxruntime-extensions op")
+    return MSDA_ORT_CPU_FASTEST_PLAIN, (f"fastest plain-ONNX form in ONNX Runtime on the CPU; {MSDA_ORT_CPU_FASTEST!r} "
+                                        f"would be faster but {missing}")
 
 
 def resolve_providers(providers: Union[None, str, Sequence[str]], available: Sequence[str]) -> List[str]:
@@ -86,12 +119,13 @@ class OrtBackend(Backend):
             so.intra_op_num_threads = int(threads)
         so.log_severity_level = 3
         try:
-            if self.spec.msda == "plugin":
+            ident = plugin_identity(self.spec.msda)
+            if ident is not None:
                 try:
                     from export.ort_custom_ops import create_session
                 except ImportError as e:
                     raise PluginLibraryError(
-                        f"{path} is a plugin-form graph (MDQEMSDeformAttn nodes); running it in ONNX Runtime "
+                        f"{path} is a {self.spec.msda}-form graph ({ident.op_type} nodes); running it in ONNX Runtime "
                         f"needs onnx, onnxruntime-extensions and export/ort_custom_ops.py ({e}). "
                         "Re-export with --msda onnx for plain ONNX Runtime.") from e
                 try:
@@ -108,7 +142,7 @@ class OrtBackend(Backend):
             if "no op registered" in low or "not a registered function" in low or "unregistered" in low:
                 raise PluginLibraryError(f"ONNX Runtime cannot run {path}: a custom op (MSDeformAttn) is not "
                                          f"registered ({first})") from e
-            if "MDQEMSDeformAttn" in msg:
+            if ident is not None and ident.op_type in msg:
                 raise ModelDirError(f"ONNX Runtime rejects the MSDeformAttn node of {path} - is the graph from an "
                                     f"older export? re-export it ({first})") from e
             raise ModelDirError(f"ONNX Runtime cannot load {path}: {first}") from e

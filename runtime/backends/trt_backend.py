@@ -18,11 +18,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
+from ..model_dir import OUR_PLUGIN, plugin_identity
 from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW, ModelSpec,
                          check_tensor_names, load_model_dir)
 from .base import Backend, valid_hw_or_full
 
-PLUGIN_LIBRARY = "libmdqe_trt_plugin.so"
+PLUGIN_LIBRARY = OUR_PLUGIN.library
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -191,7 +192,8 @@ class TrtBackend(Backend):
         self.logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(self.logger, "")
         self.plugin_lib = None
-        if spec.msda == "plugin":
+        ident = plugin_identity(spec.msda)   # trt-builtin: libnvinfer_plugin, initialised above
+        if ident is not None and ident.needs_plugin_library:
             self.plugin_lib = find_plugin_library(plugin_lib, spec.model_dir)
             load_plugin_library(self.plugin_lib, trt)
         dirs = [engine_dir] if engine_dir else [os.path.join(spec.model_dir, "engines"), spec.model_dir]

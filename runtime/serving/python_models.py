@@ -31,7 +31,7 @@ import numpy as np
 from ..backends.base import Backend, valid_hw_or_full
 from ..clip_filter import FilterParams
 from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW,
-                         load_model_dir)
+                         load_model_dir, plugin_identity)
 from ..pipeline import StreamState
 from ..tracker import TrackerParams, select_pairs
 from . import protocol as P
@@ -87,7 +87,7 @@ class GraphModel:
         so.log_severity_level = 3
         if int(params.get("threads") or 0):
             so.intra_op_num_threads = int(params["threads"])
-        if spec.msda == "plugin":
+        if plugin_identity(spec.msda) is not None:           # plugin / trt-builtin custom nodes
             from export.ort_custom_ops import create_session    # as runtime.backends.ort_backend does
             self.session = create_session(path, providers=providers, sess_options=so)
         else:
