@@ -75,15 +75,16 @@ def video_frame_dir(images_root: str, video: dict) -> str:
 
 
 def predict_split(gt_path: str, images_root: str, backend, max_videos: Optional[int] = None,
-                  progress: bool = True, score_thr: Optional[float] = None) -> List[dict]:
-    """Run every video of the split; ``score_thr`` overrides the runtime's clip score threshold
-    (and sets the new-track score to twice it, as the runtime CLI does)."""
-    from runtime.clip_filter import FilterParams
+                  progress: bool = True, score_thr: Optional[float] = None,
+                  preset_name: str = "auto") -> List[dict]:
+    """Run every video of the split with the runtime's post-processing preset (``auto``: the
+    authors' preset for the backend's model, as ``runtime.infer`` picks it); ``score_thr``
+    overrides the clip score threshold (new tracks need twice it, as in the runtime CLI)."""
     from runtime.pipeline import RunOptions, run_video
-    from runtime.tracker import TrackerParams
-    filt, trk = FilterParams(), TrackerParams()
-    if score_thr is not None:
-        filt, trk = FilterParams(score_thr=score_thr), TrackerParams(new_track_score=2 * score_thr)
+    from runtime.tracker import preset, preset_for_model
+    if preset_name == "auto":
+        preset_name = preset_for_model(backend.spec.model_name, backend.spec.config)
+    filt, trk = preset(preset_name, score_thr=score_thr)
     from tqdm import tqdm
     with open(gt_path, encoding="utf-8") as f:
         gt = json.load(f)
@@ -118,6 +119,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--max-videos", type=int, default=None)
     ap.add_argument("--score-thr", type=float, default=None,
                     help="clip score threshold (runtime default 0.1; new tracks need twice it)")
+    ap.add_argument("--preset", default="auto", choices=("auto", "ytvis", "ovis", "paper"),
+                    help="runtime post-processing preset (auto: the authors' preset for the model, as runtime.infer)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -129,7 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     images = args.images or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.gt))), "JPEGImages")
     backend = make_backend(args)
     t0 = time.time()
-    results = predict_split(args.gt, images, backend, args.max_videos, not args.no_progress, args.score_thr)
+    results = predict_split(args.gt, images, backend, args.max_videos, not args.no_progress, args.score_thr,
+                            args.preset)
     from runtime.atomic import write_json
     write_json(args.output, results)
     print(f"wrote {len(results)} results to {args.output} in {time.time() - t0:.1f} s", flush=True)
