@@ -34,7 +34,7 @@ def _csv(s: str):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--authors-repo", required=True, help="checkout of MinghanLi/MDQE_CVPR2023 (repository root)")
-    ap.add_argument("--stages", default="model,converter", help=f"comma-separated, from {sorted(STAGES)}")
+    ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {sorted(STAGES)}")
     ap.add_argument("--presets", default="r50_ytvis21,r50_ovis", help="our presets to compare")
     ap.add_argument("--sizes", default="192x320,360x640",
                     help="model stage: frame sizes HxW (padded to a multiple of 32 as the authors do)")
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         report["stages"][name] = res
         ok = ok and bool(res.get("ok"))
         print(f"[{name}] {'ok' if res.get('ok') else 'FAILED'} ({res['seconds']} s)", flush=True)
-        if name == "model":
+        if hasattr(mod, "table"):
             print(mod.table(res), flush=True)
     report["ok"] = ok
     if args.output:
