@@ -30,12 +30,14 @@ if __package__ in (None, ""):                      # python export/to_triton.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from runtime.atomic import write_text  # noqa: E402
-from runtime.clip_filter import FilterParams  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+
+from runtime.clip_filter import ParamError  # noqa: E402
 from runtime.errors import ModelDirError  # noqa: E402
 from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,  # noqa: E402
                                load_model_dir, plugin_identity, require_graph_files)
 from runtime.serving import protocol as P  # noqa: E402
-from runtime.tracker import TrackerParams  # noqa: E402
+from runtime.infer import add_postprocess_args, postprocess_from_args  # noqa: E402
 
 # Triton's TensorRT backend only dlopen()s the libraries of --backend-config=tensorrt,plugins=...
 # (then calls initLibNvInferPlugins for NVIDIA's own): the library must register its creator when
@@ -248,10 +250,8 @@ def build_repository(args) -> str:
         shutil.copy2(os.path.join(args.model, "export.json"), os.path.join(vdir, "export.json"))
         write_text(os.path.join(vdir, "model.py"), MODEL_PY.format(module="runtime.serving.python_models",
                                                                    cls="VideoModel"))
-        pipeline = {"filter": FilterParams(score_thr=args.score_thr, dup_cos=args.dup_cos, nms_iou=args.nms_iou).__dict__,
-                    "tracker": TrackerParams(
-                        new_track_score=2 * args.score_thr if args.new_track_score is None else args.new_track_score,
-                        max_unseen=args.max_unseen, min_embed_cos=args.min_embed_cos).__dict__,
+        filt, trk = postprocess_from_args(args, spec)       # the runtime.infer flags and presets
+        pipeline = {"filter": asdict(filt), "tracker": asdict(trk),
                     "min_pair_score": args.min_pair_score, "min_pairs": args.min_pairs}
         configs[P.VIDEO_MODEL] = video_config(P.VIDEO_MODEL, {
             "pipeline": json.dumps(pipeline, sort_keys=True), "stream_idle_s": f"{args.stream_idle_s:g}",
@@ -301,14 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-idle-s", type=float, default=60.0, help="a stream silent this long is evicted")
     p.add_argument("--max-streams", type=int, default=64, help="streams mdqe_video holds at most (per instance)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --output")
-    g = p.add_argument_group("pipeline (same flags and defaults as python -m runtime.infer)")
-    f, t = FilterParams(), TrackerParams()
-    g.add_argument("--score-thr", type=float, default=f.score_thr)
-    g.add_argument("--dup-cos", type=float, default=f.dup_cos)
-    g.add_argument("--nms-iou", type=float, default=f.nms_iou)
-    g.add_argument("--new-track-score", type=float, default=None, help="default 2 * --score-thr")
-    g.add_argument("--max-unseen", type=int, default=t.max_unseen)
-    g.add_argument("--min-embed-cos", type=float, default=t.min_embed_cos)
+    add_postprocess_args(p)                 # the same preset and flags as python -m runtime.infer
+    g = p.add_argument_group("per-video output (as python -m runtime.infer)")
     g.add_argument("--min-pair-score", type=float, default=0.05)
     g.add_argument("--min-pairs", type=int, default=10)
     return p
@@ -320,7 +314,7 @@ def main(argv=None) -> int:
         if args.max_streams < 1 or args.stream_idle_s <= 0 or args.instances < 1 or args.video_instances < 1:
             raise UsageError("--max-streams, --instances, --video-instances must be >= 1 and --stream-idle-s > 0")
         out = build_repository(args)
-    except (UsageError, ModelDirError) as e:
+    except (UsageError, ModelDirError, ParamError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:   # a config that tritonclient's protobuf rejects: verification failed

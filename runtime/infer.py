@@ -46,30 +46,9 @@ def _delays(text: str):
     return vals
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
-                                   "optional for --backend fake")
-    p.add_argument("--video", required=True, help="video file, folder of frames, or camera index")
-    p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--backend", default="ort", choices=("ort", "trt", "torch", "fake"))
-    p.add_argument("--providers", default=None,
-                   help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
-    p.add_argument("--threads", type=int, default=0, help="ort: intra-op threads (0 = ONNX Runtime default)")
-    p.add_argument("--plugin-lib", default=None, help="trt: path of libmdqe_trt_plugin.so")
-    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
-    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
-    p.add_argument("--device", default="cpu", help="torch: cpu or cuda[:i]")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--video-id", type=int, default=1, help="video_id written in results.json")
-    p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("network streams (rtsp://, http(s)://, any URL OpenCV/FFmpeg opens)")
-    g.add_argument("--reconnect-delays", default="0.5,1,2", type=_delays,
-                   help="a dropped stream is reopened once after each of these delays (seconds); then the run "
-                        "ends with the frames so far (exit 4)")
+def add_postprocess_args(p: argparse.ArgumentParser) -> None:
+    """The post-processing preset and its per-flag overrides (per-clip filter, tracker): one set of
+    flags for every entry point that runs the pipeline (runtime.infer, export.to_triton, ...)."""
     g = p.add_argument_group("post-processing preset (defaults: the authors' inference; docs/runtime.md)")
     g.add_argument("--preset", default="auto", choices=("auto",) + PRESETS,
                    help="auto: ovis for an OVIS model, else ytvis (the authors' values); paper: this "
@@ -107,6 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="final resize to the original size (nearest: authors)")
     g.add_argument("--min-embed-cos", type=float, default=None,
                    help="paper preset only: zero the similarity of pairs with embedding cosine below this")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
+                                   "optional for --backend fake")
+    p.add_argument("--video", required=True, help="video file, folder of frames, or camera index")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--backend", default="ort", choices=("ort", "trt", "torch", "fake"))
+    p.add_argument("--providers", default=None,
+                   help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
+    p.add_argument("--threads", type=int, default=0, help="ort: intra-op threads (0 = ONNX Runtime default)")
+    p.add_argument("--plugin-lib", default=None, help="trt: path of libmdqe_trt_plugin.so")
+    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
+    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
+    p.add_argument("--device", default="cpu", help="torch: cpu or cuda[:i]")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--video-id", type=int, default=1, help="video_id written in results.json")
+    p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("network streams (rtsp://, http(s)://, any URL OpenCV/FFmpeg opens)")
+    g.add_argument("--reconnect-delays", default="0.5,1,2", type=_delays,
+                   help="a dropped stream is reopened once after each of these delays (seconds); then the run "
+                        "ends with the frames so far (exit 4)")
+    add_postprocess_args(p)
     g = p.add_argument_group("per-video output")
     g.add_argument("--vis-thr", type=float, default=0.3, help="overlay shows tracks with video score >= this")
     g.add_argument("--min-pair-score", type=float, default=0.05,
@@ -115,20 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from_args(args, spec=None):
-    """RunOptions of the parsed ``args``; ``--preset auto`` looks at ``spec`` (a ModelSpec) or at
-    export.json of ``--model``. Raises ParamError naming a bad flag."""
-    from .pipeline import RunOptions
+def postprocess_from_args(args, spec=None):
+    """(FilterParams, TrackerParams) of the flags of ``add_postprocess_args``; ``--preset auto``
+    looks at ``spec`` (a ModelSpec) or at export.json of ``args.model``. Raises ParamError naming
+    a bad flag."""
     name = args.preset
     if name == "auto":
-        if spec is None and args.model:
+        if spec is None and getattr(args, "model", None):
             try:
                 from .model_dir import load_model_dir
                 spec = load_model_dir(args.model)
             except RuntimeErrorBase:
                 spec = None
         name = preset_for_model(spec.model_name, spec.config) if spec is not None else "ytvis"
-    filt, trk = preset(
+    return preset(
         name, score_thr=args.score_thr, dup_cos=args.dup_cos, max_queries=args.max_queries, nms_iou=args.nms_iou,
         beta1=args.beta1, beta2=args.beta2, match_thr=args.match_thr, dup_iou=args.dup_iou, dup_sim=args.dup_sim,
         new_track_score=args.new_track_score, max_unseen=args.max_unseen, short_unseen=args.short_unseen,
@@ -136,6 +142,13 @@ def options_from_args(args, spec=None):
         window_clips=args.window_clips, collapse_windows=False if args.no_window_collapse else None,
         tail_clip=False if args.no_tail_clip else None, embedding=args.track_embedding,
         mask_resize=args.mask_resize, min_embed_cos=args.min_embed_cos)
+
+
+def options_from_args(args, spec=None):
+    """RunOptions of the parsed ``args`` (see ``postprocess_from_args``). Raises ParamError naming a
+    bad flag."""
+    from .pipeline import RunOptions
+    filt, trk = postprocess_from_args(args, spec)
     for flag in ("vis_thr", "min_pair_score"):
         check_number(flag, getattr(args, flag))
     check_number("min_pairs", args.min_pairs, 0, integer=True)

@@ -386,3 +386,33 @@ def test_zz_clean_shutdown(server):
         assert f"successfully unloaded '{m}'" in log
     with pytest.raises(ProcessLookupError):       # nothing of its process group survives
         os.killpg(pid, 0)
+
+
+def test_video_model_takes_the_runtime_presets(work, tmp_path, capsys):
+    """mdqe_video's post-processing comes from runtime.infer's own flags and presets: the preset
+    chosen for the model by default, another preset by name, per-flag overrides, bad values exit 2."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.to_triton import main as to_triton
+    from runtime.tracker import preset
+
+    def pipeline(*extra):
+        out = tmp_path / f"repo{len(list(tmp_path.iterdir()))}"
+        assert to_triton(["--model", work["model"], "--output", str(out), *extra]) == 0, capsys.readouterr().err
+        c = text_format.Parse((out / "mdqe_video" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        return json.loads(c.parameters["pipeline"].string_value)
+
+    ytvis_f, ytvis_t = preset("ytvis")
+    p = pipeline()                                       # tiny is no OVIS model: the ytvis preset
+    assert p["tracker"]["max_tracks"] == ytvis_t.max_tracks and p["filter"]["max_queries"] == ytvis_f.max_queries
+    ovis_f, ovis_t = preset("ovis")
+    p = pipeline("--preset", "ovis")
+    assert (p["tracker"]["max_tracks"], p["filter"]["max_queries"]) == (ovis_t.max_tracks, ovis_f.max_queries)
+    assert ovis_t.max_tracks != ytvis_t.max_tracks
+    p = pipeline("--preset", "paper", "--score-thr", "0.2", "--max-unseen", "7")
+    assert p["tracker"]["style"] == "paper" and p["filter"]["score_thr"] == 0.2 and p["tracker"]["max_unseen"] == 7
+    capsys.readouterr()
+    assert to_triton(["--model", work["model"], "--output", str(tmp_path / "bad"), "--memory-decay", "nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "memory-decay" in err[0] and not (tmp_path / "bad").exists()
