@@ -262,7 +262,12 @@ def e2e_study(size, seed=0, threads=0):
     torch.manual_seed(seed)
     model = mdqe.build_model(cfg).eval()
     g = torch.Generator().manual_seed(seed + 1)
-    images = torch.randn(cfg.num_frames, 3, size[0], size[1], generator=g)
+    # frames of the valid size, zero-padded to a multiple of 32 as the runtime pads them (e.g. 360x640
+    # in 384x640, the authors' 360p setting); valid_hw drives the model's padding masks
+    H, W = (-(-n // 32) * 32 for n in size)
+    images = torch.zeros(cfg.num_frames, 3, H, W)
+    images[:, :, :size[0], :size[1]] = torch.randn(cfg.num_frames, 3, size[0], size[1], generator=g)
+    valid_hw = torch.tensor([list(size)] * cfg.num_frames, dtype=torch.int64)
     original = deform_attn.ms_deform_attn
 
     def run(fn):
@@ -275,8 +280,8 @@ def e2e_study(size, seed=0, threads=0):
         deform_attn.ms_deform_attn = patched
         try:
             with torch.no_grad():
-                enc = EncoderGraph(model)(images)
-                feats = dict(zip(ENCODER_OUTPUTS, enc))
+                enc = EncoderGraph(model)(images, valid_hw)
+                feats = dict(zip(ENCODER_OUTPUTS, enc), valid_hw=valid_hw)
                 dec = DecoderGraph(model)(*(feats[k] for k in DECODER_INPUTS))
         finally:
             deform_attn.ms_deform_attn = original
@@ -306,7 +311,7 @@ def e2e_study(size, seed=0, threads=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--e2e-size", default="192x352", help="HxW of the end-to-end run (multiples of 32)")
+    ap.add_argument("--e2e-size", default="192x352", help="HxW (valid size) of the end-to-end run; frames are zero-padded to multiples of 32")
     ap.add_argument("--no-e2e", action="store_true", help="only the op-level study")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for the end-to-end run (0 = default)")
     ap.add_argument("--json", help="also write the results to this JSON file")
