@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.model_dir import DECODER_INPUTS, ENCODER_OUTPUTS, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, plugin_identity
+from runtime.model_dir import (DECODER_INPUTS, ENCODER_OUTPUTS, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, VALID_HW,
+                               plugin_identity)
 
 SIZES = {"tiny": (192, 352), "r50_ytvis21": (384, 640)}
 
@@ -68,19 +69,22 @@ def bench_config(config, forms, repeats, threads, work, rng):
     clip = rng.standard_normal((T, 3, *size), dtype=np.float32)
     # decoder inputs: one clip of encoder outputs (from the first form; every form reads the same names)
     _, enc0, _ = sess[forms[0]]
-    feats = dict(zip(ENCODER_OUTPUTS, enc0.run(list(ENCODER_OUTPUTS), {"images": clip})))
+    frame_feed = {"images": frame, VALID_HW: np.array([size], np.int64)}      # unpadded frames
+    valid_clip = np.array([size] * T, np.int64)
+    feats = dict(zip(ENCODER_OUTPUTS, enc0.run(list(ENCODER_OUTPUTS), {"images": clip, VALID_HW: valid_clip})),
+                 **{VALID_HW: valid_clip})
     dec_feeds = {k: feats[k] for k in DECODER_INPUTS}
     times = {f: {"encoder": [], "decoder": []} for f in forms}
     outs = {}
     for f in forms:   # warm-up + outputs for a cross-form check
         _, enc, dec = sess[f]
-        enc.run(None, {"images": frame})
+        enc.run(None, frame_feed)
         outs[f] = dec.run(None, dec_feeds)
     for _ in range(repeats):
         for f in forms:
             _, enc, dec = sess[f]
             t0 = time.perf_counter()
-            enc.run(None, {"images": frame})
+            enc.run(None, frame_feed)
             t1 = time.perf_counter()
             dec.run(None, dec_feeds)
             t2 = time.perf_counter()

@@ -407,3 +407,16 @@ def test_precision_study_end_to_end_runs_on_padded_frames():
     ours16 = next(v for k, v in rows.items() if isinstance(v, dict) and "ours fp16" in k)
     nv16 = next(v for k, v in rows.items() if isinstance(v, dict) and "NVIDIA" in k)
     assert nv16["mask_logit_max_abs"] > ours16["mask_logit_max_abs"] > fp32["mask_logit_max_abs"]
+
+
+def test_forms_benchmark_runs(tmp_path):
+    """benchmarks.msda_forms times every form it is given on the same graph inputs (valid_hw
+    included) and the forms agree on the decoder outputs."""
+    from benchmarks import msda_forms
+    from runtime.native import msda
+
+    if not msda.is_available():
+        pytest.skip("native kernel not built")
+    res = msda_forms.bench_config("tiny", ["onnx", "plugin"], 1, 1, str(tmp_path), np.random.default_rng(0))
+    assert [r["form"] for r in res["rows"]] == ["onnx", "plugin"] and res["fastest"] in ("onnx", "plugin")
+    assert res["rows"][1]["max_abs_diff_vs_onnx"] < 1e-3 and all(r["fps"] > 0 for r in res["rows"])
