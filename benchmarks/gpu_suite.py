@@ -268,10 +268,13 @@ class Suite:
                 break
             frames.append(pre(f))
         cap.release()
+        import numpy as np
+
         from runtime.clip_buffer import FeatureRing
         ring = FeatureRing(backend.spec.num_frames)
+        valid_hw = np.array([pre.geometry.resized], np.int64)     # the padding masks, as runtime.pipeline
         for im in frames:
-            ring.push(backend.encode(im[None]))
+            ring.push(backend.encode(im[None], valid_hw))
         return backend.decode(ring.clip())
 
     def stage_e2e(self) -> dict:
