@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np  # noqa: E402
 
+from runtime.atomic import file_sha256  # noqa: E402
 from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_GRIDSAMPLE,  # noqa: E402
                                MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW, plugin_identity)
 DEFAULT_OPSET = 17
@@ -51,14 +51,6 @@ def _log(msg: str, quiet: bool = False) -> None:
 # ----------------------------------------------------------------------------------------------
 # weights
 # ----------------------------------------------------------------------------------------------
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_state_dict(state) -> str:
     """Hash of the tensors (sorted names, dtype, shape, bytes): identifies random weights too."""
     from mdqe.checkpoint import state_dict_sha256
@@ -137,7 +129,7 @@ def build_model_with_weights(config: str, weights: str, seed: int):
     model = mdqe.build_model(cfg)
     check_state_fits(model, state, weights)
     model.load_state_dict(state, strict=True)
-    info = {"source": os.path.abspath(weights), "sha256": sha256_file(weights)}
+    info = {"source": os.path.abspath(weights), "sha256": file_sha256(weights)}
     return model.eval(), cfg, info
 
 

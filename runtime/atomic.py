@@ -1,7 +1,9 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename over the target."""
+"""Atomic file writes (write to a temporary file in the same folder, then rename over the target)
+and the small file helpers they share: the process umask, a file's sha256."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -28,11 +30,25 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         raise
 
 
-def _public(path: str) -> None:
-    """mkstemp creates 0600 files; give outputs the usual permissions (0666 minus the umask)."""
+def current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    return umask
+
+
+def _public(path: str) -> None:
+    """mkstemp creates 0600 files; give outputs the usual permissions (0666 minus the umask)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_text(path: str, text: str) -> None:

@@ -17,6 +17,7 @@ from export import to_onnx
 from export.ort_custom_ops import create_session
 from export.to_onnx import ExportError, build_model_with_weights, check_state_fits, export_model
 from export.wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch
+from runtime.atomic import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 128, 160          # export resolution
@@ -352,7 +353,7 @@ def test_checkpoint_loading(tmp_path, capsys, tiny_model):
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(model, str(path), model.cfg)
     loaded, cfg, info = build_model_with_weights("tiny", str(path), seed=123)
-    assert cfg == model.cfg and info["sha256"] == to_onnx.sha256_file(str(path))
+    assert cfg == model.cfg and info["sha256"] == file_sha256(str(path))
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     assert build_model_with_weights("checkpoint", str(path), seed=0)[1] == model.cfg
     # a checkpoint of another config

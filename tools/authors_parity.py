@@ -40,6 +40,8 @@ def main(argv=None) -> int:
                     help="model stage: frame sizes HxW (padded to a multiple of 32 as the authors do)")
     ap.add_argument("--frames", type=int, default=4, help="model stage: frames per clip (the model's T)")
     ap.add_argument("--model-tol", type=float, default=1e-4, help="model stage: max relative error")
+    ap.add_argument("--criterion-tol", type=float, default=1e-5, help="criterion stage: max loss difference")
+    ap.add_argument("--criterion-cases", nargs="*", default=None, help="criterion stage: a subset of its cases")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--output", help="write the full report as JSON here")
     args = ap.parse_args(argv)

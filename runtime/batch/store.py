@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from typing import Dict, Iterable, List, Optional
 
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path, current_umask, file_sha256, write_json
 from .inputs import BatchInputError, VideoItem
 
 PARTIAL_PREFIX = ".partial-"
@@ -115,7 +114,7 @@ class BatchStore:
                 with open(p, "wb") as f:
                     f.write(data)
             write_json(os.path.join(partial, "video.json"), {**self._identity(item), **extra})
-            os.chmod(partial, 0o777 & ~_umask())
+            os.chmod(partial, 0o777 & ~current_umask())
             os.rename(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -157,20 +156,6 @@ class BatchStore:
         path = os.path.join(self.out, "summary.json")
         write_json(path, summary)
         return path
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def batch_config(run_ns, model_dir: Optional[str]) -> dict:

@@ -13,7 +13,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from ..atomic import write_bytes
+from ..atomic import current_umask, write_bytes
 
 
 class MaskPngWriter:
@@ -32,7 +32,7 @@ class MaskPngWriter:
 
     def commit(self) -> None:
         """Replace ``masks/`` with this run's PNGs."""
-        os.chmod(self.root, 0o777 & ~_umask())
+        os.chmod(self.root, 0o777 & ~current_umask())
         if os.path.lexists(self.final):
             old = os.path.join(os.path.dirname(self.final), ".masks-old")  # a leftover name (runtime.output_dir)
             shutil.rmtree(old, ignore_errors=True)
@@ -42,9 +42,3 @@ class MaskPngWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m

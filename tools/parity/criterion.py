@@ -33,7 +33,6 @@ options: `return_hungarian_matcher=True` and predictions without box information
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -378,30 +377,9 @@ def table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.parity.criterion", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--authors-repo", required=True, help="checkout of MinghanLi/MDQE_CVPR2023 (repository root)")
-    p.add_argument("--criterion-tol", type=float, default=1e-5)
-    p.add_argument("--criterion-cases", nargs="*", default=None,
-                   help=f"subset of {[c.name for c in DEFAULT_CASES]}")
-    p.add_argument("--output", default=None, help="write the result JSON here")
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    from .authors_env import AuthorsEnvError, load_authors
-    try:
-        A = load_authors(args.authors_repo)
-    except AuthorsEnvError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    result = run(A, args)
-    print(table(result))
-    print(f"criterion parity: {'PASS' if result['ok'] else 'FAIL'} (tolerance {result['tolerance']:g})")
-    if args.output:
-        from runtime.atomic import write_json
-        write_json(args.output, result, indent=1)
-    return 0 if result["ok"] else 3
+    """``python -m tools.parity.criterion ...`` = ``python -m tools.authors_parity --stages criterion ...``."""
+    from tools.authors_parity import main as harness
+    return harness(["--stages", "criterion", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ clip's mask logits`` (their einsum then returns the logits exactly).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import types
@@ -256,22 +255,9 @@ def table(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.parity.tracker", description=__doc__.split("\n")[0])
-    ap.add_argument("--authors-repo", required=True, help="checkout of MinghanLi/MDQE_CVPR2023")
-    ap.add_argument("--output", help="write the report as JSON here")
-    args = ap.parse_args(argv)
-    from tools.parity.authors_env import AuthorsEnvError, load_authors
-    try:
-        A = load_authors(args.authors_repo)
-    except AuthorsEnvError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    res = run(A, args)
-    print(table(res))
-    if args.output:
-        from runtime.atomic import write_json
-        write_json(args.output, res, indent=1)
-    return 0 if res["ok"] else 3
+    """``python -m tools.parity.tracker ...`` = ``python -m tools.authors_parity --stages tracker ...``."""
+    from tools.authors_parity import main as harness
+    return harness(["--stages", "tracker", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
