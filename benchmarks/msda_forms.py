@@ -149,7 +149,6 @@ def main(argv=None):
               "repeats": args.repeats, "kernel": kernel_name(), "fast_output": fast_output(), "results": results}
     if args.json:
         from runtime.atomic import write_json
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, report)
         print(f"wrote {args.json}")
     return report
