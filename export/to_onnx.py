@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -253,14 +254,49 @@ def _strip_custom_opset(path: str) -> None:
         onnx.save(m, path)
 
 
-def export_model(config: str = "tiny", weights: str = "random", output: str = "out/onnx",
-                 msda: str = MSDA_EXPORT_DEFAULT, dtype: str = "fp32", height: Optional[int] = None,
-                 width: Optional[int] = None, opset: int = DEFAULT_OPSET, verify: bool = True, seed: int = 0,
-                 quiet: bool = False, threads: int = 0, plugin_version: Optional[str] = None) -> dict:
-    """Export, verify and publish. Returns the export.json dict. Raises ExportError on bad
-    arguments and export.verify.VerificationError when a check fails (nothing is published then).
-    `plugin_version`: trt-builtin form only, "2" (default, TensorRT >= 10.11) or "1"."""
-    t_start = time.time()
+@dataclass
+class ExportPlan:
+    """What the export works on, fixed by `prepare_model`: the model in eval mode, its config, the
+    weights record for export.json, the export/verification size and the two graph wrappers."""
+    model: object
+    cfg: object
+    weights_info: dict
+    height: int
+    width: int
+    encoder: object     # export.wrappers.EncoderGraph(model)
+    decoder: object     # export.wrappers.DecoderGraph(model)
+
+
+@dataclass
+class TorchReference:
+    """PyTorch fp32 outputs on the seeded verification input, per case ("unpadded", "padded"):
+    cases[case] = valid_hw [T, 2] int64; refs[case] = (images [T, 3, H, W], valid_hw, encoder outputs
+    {name: tensor} (+ valid_hw), decoder input tuple, decoder outputs {name: tensor})."""
+    cases: Dict[str, object]
+    refs: Dict[str, tuple]
+
+    @property
+    def encoder_args(self) -> tuple:
+        """The traced encoder inputs: (images, valid_hw) of the padded case."""
+        return self.refs["padded"][:2]
+
+    @property
+    def decoder_args(self) -> tuple:
+        return self.refs["padded"][3]
+
+    @property
+    def encoder_outputs(self) -> dict:
+        return self.refs["padded"][2]
+
+    @property
+    def decoder_outputs(self) -> dict:
+        return self.refs["padded"][4]
+
+
+def check_export_args(msda: str, plugin_version: Optional[str], dtype: str, opset: int,
+                      height: Optional[int], width: Optional[int]) -> Optional[str]:
+    """Validate the arguments that need no model (ExportError on a bad one); returns the plugin
+    version to write (the trt-builtin default filled in, else `plugin_version` as given)."""
     if msda not in MSDA_FORMS:
         raise ExportError(f"--msda must be one of {', '.join(MSDA_FORMS)}, got {msda!r}")
     if plugin_version is not None and msda != MSDA_TRT_BUILTIN:
@@ -270,7 +306,6 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                           f"got {plugin_version!r}")
     if msda == MSDA_TRT_BUILTIN and plugin_version is None:
         plugin_version = TRT_BUILTIN_PLUGIN.version
-    ident = plugin_identity(msda)
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"--dtype must be 'fp32' or 'fp16', got {dtype!r}")
     if not isinstance(opset, int) or opset < MIN_OPSET:
@@ -279,15 +314,16 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
         raise ExportError(f"--opset {opset}: this exporter supports opsets {MIN_OPSET}..21")
     if (height is None) != (width is None):
         raise ExportError("--height and --width go together")
-    out = check_output_dir(output)
+    return plugin_version
 
+
+def prepare_model(config: str, weights: str, seed: int, height: Optional[int], width: Optional[int],
+                  opset: int, msda: str, threads: int, quiet: bool) -> ExportPlan:
+    """Stage 1/6. Build the model with its weights (`build_model_with_weights`), choose the export size
+    (default: the config's test shorter side by 16:9, both rounded up to size_divisibility) and check it
+    against the config -> ExportPlan."""
     import torch
-    import onnx
-    import mdqe  # noqa: F401
-    from mdqe.ops.export_hooks import expected_gridsample_nodes, expected_msda_calls
-    from . import verify as V
-    from .wrappers import (DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_DYNAMIC, ENCODER_INPUTS,
-                           ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch)
+    from .wrappers import DecoderGraph, EncoderGraph
 
     _log(f"[1/6] building model {config!r} with weights {weights!r}", quiet)
     model, cfg, winfo = build_model_with_weights(config, weights, seed)
@@ -304,13 +340,23 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                           f"{cfg.grid_size}x{cfg.grid_size} for the query grid, i.e. sides >= {min_side}")
     if opset >= GRIDSAMPLE_BAD_OPSET and msda == MSDA_GRIDSAMPLE:
         _log(f"    warning: opset {opset} GridSample is computed wrongly by TensorRT 10.13; prefer opset 17/18", quiet)
-    T = cfg.num_frames
     if threads:
         torch.set_num_threads(threads)
+    return ExportPlan(model=model, cfg=cfg, weights_info=winfo, height=height, width=width,
+                      encoder=EncoderGraph(model).eval(), decoder=DecoderGraph(model).eval())
+
+
+def torch_reference(plan: ExportPlan, seed: int, quiet: bool) -> TorchReference:
+    """Stage 2/6. Seeded input images [T, 3, H, W] ~ normal(0, 1) (generator seed + 1) in two cases:
+    every pixel valid, and padded frames (valid = 15/16 of each side, e.g. 360x600 of 384x640) whose
+    padded area is zero as the runtime's preprocessing leaves it; PyTorch fp32 encoder and decoder
+    outputs for both -> TorchReference (the padded case is also the traced input)."""
+    import torch
+    from .wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, run_torch
+
+    height, width, T = plan.height, plan.width, plan.cfg.num_frames
     g = torch.Generator().manual_seed(seed + 1)
     images = torch.randn(T, 3, height, width, generator=g)
-    # verification cases: every pixel valid, and padded frames (valid = 15/16 of each side, e.g.
-    # 360x600 of 384x640) whose padded area is zero as the runtime's preprocessing leaves it
     cases = {"unpadded": torch.tensor([[height, width]] * T, dtype=torch.int64),
              "padded": torch.tensor([[height - height // 16, width - width // 16]] * T, dtype=torch.int64)}
 
@@ -320,125 +366,207 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
         im[:, :, :, int(valid_hw[0, 1]):] = 0
         return im
 
-    enc, dec = EncoderGraph(model).eval(), DecoderGraph(model).eval()
     _log(f"[2/6] PyTorch reference at {height}x{width}, {T} frames (unpadded, and padded to it from "
          f"{cases['padded'][0, 0]}x{cases['padded'][0, 1]})", quiet)
     refs = {}
     for case, vhw in cases.items():
-        r_enc = run_torch(enc, (case_images(vhw), vhw), ENCODER_OUTPUTS)
+        r_enc = run_torch(plan.encoder, (case_images(vhw), vhw), ENCODER_OUTPUTS)
         r_enc[VALID_HW] = vhw
         d_args = tuple(r_enc[k] for k in DECODER_INPUTS)
-        refs[case] = (case_images(vhw), vhw, r_enc, d_args, run_torch(dec, d_args, DECODER_OUTPUTS))
-    _, _, ref_enc, dec_args, ref_dec = refs["padded"]
-    enc_args = refs["padded"][:2]
+        refs[case] = (case_images(vhw), vhw, r_enc, d_args, run_torch(plan.decoder, d_args, DECODER_OUTPUTS))
+    return TorchReference(cases=cases, refs=refs)
 
+
+def trace_encoder(plan: ExportPlan, ref: TorchReference, path: str, opset: int, msda: str,
+                  plugin_version: Optional[str], quiet: bool) -> None:
+    """Stage 3/6. torch.onnx.export of the EncoderGraph on the padded reference input -> `path`
+    (images [N, 3, H, W], valid_hw [N, 2] -> the encoder outputs of docs/INTERFACES.md section 5)."""
+    from .wrappers import ENCODER_DYNAMIC, ENCODER_INPUTS, ENCODER_OUTPUTS
+
+    _log(f"[3/6] exporting encoder.onnx (msda={msda}, opset {opset})", quiet)
+    t0 = time.time()
+    _export_graph(plan.encoder, ref.encoder_args, path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset,
+                  msda, plugin_version)
+    _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(path) / 1e6:.1f} MB", quiet)
+
+
+def trace_decoder(plan: ExportPlan, ref: TorchReference, path: str, opset: int, msda: str,
+                  plugin_version: Optional[str], quiet: bool) -> None:
+    """Stage 4/6. torch.onnx.export of the DecoderGraph on the padded reference encoder outputs -> `path`,
+    with the inputs the exporter dropped put back (`_restore_inputs`), so the graph keeps the decoder
+    input list of docs/INTERFACES.md section 5."""
+    from .wrappers import DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS
+
+    _log("[4/6] exporting decoder.onnx", quiet)
+    t0 = time.time()
+    _export_graph(plan.decoder, ref.decoder_args, path, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC, opset,
+                  msda, plugin_version)
+    _restore_inputs(path, DECODER_INPUTS, ref.decoder_args)
+    _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(path) / 1e6:.1f} MB", quiet)
+
+
+def postprocess_graphs(plan: ExportPlan, paths: Sequence[str], msda: str, dtype: str, quiet: bool) -> None:
+    """Rewrite the exported graph files in place: pure-ONNX forms lose unused custom opset imports;
+    --dtype fp16 types them in mixed precision (export.fp16.convert_graph_fp16 with the policy read
+    from the model's fp16 marks, export.fp16.Fp16Policy)."""
+    import onnx
+
+    if plugin_identity(msda) is None:
+        for p in paths:
+            _strip_custom_opset(p)
+    if dtype == "fp16":
+        from .fp16 import Fp16Policy, convert_graph_fp16
+        _log("      converting both graphs to mixed fp16 (fp32 kept for normalizations, softmax, heads, "
+             "MSDA accumulation)", quiet)
+        # the wrappers call the model's methods, not its forward: nodes are scoped /<module path in the model>/
+        policy = Fp16Policy.from_module(plan.model)
+        for p in paths:
+            onnx.save(convert_graph_fp16(onnx.load(p), policy), p)
+
+
+def check_graphs(plan: ExportPlan, enc_path: str, dec_path: str, msda: str, plugin_version: Optional[str],
+                 quiet: bool) -> Dict[str, dict]:
+    """Stage 5/6. onnx.checker, shape inference and the MSDeformAttn form of both graphs (node counts
+    the config implies, export/verify.py; VerificationError on a mismatch) -> census per graph:
+    {"encoder"|"decoder": {"nodes", "msda_custom_nodes", "GridSample", "Gather"}}."""
+    import onnx
+    from mdqe.ops.export_hooks import expected_gridsample_nodes, expected_msda_calls
+    from . import verify as V
+
+    ident = plugin_identity(msda)
+    expected = expected_msda_calls(plan.cfg)
+    expected_grid = expected_gridsample_nodes(plan.cfg)
+    census_all = {}
+    _log("[5/6] checking graphs (onnx.checker, shape inference, MSDeformAttn nodes)", quiet)
+    for name, p in (("encoder", enc_path), ("decoder", dec_path)):
+        m = onnx.load(p)
+        inferred = V.check_graph(m, name)
+        V.check_msda_form(inferred, name, msda, expected[name], expected_grid[name], plugin_version)
+        census = V.op_census(m)
+        n_custom = sum(census.get(f"{i.onnx_domain}::{i.op_type}", 0) for i in (OUR_PLUGIN, TRT_BUILTIN_PLUGIN))
+        census_all[name] = {"nodes": len(m.graph.node), "msda_custom_nodes": n_custom,
+                            "GridSample": census.get("GridSample", 0), "Gather": census.get("Gather", 0)}
+        _log(f"      {name}: {len(m.graph.node)} nodes, {n_custom} "
+             f"{ident.op_type if ident else 'MSDA custom'} nodes, {census.get('GridSample', 0)} GridSample, "
+             f"{census.get('Gather', 0)} Gather", quiet)
+    return census_all
+
+
+def verify_numerics(plan: ExportPlan, ref: TorchReference, enc_path: str, dec_path: str, msda: str, dtype: str,
+                    seed: int, threads: int, quiet: bool) -> dict:
+    """Stage 6/6. ONNX Runtime vs PyTorch fp32 on both reference cases: the encoder on the images, the
+    decoder on the PyTorch encoder outputs; outputs that miss the plain tolerance (or pass it with a
+    small margin) are judged against PyTorch fp32's own error vs fp64. Raises VerificationError on a
+    failure; returns the "verification" record of export.json."""
+    from .ort_custom_ops import kernel_name
+    from . import verify as V
+    from .wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS
+
+    ident = plugin_identity(msda)
+    height, width, T = plan.height, plan.width, plan.cfg.num_frames
+    atol, rtol = (V.FP32_ATOL, 0.0) if dtype == "fp32" else (V.FP16_ATOL, V.FP16_RTOL)
+    _log(f"[6/6] ONNX Runtime vs PyTorch (fp32) on the same seeded input; tolerance "
+         f"{'%.0e abs' % atol if dtype == 'fp32' else '%.0e + %.0e * max|ref|' % (atol, rtol)}", quiet)
+    results = {}
+    for case, (c_images, c_valid, c_ref_enc, _, c_ref_dec) in ref.refs.items():
+        feeds_enc = {"images": c_images.numpy(), VALID_HW: c_valid.numpy()}
+        got_enc = V.run_ort(enc_path, feeds_enc, ENCODER_OUTPUTS, threads)
+        ref_enc_np = {k: v.numpy() for k, v in c_ref_enc.items()}
+        res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol)
+        if dtype == "fp16":  # selection near-ties may flip in fp16: counted, bounded (export/verify.py)
+            res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
+        feeds_dec = {k: ref_enc_np[k] for k in DECODER_INPUTS}
+        got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
+        ref_dec_np = {k: v.numpy() for k, v in c_ref_dec.items()}
+        res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol)
+        if V.needs_reference_error(res_enc, res_dec):
+            _log(f"      {case}: some outputs exceed the plain tolerance or pass it with a margin below "
+                 f"{V.MIN_MARGIN:g}x: measuring PyTorch fp32's own error vs fp64", quiet)
+            err_enc, err_dec = reference_rounding_error(plan.model, c_images, c_valid, c_ref_enc, c_ref_dec)
+            res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
+            if dtype == "fp16":
+                res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
+            res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol, err_dec)
+        _log(V.format_report(f"encoder ({case})", res_enc), quiet)
+        _log(V.format_report(f"decoder ({case})", res_dec), quiet)
+        V.raise_on_failure(f"encoder ({case})", res_enc)
+        V.raise_on_failure(f"decoder ({case})", res_dec, "decoder fed with the PyTorch encoder outputs")
+        results[case] = (res_enc, res_dec)
+    if ident is not None:
+        _log(f"      {ident.op_type} nodes ran in ONNX Runtime with the {kernel_name()} MSDeformAttn CPU "
+             "kernel", quiet)
+    res_enc, res_dec = results["unpadded"]
+    verification = {
+        "input": {"images": [T, 3, height, width], "seed": seed + 1, "distribution": "normal(0,1)",
+                  "valid_hw": {c: v[0].tolist() for c, v in ref.cases.items()}},
+        "reference": "PyTorch fp32",
+        "tolerance": {"atol": atol, "rtol_of_max_abs_ref": rtol},
+        "encoder": {k: r["max_abs_err"] for k, r in res_enc.items()},
+        "decoder": {k: r["max_abs_err"] for k, r in res_dec.items()},
+        "padded": {g: {k: r["max_abs_err"] for k, r in rr.items()}
+                   for g, rr in zip(("encoder", "decoder"), results["padded"])},
+        "margin": {f"{g}.{k}": round(r["margin"], 2) for g, rr in (("encoder", res_enc), ("decoder", res_dec))
+                   for k, r in rr.items() if "margin" in r and r["margin"] != float("inf")},
+    }
+    if dtype == "fp16":
+        verification["selection_flips"] = {
+            c: f"{r[0]['query_points']['selection_flips']}/{r[0]['query_points']['selection_points']}"
+            for c, r in results.items()}
+    ref_errs = {f"{g}.{k}": r["ref_fp32_vs_fp64"] for g, rr in (("encoder", res_enc), ("decoder", res_dec))
+                for k, r in rr.items() if "ref_fp32_vs_fp64" in r}
+    if ref_errs:
+        verification["reference_fp32_vs_fp64"] = ref_errs
+        verification["tolerance"]["ref_err_factor"] = V.REF_ERR_FACTOR
+    return verification
+
+
+def write_model_dir(tmp_dir: str, out: str, meta: dict) -> None:
+    """Write export.json beside the two graphs in `tmp_dir`, then publish the folder as `out`
+    (`publish`: one rename, or atomic per-file replaces with export.json last)."""
+    with open(os.path.join(tmp_dir, "export.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    publish(tmp_dir, out)
+
+
+def export_model(config: str = "tiny", weights: str = "random", output: str = "out/onnx",
+                 msda: str = MSDA_EXPORT_DEFAULT, dtype: str = "fp32", height: Optional[int] = None,
+                 width: Optional[int] = None, opset: int = DEFAULT_OPSET, verify: bool = True, seed: int = 0,
+                 quiet: bool = False, threads: int = 0, plugin_version: Optional[str] = None) -> dict:
+    """Export, verify and publish. Returns the export.json dict. Raises ExportError on bad
+    arguments and export.verify.VerificationError when a check fails (nothing is published then).
+    `plugin_version`: trt-builtin form only, "2" (default, TensorRT >= 10.11) or "1".
+
+    Stages: check_export_args -> prepare_model -> torch_reference -> trace_encoder -> trace_decoder
+    -> postprocess_graphs (custom opsets, fp16) -> check_graphs -> verify_numerics -> write_model_dir;
+    the graphs are written in a temporary sibling folder of `output` until published."""
+    t_start = time.time()
+    plugin_version = check_export_args(msda, plugin_version, dtype, opset, height, width)
+    out = check_output_dir(output)
+    from mdqe.ops.export_hooks import expected_msda_calls
+
+    plan = prepare_model(config, weights, seed, height, width, opset, msda, threads, quiet)
+    ref = torch_reference(plan, seed, quiet)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
     try:
         enc_path, dec_path = os.path.join(tmp_dir, "encoder.onnx"), os.path.join(tmp_dir, "decoder.onnx")
-        _log(f"[3/6] exporting encoder.onnx (msda={msda}, opset {opset})", quiet)
-        t0 = time.time()
-        _export_graph(enc, enc_args, enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC, opset, msda,
-                      plugin_version)
-        _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(enc_path) / 1e6:.1f} MB", quiet)
-        _log("[4/6] exporting decoder.onnx", quiet)
-        t0 = time.time()
-        _export_graph(dec, dec_args, dec_path, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC, opset, msda,
-                      plugin_version)
-        _restore_inputs(dec_path, DECODER_INPUTS, dec_args)
-        _log(f"      {time.time() - t0:.1f} s, {os.path.getsize(dec_path) / 1e6:.1f} MB", quiet)
-        if ident is None:
-            _strip_custom_opset(enc_path)
-            _strip_custom_opset(dec_path)
-        if dtype == "fp16":
-            from .fp16 import convert_graph_fp16
-            _log("      converting both graphs to mixed fp16 (fp32 kept for normalizations, softmax, heads, "
-                 "MSDA accumulation)", quiet)
-            for p in (enc_path, dec_path):
-                onnx.save(convert_graph_fp16(onnx.load(p)), p)
-
-        expected = expected_msda_calls(cfg)
-        expected_grid = expected_gridsample_nodes(cfg)
-        verification = {}
-        census_all = {}
-        _log("[5/6] checking graphs (onnx.checker, shape inference, MSDeformAttn nodes)", quiet)
-        for name, p in (("encoder", enc_path), ("decoder", dec_path)):
-            m = onnx.load(p)
-            inferred = V.check_graph(m, name)
-            V.check_msda_form(inferred, name, msda, expected[name], expected_grid[name], plugin_version)
-            census = V.op_census(m)
-            n_custom = sum(census.get(f"{i.onnx_domain}::{i.op_type}", 0) for i in (OUR_PLUGIN, TRT_BUILTIN_PLUGIN))
-            census_all[name] = {"nodes": len(m.graph.node), "msda_custom_nodes": n_custom,
-                                "GridSample": census.get("GridSample", 0), "Gather": census.get("Gather", 0)}
-            _log(f"      {name}: {len(m.graph.node)} nodes, {n_custom} "
-                 f"{ident.op_type if ident else 'MSDA custom'} nodes, {census.get('GridSample', 0)} GridSample, "
-                 f"{census.get('Gather', 0)} Gather", quiet)
+        trace_encoder(plan, ref, enc_path, opset, msda, plugin_version, quiet)
+        trace_decoder(plan, ref, dec_path, opset, msda, plugin_version, quiet)
+        postprocess_graphs(plan, (enc_path, dec_path), msda, dtype, quiet)
+        census = check_graphs(plan, enc_path, dec_path, msda, plugin_version, quiet)
         if verify:
-            from .ort_custom_ops import kernel_name
-            atol, rtol = (V.FP32_ATOL, 0.0) if dtype == "fp32" else (V.FP16_ATOL, V.FP16_RTOL)
-            _log(f"[6/6] ONNX Runtime vs PyTorch (fp32) on the same seeded input; tolerance "
-                 f"{'%.0e abs' % atol if dtype == 'fp32' else '%.0e + %.0e * max|ref|' % (atol, rtol)}", quiet)
-            results = {}
-            for case, (c_images, c_valid, c_ref_enc, _, c_ref_dec) in refs.items():
-                feeds_enc = {"images": c_images.numpy(), VALID_HW: c_valid.numpy()}
-                got_enc = V.run_ort(enc_path, feeds_enc, ENCODER_OUTPUTS, threads)
-                ref_enc_np = {k: v.numpy() for k, v in c_ref_enc.items()}
-                res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol)
-                if dtype == "fp16":  # selection near-ties may flip in fp16: counted, bounded (export/verify.py)
-                    res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
-                feeds_dec = {k: ref_enc_np[k] for k in DECODER_INPUTS}
-                got_dec = V.run_ort(dec_path, feeds_dec, DECODER_OUTPUTS, threads)
-                ref_dec_np = {k: v.numpy() for k, v in c_ref_dec.items()}
-                res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol)
-                if V.needs_reference_error(res_enc, res_dec):
-                    _log(f"      {case}: some outputs exceed the plain tolerance or pass it with a margin below "
-                         f"{V.MIN_MARGIN:g}x: measuring PyTorch fp32's own error vs fp64", quiet)
-                    err_enc, err_dec = reference_rounding_error(model, c_images, c_valid, c_ref_enc, c_ref_dec)
-                    res_enc = V.compare(got_enc, ref_enc_np, ENCODER_OUTPUTS, atol, rtol, err_enc)
-                    if dtype == "fp16":
-                        res_enc.update(V.compare_selection_fp16(got_enc, ref_enc_np, atol, rtol))
-                    res_dec = V.compare(got_dec, ref_dec_np, DECODER_OUTPUTS, atol, rtol, err_dec)
-                _log(V.format_report(f"encoder ({case})", res_enc), quiet)
-                _log(V.format_report(f"decoder ({case})", res_dec), quiet)
-                V.raise_on_failure(f"encoder ({case})", res_enc)
-                V.raise_on_failure(f"decoder ({case})", res_dec, "decoder fed with the PyTorch encoder outputs")
-                results[case] = (res_enc, res_dec)
-            if ident is not None:
-                _log(f"      {ident.op_type} nodes ran in ONNX Runtime with the {kernel_name()} MSDeformAttn CPU "
-                     "kernel", quiet)
-            res_enc, res_dec = results["unpadded"]
-            verification = {
-                "input": {"images": [T, 3, height, width], "seed": seed + 1, "distribution": "normal(0,1)",
-                          "valid_hw": {c: v[0].tolist() for c, v in cases.items()}},
-                "reference": "PyTorch fp32",
-                "tolerance": {"atol": atol, "rtol_of_max_abs_ref": rtol},
-                "encoder": {k: r["max_abs_err"] for k, r in res_enc.items()},
-                "decoder": {k: r["max_abs_err"] for k, r in res_dec.items()},
-                "padded": {g: {k: r["max_abs_err"] for k, r in rr.items()}
-                           for g, rr in zip(("encoder", "decoder"), results["padded"])},
-                "margin": {f"{g}.{k}": round(r["margin"], 2) for g, rr in (("encoder", res_enc), ("decoder", res_dec))
-                           for k, r in rr.items() if "margin" in r and r["margin"] != float("inf")},
-            }
-            if dtype == "fp16":
-                verification["selection_flips"] = {
-                    c: f"{r[0]['query_points']['selection_flips']}/{r[0]['query_points']['selection_points']}"
-                    for c, r in results.items()}
-            ref_errs = {f"{g}.{k}": r["ref_fp32_vs_fp64"] for g, rr in (("encoder", res_enc), ("decoder", res_dec))
-                        for k, r in rr.items() if "ref_fp32_vs_fp64" in r}
-            if ref_errs:
-                verification["reference_fp32_vs_fp64"] = ref_errs
-                verification["tolerance"]["ref_err_factor"] = V.REF_ERR_FACTOR
+            verification = verify_numerics(plan, ref, enc_path, dec_path, msda, dtype, seed, threads, quiet)
         else:
+            verification = {}
             _log("[6/6] numerical verification skipped (--no-verify)", quiet)
-
-        meta = build_export_json(cfg, enc_out=ref_enc, dec_out=ref_dec, height=height, width=width, msda=msda,
-                                 dtype=dtype, opset=opset, weights=winfo, verification=verification,
-                                 expected_plugin_nodes=expected, plugin_version=plugin_version, census=census_all)
-        with open(os.path.join(tmp_dir, "export.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-            f.write("\n")
-        publish(tmp_dir, out)
+        meta = build_export_json(plan.cfg, enc_out=ref.encoder_outputs, dec_out=ref.decoder_outputs,
+                                 height=plan.height, width=plan.width, msda=msda, dtype=dtype, opset=opset,
+                                 weights=plan.weights_info, verification=verification,
+                                 expected_plugin_nodes=expected_msda_calls(plan.cfg), plugin_version=plugin_version,
+                                 census=census)
+        write_model_dir(tmp_dir, out, meta)
     finally:
         if os.path.isdir(tmp_dir):
             shutil.rmtree(tmp_dir, ignore_errors=True)

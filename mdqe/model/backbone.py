@@ -95,6 +95,8 @@ class ResNet(nn.Module):
     `out_channels` lists the channels of the returned maps.
     """
 
+    fp16_compute = True   # a heavy trunk: its convs/matmuls may run in fp16 (export/fp16.py Fp16Policy)
+
     def __init__(self, depth: int = 50, base_width: int = 64):
         super().__init__()
         if depth not in _STAGE_BLOCKS:

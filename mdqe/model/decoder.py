@@ -22,6 +22,8 @@ from .layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
 class DecoderLayer(nn.Module):
     """One O2I layer. Shapes: B clips, T frames, Q queries, C channels, S memory tokens."""
 
+    fp16_compute = True   # a heavy trunk: its convs/matmuls may run in fp16 (export/fp16.py Fp16Policy)
+
     def __init__(self, d_model: int, n_heads: int, n_levels: int, n_frames: int, n_points: int,
                  d_ffn: int, offset_scale: float, dropout: float = 0.0):
         super().__init__()

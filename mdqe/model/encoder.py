@@ -26,6 +26,8 @@ class InputProjection(nn.Module):
     Levels 0..2: 1x1 conv + GroupNorm(32) on res3/res4/res5; extra levels: 3x3 stride-2 conv + GN.
     """
 
+    fp16_compute = True   # a heavy trunk: its convs/matmuls may run in fp16 (export/fp16.py Fp16Policy)
+
     def __init__(self, in_channels: List[int], hidden_dim: int, num_levels: int):
         super().__init__()
         layers = []
@@ -53,6 +55,8 @@ class InputProjection(nn.Module):
 
 class EncoderLayer(nn.Module):
     """Deformable self-attention + FFN (post-norm, GELU). x [N, S, C] -> [N, S, C]."""
+
+    fp16_compute = True   # a heavy trunk: its convs/matmuls may run in fp16 (export/fp16.py Fp16Policy)
 
     def __init__(self, d_model: int, n_heads: int, n_levels: int, n_points: int, d_ffn: int,
                  offset_scale: float, dropout: float = 0.0):

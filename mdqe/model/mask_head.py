@@ -28,6 +28,8 @@ class MaskHead(nn.Module):
     -> mask features [N, mask_dim, H/4, W/4].
     """
 
+    fp16_compute = True   # a heavy trunk: its convs/matmuls may run in fp16 (export/fp16.py Fp16Policy)
+
     def __init__(self, hidden_dim: int, mask_dim: int):
         super().__init__()
         g = _gn_groups(hidden_dim, 8)
