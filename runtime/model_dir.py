@@ -244,7 +244,20 @@ def load_model_dir(model_dir: str) -> ModelSpec:
     ``num_queries`` / ``num_classes`` / ``embed_dim`` or have the wrong rank.
     The graphs themselves are checked against the spec by ``check_graph_io``
     (each backend calls it with the shapes its graphs declare).
+
+    Steps: ``_read_manifest`` -> ``_check_format_version`` -> ``_build_spec`` (sections, preprocess,
+    classes, fields) -> ``_check_config`` -> ``_check_manifest_tensors``.
     """
+    meta_path, meta = _read_manifest(model_dir)
+    _check_format_version(meta, meta_path)
+    spec, enc, dec = _build_spec(model_dir, meta, meta_path)
+    _check_config(spec, meta_path)
+    _check_manifest_tensors(spec, enc, dec, meta_path)
+    return spec
+
+
+def _read_manifest(model_dir: str):
+    """The model directory and its export.json must exist; -> (path of export.json, its JSON object)."""
     if not isinstance(model_dir, str) or not model_dir:
         raise ModelDirError(f"model directory must be a path, got {model_dir!r}")
     if not os.path.isdir(model_dir):
@@ -265,6 +278,11 @@ def load_model_dir(model_dir: str) -> ModelSpec:
             from e
     if not isinstance(meta, dict):
         raise ModelDirError(f"{meta_path}: expected a JSON object")
+    return meta_path, meta
+
+
+def _check_format_version(meta: dict, meta_path: str) -> None:
+    """format_version must be the one this runtime reads (1 gets a re-export hint)."""
     version = meta.get("format_version")
     if version == 1:
         raise ModelDirError(f"{meta_path}: format_version 1 is an older graph contract (no padding masks, "
@@ -273,9 +291,10 @@ def load_model_dir(model_dir: str) -> ModelSpec:
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise ModelDirError(f"{meta_path}: format_version {version!r} is not supported "
                             f"(this runtime reads format_version {FORMAT_VERSION})")
-    where = meta_path
-    enc = _graph_section(meta, "encoder", where)
-    dec = _graph_section(meta, "decoder", where)
+
+
+def _read_preprocess(meta: dict, where: str) -> PreprocessSpec:
+    """The "preprocess" section -> PreprocessSpec (colour order, mean/std, resize rule sizes)."""
     pre = _dict_field(meta, "preprocess", where)
     pw = where + " preprocess"
     pspec = PreprocessSpec(
@@ -290,12 +309,22 @@ def load_model_dir(model_dir: str) -> ModelSpec:
         raise ModelDirError(f"{pw}: color must be RGB or BGR, got {pspec.color!r}")
     if pspec.max_size < pspec.shorter_side:
         raise ModelDirError(f"{pw}: max_size {pspec.max_size} is smaller than shorter_side {pspec.shorter_side}")
+    return pspec
+
+
+def _read_classes(meta: dict, where: str):
+    """-> (num_classes, class_names list), which must agree."""
     num_classes = _int_field(meta, "num_classes", where, 1, 1 << 20)
     class_names = _require(meta, "class_names", where)
     if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
         raise ModelDirError(f"{where}: class_names must be a list of strings, got {json.dumps(class_names)[:60]}")
     if len(class_names) != num_classes:
         raise ModelDirError(f"{where}: {len(class_names)} class_names for num_classes={num_classes}")
+    return num_classes, class_names
+
+
+def _check_optional_fields(meta: dict, where: str) -> None:
+    """Types and ranges of the optional fields the spec does not keep as numbers."""
     for key in ("config", "weights", "plugin"):
         _dict_field(meta, key, where, required=False)
     for key in ("mask_dim", "hidden_dim", "num_levels", "opset"):
@@ -305,6 +334,15 @@ def load_model_dir(model_dir: str) -> ModelSpec:
         if not (isinstance(es, list) and len(es) == 2 and all(_is_int(x) and x > 0 for x in es)):
             raise ModelDirError(f"{where}: export_size must be [height, width] (positive integers), "
                                 f"got {json.dumps(es)[:60]}")
+
+
+def _build_spec(model_dir: str, meta: dict, where: str):
+    """The checked fields of export.json -> (ModelSpec, encoder section, decoder section)."""
+    enc = _graph_section(meta, "encoder", where)
+    dec = _graph_section(meta, "decoder", where)
+    pspec = _read_preprocess(meta, where)
+    num_classes, class_names = _read_classes(meta, where)
+    _check_optional_fields(meta, where)
     spec = ModelSpec(
         model_dir=os.path.abspath(model_dir),
         num_frames=_int_field(meta, "num_frames", where, 1, 1024),
@@ -325,7 +363,11 @@ def load_model_dir(model_dir: str) -> ModelSpec:
         plugin=dict(meta.get("plugin") or {}),
         raw=meta,
     )
-    _check_config(spec, where)
+    return spec, enc, dec
+
+
+def _check_manifest_tensors(spec: ModelSpec, enc: dict, dec: dict, where: str) -> None:
+    """The tensor names and shapes export.json declares for each graph must be the contract's."""
     for graph, sec, ins, outs in (("encoder", enc, ENCODER_INPUTS, ENCODER_OUTPUTS),
                                   ("decoder", dec, DECODER_INPUTS, DECODER_OUTPUTS)):
         i = _section_shapes(sec, "inputs", graph, where)
@@ -335,7 +377,6 @@ def load_model_dir(model_dir: str) -> ModelSpec:
         if o is not None:
             check_tensor_names(list(o), outs, f"export.json {graph} outputs")
         check_graph_io(spec, graph, i or {}, o or {}, f"export.json {graph}")
-    return spec
 
 
 def _check_config(spec: ModelSpec, where: str) -> None:

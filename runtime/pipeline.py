@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -42,12 +42,10 @@ from .errors import ModelDirError, VideoError
 from .masks import MaskPostprocessor
 from .model_dir import check_decoder_outputs, check_encoder_features, check_finite
 from .output_dir import OutputLock, check_output_dir, remove_stale
-from .outputs.overlay import OverlayWriter, draw_overlay
-from .outputs.pngs import MaskPngWriter
-from .outputs.results import ResultsSpool
 from .preprocess import Preprocessor
+from .sinks import OverlaySink, PngSink, ResultsSink, Sink
 from .timing import StageTimer
-from .tracker import TrackerParams, make_tracker, select_pairs
+from .tracker import TrackerParams, make_tracker
 from .video import FrameSource
 
 
@@ -159,43 +157,105 @@ class StreamState:
         return out
 
 
+@dataclass
+class FinalFrame:
+    """A frame no later clip covers: its index, the original BGR frame [H0, W0, 3] and its instances
+    [(track id, uint8 mask [H0, W0] or None when masks were not asked for, RLE dict)] (tracks whose
+    mask is empty at the original size are left out)."""
+    index: int
+    frame: np.ndarray
+    instances: List[Tuple[int, Optional[np.ndarray], dict]]
+
+
+class VideoLoop:
+    """The runtime loop: decode a frame from ``source`` -> ``stream.push`` (preprocess, encoder once,
+    ring buffer; when T frames are buffered: decoder on the clip, per-clip filter, tracker) -> the
+    frame that became final -> ``stream.final`` (per-frame masks at the original size). Iterating
+    yields a FinalFrame per frame in order; after the last frame ``stream.finish()`` runs the padded /
+    tail clip and closes the tracker, and the remaining frames are yielded.
+
+    ``stop()`` (checked before each read) ends reading early; ``on_first_frame(stream)`` runs once
+    after the first frame is encoded (its geometry is then known); ``on_frame()`` after each frame
+    read. ``source_done`` is True once reading has ended; ``padded`` says whether the video was
+    shorter than T. Raises VideoError if no frame was decoded.
+    """
+
+    def __init__(self, source: FrameSource, stream: StreamState, masks: bool = True,
+                 stop: Optional[Callable[[], bool]] = None,
+                 on_first_frame: Optional[Callable[[StreamState], None]] = None,
+                 on_frame: Optional[Callable[[], None]] = None):
+        self.source, self.stream, self.masks = source, stream, masks
+        self.stop, self.on_first_frame, self.on_frame = stop, on_first_frame, on_frame
+        self.frames = deque()                 # (index, original BGR frame) not yet final
+        self.source_done = False
+        self.padded = False
+
+    def _final(self, f: int) -> FinalFrame:
+        items = self.stream.final(f, masks=self.masks)
+        idx, frame = self.frames.popleft()
+        assert idx == f, (idx, f)
+        return FinalFrame(f, frame, items)
+
+    def __iter__(self) -> Iterator[FinalFrame]:
+        stream, timer = self.stream, self.stream.timer
+        it = iter(self.source)
+        while True:
+            t0 = time.perf_counter()
+            frame = None if self.stop is not None and self.stop() else next(it, None)
+            if frame is None:
+                self.source_done = True
+                break
+            timer.add("decode", time.perf_counter() - t0)
+            i = stream.n_frames
+            final = stream.push(frame)
+            if i == 0 and self.on_first_frame is not None:
+                self.on_first_frame(stream)
+            self.frames.append((i, frame))
+            if final is not None:
+                yield self._final(final)
+            if self.on_frame is not None:
+                self.on_frame()
+        if stream.n_frames == 0:
+            raise VideoError(f"no frames decoded from {self.source.source}")
+        self.padded = stream.padded
+        for f in stream.finish():
+            yield self._final(f)
+
+
+def iterate_video(video: Union[str, int, FrameSource], backend: Backend, options: Optional[RunOptions] = None,
+                  masks: bool = True) -> Iterator[FinalFrame]:
+    """The near-online pipeline in-process, writing nothing: yields the FinalFrame of every frame of
+    ``video`` in order (tracker and filter from ``options``). For outputs on disk use ``run_video``."""
+    opts = options or RunOptions()
+    source = video if isinstance(video, FrameSource) else FrameSource(video, max_frames=opts.max_frames)
+    try:
+        yield from VideoLoop(source, StreamState(backend, opts.filter, opts.tracker), masks=masks)
+    finally:
+        source.close()
+
+
 class _Run:
+    """One run of ``run_video``: a VideoLoop feeding the output sinks (runtime.sinks: results.json,
+    overlay.mp4, masks/), then timing.json; signal handling around it."""
+
     def __init__(self, source: FrameSource, output_dir: str, backend: Backend, opts: RunOptions):
         self.source, self.out, self.backend, self.opts = source, output_dir, backend, opts
-        self.class_names = backend.spec.class_names
-        self.frames = deque()                 # (index, original BGR frame) not yet final
         self.timer = StageTimer()
         self.stream = StreamState(backend, opts.filter, opts.tracker, self.timer)
-        self.tracker = self.stream.tracker
-        self.spool = ResultsSpool(output_dir)
-        self.pngs = MaskPngWriter(output_dir) if opts.save_pngs else None
-        self.overlay: Optional[OverlayWriter] = None
+        self.results = ResultsSink(output_dir, opts.video_id, opts.min_pair_score, opts.min_pairs)
+        self.overlay = OverlaySink(output_dir, backend.spec.class_names, opts.vis_thr) if opts.overlay else None
+        self.pngs = PngSink(output_dir) if opts.save_pngs else None
+        self.sinks: List[Sink] = [s for s in (self.results, self.overlay, self.pngs) if s is not None]
+        self.loop = VideoLoop(source, self.stream, masks=self.overlay is not None or self.pngs is not None,
+                              stop=lambda: self.interrupted, on_first_frame=self._start_sinks)
         self.frames_written = 0
         self.interrupted = False
         self.signal_name: Optional[str] = None   # "SIGINT" / "SIGTERM" received during the run
-        self.source_done = False
         self.signal_stopped_reading = False
 
-    # -- per final frame ----------------------------------------------------
-    def _finalize(self, f: int) -> None:
-        items = self.stream.final(f, masks=self.overlay is not None or self.pngs is not None)
-        with self.timer("write"):
-            tids = [tid for tid, _, _ in items]
-            masks = [m for _, m, _ in items]
-            self.spool.add_frame(f, [(tid, r) for tid, _, r in items])
-            idx, frame = self.frames.popleft()
-            assert idx == f, (idx, f)
-            if self.overlay is not None:
-                shown = []
-                for tid, m in zip(tids, masks):
-                    score, cls = self.tracker.display_info(tid)
-                    if score >= self.opts.vis_thr:
-                        shown.append((tid, m, f"{tid} {self.class_names[cls]} {score:.2f}"))
-                self.overlay.write(draw_overlay(frame, shown))
-            if self.pngs is not None:
-                for tid, m in zip(tids, masks):
-                    self.pngs.write(f, tid, m)
-        self.frames_written += 1
+    def _start_sinks(self, stream: StreamState) -> None:
+        for sink in self.sinks:
+            sink.start(stream, self.source)
 
     def _install_signals(self):
         """First Ctrl-C or SIGTERM (docker stop, systemd, timeout): stop reading frames and finish the
@@ -209,7 +269,7 @@ class _Run:
                 raise SignalAbort(signum)
             self.interrupted = True
             self.signal_name = signal.Signals(signum).name
-            self.signal_stopped_reading = not self.source_done   # after the last frame it stops nothing
+            self.signal_stopped_reading = not self.loop.source_done   # after the last frame it stops nothing
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -217,65 +277,49 @@ class _Run:
         t_start = time.perf_counter()
         bar = tqdm(total=self.source.frame_count, unit="frame", desc="mdqe", disable=not self.opts.progress,
                    dynamic_ncols=True)
-        it = iter(self.source)
+        self.loop.on_frame = lambda: bar.update(1)
         previous_handlers = self._install_signals()
         try:
-            while True:
-                t0 = time.perf_counter()
-                frame = None if self.interrupted else next(it, None)
-                if frame is None:
-                    self.source_done = True
-                    break
-                self.timer.add("decode", time.perf_counter() - t0)
-                i = self.stream.n_frames
-                final = self.stream.push(frame)
-                if self.overlay is None and self.opts.overlay:
-                    self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.source.fps,
-                                                 self.stream.pre.geometry.original)
-                self.frames.append((i, frame))
-                if final is not None:
-                    self._finalize(final)
-                bar.update(1)
-            if self.stream.n_frames == 0:
-                raise VideoError(f"no frames decoded from {self.source.source}")
-            padded = self.stream.padded
-            for f in self.stream.finish():
-                self._finalize(f)
-            # per-video scores and results JSON
+            for final in self.loop:
+                with self.timer("write"):
+                    for sink in self.sinks:
+                        sink.add(final)
+                self.frames_written += 1
             with self.timer("write"):
-                pairs = select_pairs(self.tracker.summaries(), self.opts.min_pair_score, self.opts.min_pairs)
-                n_entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, self.stream.n_frames,
-                                                  self.opts.video_id)
-                if self.overlay is not None:
-                    self.overlay.close()
-                if self.pngs is not None:
-                    self.pngs.commit()
+                for sink in self.sinks:
+                    sink.finish(self.stream)
             wall = time.perf_counter() - t_start
         except BaseException:
-            if self.overlay is not None:
-                self.overlay.abort()
-            if self.pngs is not None:
-                self.pngs.abort()
+            for sink in self.sinks:
+                sink.abort()
             raise
         finally:
             for sig, h in previous_handlers.items():
                 signal.signal(sig, h)
             bar.close()
-            self.spool.cleanup()
+            for sink in self.sinks:
+                sink.cleanup()
             self.source.close()
+        timing = self.timing(wall)
+        write_json(os.path.join(self.out, "timing.json"), timing)
+        remove_stale(self.out, [name for sink in self.sinks for name in sink.written] + ["timing.json"])
+        return timing
+
+    def timing(self, wall: float) -> dict:
+        """The timing.json record of the finished run (wall = seconds from start to the last output)."""
         g = self.stream.pre.geometry
         n = self.stream.n_frames
         if self.signal_stopped_reading:
             stop_reason = f"stopped by {self.signal_name} after {n} frames"
         else:
             stop_reason = getattr(self.source, "stop_reason", None)
-        timing = {
+        return {
             "video": self.source.name,
             "frames": n,
             "encoder_frames": self.stream.encoder_frames,
             "decoder_clips": self.stream.clips,
             "clip_length": self.stream.T,
-            "padded_clip": padded,
+            "padded_clip": self.loop.padded,
             "interrupted": self.interrupted,
             "signal": self.signal_name,
             "stopped_early": stop_reason is not None,
@@ -291,16 +335,11 @@ class _Run:
             "resized_size": list(g.resized),
             "input_size": list(g.padded),
             "backend": self.backend.describe(),
-            "tracks": self.tracker.next_id - 1,
-            "results_entries": n_entries,
+            "tracks": self.stream.tracker.next_id - 1,
+            "results_entries": self.results.entries,
             "png_files": self.pngs.count if self.pngs is not None else 0,
             "stages": self.timer.summary(),
         }
-        write_json(os.path.join(self.out, "timing.json"), timing)
-        written = ["results.json", "timing.json"] + (["overlay.mp4"] if self.overlay is not None else []) \
-            + (["masks"] if self.pngs is not None else [])
-        remove_stale(self.out, written)
-        return timing
 
 
 class SignalAbort(KeyboardInterrupt):

@@ -1,0 +1,118 @@
+"""Output sinks of a runtime run: each consumes the final frames of ``runtime.pipeline.VideoLoop``
+(``FinalFrame``: frame index, original BGR frame [H0, W0, 3], [(track id, uint8 mask [H0, W0] or
+None, RLE dict)]) and writes one kind of output.
+
+A sink has ``start(stream, source)`` (after the first frame is encoded: sizes known), ``add(final)``
+(per final frame, in frame order), ``finish(stream)`` (after the last frame: write and publish),
+``abort()`` (a failure: remove temporaries, publish nothing), ``cleanup()`` (always, last) and
+``written`` (the names it leaves in the output folder).
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from .outputs.overlay import OverlayWriter, draw_overlay
+from .outputs.pngs import MaskPngWriter
+from .outputs.results import ResultsSpool
+from .tracker import select_pairs
+
+
+class Sink:
+    """No-op base of the sink protocol (see the module doc)."""
+    written: List[str] = []
+
+    def start(self, stream, source) -> None:
+        pass
+
+    def add(self, final) -> None:
+        pass
+
+    def finish(self, stream) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        pass
+
+
+class ResultsSink(Sink):
+    """results.json (YouTube-VIS style, one entry per selected track/class pair): RLEs spooled to disk
+    per frame, the per-video selection (``select_pairs``) and the JSON written at the end."""
+    written = ["results.json"]
+
+    def __init__(self, output_dir: str, video_id=1, min_pair_score: float = 0.05, min_pairs: int = 10):
+        self.out, self.video_id = output_dir, video_id
+        self.min_pair_score, self.min_pairs = min_pair_score, min_pairs
+        self.spool = ResultsSpool(output_dir)
+        self.entries = 0
+
+    def add(self, final) -> None:
+        self.spool.add_frame(final.index, [(tid, r) for tid, _, r in final.instances])
+
+    def finish(self, stream) -> None:
+        pairs = select_pairs(stream.tracker.summaries(), self.min_pair_score, self.min_pairs)
+        self.entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, stream.n_frames,
+                                             self.video_id)
+
+    def cleanup(self) -> None:
+        self.spool.cleanup()
+
+
+class OverlaySink(Sink):
+    """overlay.mp4: each frame with the masks of the tracks whose running video score >= vis_thr,
+    labelled "id class score"."""
+    written = ["overlay.mp4"]
+
+    def __init__(self, output_dir: str, class_names, vis_thr: float = 0.3):
+        self.path, self.class_names, self.vis_thr = os.path.join(output_dir, "overlay.mp4"), class_names, vis_thr
+        self.writer: Optional[OverlayWriter] = None
+        self.tracker = None
+
+    def start(self, stream, source) -> None:
+        self.tracker = stream.tracker
+        self.writer = OverlayWriter(self.path, source.fps, stream.pre.geometry.original)
+
+    def add(self, final) -> None:
+        shown = []
+        for tid, m, _ in final.instances:
+            score, cls = self.tracker.display_info(tid)
+            if score >= self.vis_thr:
+                shown.append((tid, m, f"{tid} {self.class_names[cls]} {score:.2f}"))
+        self.writer.write(draw_overlay(final.frame, shown))
+
+    @property
+    def frames(self) -> int:
+        return self.writer.frames if self.writer is not None else 0
+
+    def finish(self, stream) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+class PngSink(Sink):
+    """masks/: one PNG per frame and track (published as a whole at the end)."""
+    written = ["masks"]
+
+    def __init__(self, output_dir: str):
+        self.writer = MaskPngWriter(output_dir)
+
+    def add(self, final) -> None:
+        for tid, m, _ in final.instances:
+            self.writer.write(final.index, tid, m)
+
+    @property
+    def count(self) -> int:
+        return self.writer.count
+
+    def finish(self, stream) -> None:
+        self.writer.commit()
+
+    def abort(self) -> None:
+        self.writer.abort()
