@@ -21,6 +21,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 import numpy as np
@@ -165,8 +166,31 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
+@dataclass
+class Training:
+    """The state of one training run, filled stage by stage (see ``main``)."""
+    args: argparse.Namespace
+    info: DistInfo
+    cfg: object
+    model: torch.nn.Module = None
+    optimizer: object = None
+    scheduler: object = None
+    start_iter: int = 0
+    train_set: object = None
+    val_set: object = None
+    log: Optional[JsonlLog] = None
+    loader: Optional[Iterator] = None
+    reid_gen: Optional[torch.Generator] = None
+    criterion: Optional[SetCriterion] = None
+    net: Optional[torch.nn.Module] = None     # the model, or its DistributedDataParallel wrapper
+    bar: object = None
+    t0: float = 0.0
+    t_last: float = 0.0
+    it_last: int = 0
+
+
+def setup(args: argparse.Namespace) -> Training:
+    """Process group (torchrun) or single process, threads, the config, and the seed of this rank."""
     info = init_distributed(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -175,21 +199,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as e:
         _fail(f"--config {args.config}: {(str(e).splitlines() or [type(e).__name__])[0]}")
     seed_all(args.seed + 1000 * info.rank)
+    return Training(args=args, info=info, cfg=cfg)
 
+
+def build_model_and_optimizer(tr: Training) -> None:
+    """The model on the device (weights from --init if given), AdamW and the LR schedule."""
     from . import build_model
-    model = build_model(cfg).to(info.device)
+    args, info = tr.args, tr.info
+    tr.model = build_model(tr.cfg).to(info.device)
     if args.init:
         from .checkpoint import CheckpointError, load_checkpoint
         try:
-            sd, _, _ = load_checkpoint(args.init, cfg)
+            sd, _, _ = load_checkpoint(args.init, tr.cfg)
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             _fail(f"--init {args.init}: {(str(e).splitlines() or [type(e).__name__])[0]}")
-        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing, unexpected = tr.model.load_state_dict(sd, strict=False)
         if info.is_main:
             print(f"init from {args.init}: {len(missing)} missing, {len(unexpected)} unexpected keys", flush=True)
-    optimizer = build_optimizer(model, args.lr, args.weight_decay, args.backbone_lr_mult)
-    scheduler = build_scheduler(optimizer, args.steps, args.gamma, args.warmup)
-    start_iter = 0
+    tr.optimizer = build_optimizer(tr.model, args.lr, args.weight_decay, args.backbone_lr_mult)
+    tr.scheduler = build_scheduler(tr.optimizer, args.steps, args.gamma, args.warmup)
+
+
+def resume(tr: Training) -> None:
+    """--resume: model, optimizer, scheduler, iteration and RNG state from a state_<iter>.pt (its config
+    must be --config's); sets tr.start_iter, which must be below --iters."""
+    args, info, cfg = tr.args, tr.info, tr.cfg
     if args.resume:
         try:
             state = load_train_state(args.resume)
@@ -198,101 +232,155 @@ def main(argv: Optional[List[str]] = None) -> int:
         if state["config"] != json.loads(json.dumps(cfg.to_dict())) and state["config"] != cfg.to_dict():
             _fail(f"--resume {args.resume}: its config differs from --config {args.config}")
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            tr.model.load_state_dict(state["model"])
+            tr.optimizer.load_state_dict(state["optimizer"])
+            tr.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             _fail(f"--resume {args.resume}: the state does not fit the model/optimizer "
                   f"({(str(e).splitlines() or [type(e).__name__])[0]})")
-        start_iter = int(state["iteration"])
+        tr.start_iter = int(state["iteration"])
         if "rng" in state and info.world_size == 1:
             set_rng_state(state["rng"])
         else:
-            seed_all(args.seed + 1000 * info.rank + start_iter)
-    if start_iter >= args.iters:
-        _fail(f"--resume state is at iteration {start_iter} >= --iters {args.iters}")
+            seed_all(args.seed + 1000 * info.rank + tr.start_iter)
+    if tr.start_iter >= args.iters:
+        _fail(f"--resume state is at iteration {tr.start_iter} >= --iters {args.iters}")
 
-    # the data are read before anything is written to --output
+
+def build_data(tr: Training) -> None:
+    """The training (and validation) clip datasets; read before anything is written to --output."""
+    args = tr.args
     try:
-        train_set = build_dataset(args.data, args.split, cfg, args, train=True)
-        val_set = build_dataset(args.val_data, args.val_split, cfg, args, train=False) if args.val_data else None
+        tr.train_set = build_dataset(args.data, args.split, tr.cfg, args, train=True)
+        tr.val_set = build_dataset(args.val_data, args.val_split, tr.cfg, args, train=False) if args.val_data else None
     except (OSError, ValueError, KeyError) as e:
         _fail(f"training data: {(str(e).splitlines() or [type(e).__name__])[0]}")
 
+
+def open_output(tr: Training) -> None:
+    """--output: log.jsonl (cut back to the resumed iteration) and train_args.json (main process)."""
+    args, info = tr.args, tr.info
     os.makedirs(args.output, exist_ok=True)
-    log = JsonlLog(os.path.join(args.output, "log.jsonl"))
+    tr.log = JsonlLog(os.path.join(args.output, "log.jsonl"))
     if info.is_main:
         if args.resume:
-            log.truncate_after(start_iter)
+            tr.log.truncate_after(tr.start_iter)
         with open(os.path.join(args.output, "train_args.json.tmp"), "w") as f:
             json.dump({**vars(args), "world_size": info.world_size, "argv": sys.argv}, f, indent=1)
         os.replace(os.path.join(args.output, "train_args.json.tmp"), os.path.join(args.output, "train_args.json"))
 
-    loader = iter(make_loader(train_set, info, args, start_iter))
+
+def prepare_loop(tr: Training) -> None:
+    """The sharded infinite loader from start_iter, the criterion, DDP, the progress bar and clocks."""
+    args, info = tr.args, tr.info
+    tr.loader = iter(make_loader(tr.train_set, info, args, tr.start_iter))
     # init-reid's random sampling draws from its own generator, re-seeded from (seed, rank, iteration)
     # every iteration: runs are reproducible and --resume stays exact whatever else uses torch's RNG
-    reid_gen = torch.Generator()
-    criterion = SetCriterion(cfg, repulsion=not args.no_repulsion, style=args.criterion, generator=reid_gen)
-    net = model
+    tr.reid_gen = torch.Generator()
+    tr.criterion = SetCriterion(tr.cfg, repulsion=not args.no_repulsion, style=args.criterion, generator=tr.reid_gen)
+    tr.net = tr.model
     if info.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-    net.train()
-
-    bar = None
+        tr.net = torch.nn.parallel.DistributedDataParallel(
+            tr.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    tr.net.train()
     if info.is_main and not args.no_progress:
         from tqdm import tqdm
-        bar = tqdm(total=args.iters, initial=start_iter, desc="train", dynamic_ncols=True)
-    t0 = time.time()
-    t_last, it_last = t0, start_iter
-    for it in range(start_iter, args.iters):
-        reid_gen.manual_seed(args.seed * 1000003 + info.rank * 7919 + it)
-        batch = next(loader)
-        images = batch["images"].to(info.device, non_blocking=True)
-        targets = targets_to(batch["targets"], info.device)
-        outputs = net(images, valid_hw=batch["valid_hw"].to(info.device, non_blocking=True))
-        losses = criterion(outputs, targets)
-        total = losses["loss"]
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite loss at iteration {it}: "
-                                     f"{ {k: v for k, v in scalars(losses).items() if not math.isfinite(v)} }")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   args.clip_grad if args.clip_grad > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
-        done = it + 1
-        if done % args.log_every == 0 or done == args.iters or done == start_iter + 1:
-            rec = reduce_mean(scalars(losses), info.device)
-            now = time.time()
-            if info.is_main:
-                rec.update({"iter": done, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-                            "time": round(now - t0, 3), "sec_per_iter": round((now - t_last) / max(1, done - it_last), 4)})
-                log.write(rec)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            t_last, it_last = now, done
-        if bar is not None:
-            bar.update(1)
-        val_due = val_set is not None and ((args.val_every and done % args.val_every == 0) or done == args.iters)
-        if val_due and info.is_main:
-            v = validation_loss(model, criterion, val_set, args.val_clips, info.device)
-            log.write({"iter": done, **{f"val_{k}": x for k, x in v.items()}})
-        if info.is_main and (done % args.ckpt_every == 0 or done == args.iters):
-            save_train_state(os.path.join(args.output, f"state_{done:07d}.pt"), model, optimizer, scheduler, done, cfg)
-            extra = {"iteration": done, "repulsion": not args.no_repulsion, "criterion": args.criterion,
-                     "seed": args.seed}
-            name = "model_final.safetensors" if done == args.iters else f"model_{done:07d}.safetensors"
-            save_model_weights(model, os.path.join(args.output, name), cfg, extra=extra)
-    if bar is not None:
-        bar.close()
-    if info.is_main:
-        print(f"done: {args.iters - start_iter} iterations in {time.time() - t0:.1f} s; "
+        tr.bar = tqdm(total=args.iters, initial=tr.start_iter, desc="train", dynamic_ncols=True)
+    tr.t0 = time.time()
+    tr.t_last, tr.it_last = tr.t0, tr.start_iter
+
+
+def train_step(tr: Training, it: int):
+    """One iteration: a batch of clips -> losses -> backward, clipped gradients, optimizer and LR step.
+    Returns (losses dict, gradient norm before clipping); FloatingPointError on a non-finite loss."""
+    args, info = tr.args, tr.info
+    tr.reid_gen.manual_seed(args.seed * 1000003 + info.rank * 7919 + it)
+    batch = next(tr.loader)
+    images = batch["images"].to(info.device, non_blocking=True)
+    targets = targets_to(batch["targets"], info.device)
+    outputs = tr.net(images, valid_hw=batch["valid_hw"].to(info.device, non_blocking=True))
+    losses = tr.criterion(outputs, targets)
+    total = losses["loss"]
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"non-finite loss at iteration {it}: "
+                                 f"{ {k: v for k, v in scalars(losses).items() if not math.isfinite(v)} }")
+    tr.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(),
+                                               args.clip_grad if args.clip_grad > 0 else float("inf"))
+    tr.optimizer.step()
+    tr.scheduler.step()
+    return losses, grad_norm
+
+
+def log_step(tr: Training, done: int, losses: dict, grad_norm) -> None:
+    """Every --log-every iterations (and the first and last): losses averaged over the processes, lr,
+    gradient norm and time -> log.jsonl; the progress bar; validation losses when due."""
+    args, info = tr.args, tr.info
+    if done % args.log_every == 0 or done == args.iters or done == tr.start_iter + 1:
+        rec = reduce_mean(scalars(losses), info.device)
+        now = time.time()
+        if info.is_main:
+            rec.update({"iter": done, "lr": tr.optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                        "time": round(now - tr.t0, 3),
+                        "sec_per_iter": round((now - tr.t_last) / max(1, done - tr.it_last), 4)})
+            tr.log.write(rec)
+            if tr.bar is not None:
+                tr.bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        tr.t_last, tr.it_last = now, done
+    if tr.bar is not None:
+        tr.bar.update(1)
+    val_due = tr.val_set is not None and ((args.val_every and done % args.val_every == 0) or done == args.iters)
+    if val_due and info.is_main:
+        v = validation_loss(tr.model, tr.criterion, tr.val_set, args.val_clips, info.device)
+        tr.log.write({"iter": done, **{f"val_{k}": x for k, x in v.items()}})
+
+
+def checkpoint(tr: Training, done: int) -> None:
+    """Every --ckpt-every iterations and at the end (main process): state_<iter>.pt (resumable) and the
+    weights (model_<iter>.safetensors, model_final.safetensors at the last iteration)."""
+    args = tr.args
+    if tr.info.is_main and (done % args.ckpt_every == 0 or done == args.iters):
+        save_train_state(os.path.join(args.output, f"state_{done:07d}.pt"), tr.model, tr.optimizer, tr.scheduler,
+                         done, tr.cfg)
+        extra = {"iteration": done, "repulsion": not args.no_repulsion, "criterion": args.criterion,
+                 "seed": args.seed}
+        name = "model_final.safetensors" if done == args.iters else f"model_{done:07d}.safetensors"
+        save_model_weights(tr.model, os.path.join(args.output, name), tr.cfg, extra=extra)
+
+
+def finish(tr: Training) -> None:
+    """Close the bar, report, and leave the process group."""
+    args = tr.args
+    if tr.bar is not None:
+        tr.bar.close()
+    if tr.info.is_main:
+        print(f"done: {args.iters - tr.start_iter} iterations in {time.time() - tr.t0:.1f} s; "
               f"weights {os.path.join(args.output, 'model_final.safetensors')}", flush=True)
     barrier()
     cleanup()
+
+
+def train(args: argparse.Namespace) -> int:
+    """The training run of parsed ``args``: setup -> model/optimizer -> resume -> data -> output ->
+    loop (train_step, log_step, checkpoint per iteration) -> finish."""
+    tr = setup(args)
+    build_model_and_optimizer(tr)
+    resume(tr)
+    build_data(tr)
+    open_output(tr)
+    prepare_loop(tr)
+    for it in range(tr.start_iter, args.iters):
+        losses, grad_norm = train_step(tr, it)
+        done = it + 1
+        log_step(tr, done, losses, grad_norm)
+        checkpoint(tr, done)
+    finish(tr)
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return train(parse_args(argv))
 
 
 if __name__ == "__main__":
