@@ -12,7 +12,7 @@ from runtime.backends.fake import FakeBackend
 from runtime.errors import VideoError
 from runtime.infer import main
 from runtime.masks import decode_rle
-from runtime.pipeline import RunOptions, run_video
+from runtime.pipeline import RunOptions, iterate_video, run_video
 from runtime.samples import sample_video
 
 BIKES = sample_video("bikes.mp4")
@@ -167,3 +167,28 @@ def test_ctrl_c_finishes_outputs_for_frames_so_far(tmp_path):
     assert signal.getsignal(signal.SIGINT) is before
     assert t["interrupted"] and t["frames"] == 9            # clip 5 ends at frame 8
     check_outputs(out, 9)
+
+
+def test_iterate_video_is_the_loop_of_run_video(tmp_path):
+    """runtime.pipeline.iterate_video (the loop without sinks) yields, frame by frame, the masks that
+    run_video writes: every track's RLE in results.json equals the one yielded for that frame, and
+    the frames come in order with the original BGR frame and uint8 masks at its size."""
+    opts = RunOptions(max_frames=12, progress=False)
+    out = str(tmp_path / "out")
+    run_video(BIKES, out, create_backend("fake", None), opts)
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    yielded = {}
+    for n, final in enumerate(iterate_video(BIKES, create_backend("fake", None), opts)):
+        assert final.index == n and final.frame.shape == (272, 640, 3)
+        for tid, mask, rle in final.instances:
+            assert mask.dtype == np.uint8 and mask.shape == (272, 640)
+            assert np.array_equal(mask, decode_rle(rle))
+            yielded[(tid, final.index)] = rle
+    assert n == 11
+    checked = 0
+    for r in results:
+        for f, seg in enumerate(r["segmentations"]):
+            assert seg == yielded.get((r["track_id"], f)), (r["track_id"], f)
+            checked += seg is not None
+    assert checked > 0
