@@ -31,10 +31,8 @@ import numpy as np
 from .atomic import write_json
 from .errors import RuntimeErrorBase
 from .masks import decode_rle
-from .outputs.overlay import OverlayWriter, draw_overlay
-from .outputs.pngs import MaskPngWriter
-from .outputs.results import ResultsSpool
 from .serving import protocol as P
+from .sinks import FinalFrame, OverlaySink, PngSink, ResultsSink
 from .timing import StageStats
 from .video import FrameSource
 
@@ -95,57 +93,61 @@ def class_names(client, model: str = P.VIDEO_MODEL) -> List[str]:
 
 
 class StreamWriter:
-    """Writes the outputs of one stream as frames become final (the writers of runtime.infer)."""
+    """Writes the outputs of one stream as frames become final, with the sinks of runtime.infer
+    (runtime/sinks.py); the overlay labels come from the server's per-frame (class, score)."""
 
     def __init__(self, output_dir: str, names: List[str], fps: float, opts: ClientOptions):
         self.out, self.names, self.fps, self.opts = output_dir, names, fps, opts
         os.makedirs(output_dir, exist_ok=True)
-        self.spool = ResultsSpool(output_dir)
-        self.pngs = MaskPngWriter(output_dir) if opts.save_pngs else None
-        self.overlay: Optional[OverlayWriter] = None
+        self.labels: Dict[int, tuple] = {}      # track id -> (score, class index) of the frame being written
+        self.results = ResultsSink(output_dir, opts.video_id)
+        self.overlay = OverlaySink(output_dir, names, opts.vis_thr, info=self.labels.__getitem__) \
+            if opts.overlay else None
+        self.pngs = PngSink(output_dir) if opts.save_pngs else None
         self.pending: deque = deque()       # (index, frame) sent, not final yet
         self.per_frame: Dict[int, list] = {}
         self.frames_written = 0
 
     def sent(self, index: int, frame: np.ndarray) -> None:
-        if self.overlay is None and self.opts.overlay:
-            self.overlay = OverlayWriter(os.path.join(self.out, "overlay.mp4"), self.fps, frame.shape[:2])
         if self.overlay is not None:
+            if self.overlay.writer is None:
+                self.overlay.open(self.fps, frame.shape[:2])
             self.pending.append((index, frame))
 
     def final(self, f: int, items) -> None:
+        """Frame f became final on the server: items [(track id, class index, score, RLE dict)]."""
         self.per_frame[f] = items
-        self.spool.add_frame(f, [(tid, rle) for tid, _, _, rle in items])
-        masks = [decode_rle(rle) for _, _, _, rle in items] if (self.overlay or self.pngs) else []
+        with_masks = self.overlay is not None or self.pngs is not None
+        frame = None
         if self.pending:
             idx, frame = self.pending.popleft()
             if idx != f:
                 raise ServingError(f"server finalised frame {f}, expected {idx}")
-            if self.overlay is not None:
-                shown = [(tid, m, f"{tid} {self.names[cls]} {score:.2f}")
-                         for (tid, cls, score, _), m in zip(items, masks) if score >= self.opts.vis_thr]
-                self.overlay.write(draw_overlay(frame, shown))
+        final = FinalFrame(f, frame, [(tid, decode_rle(rle) if with_masks else None, rle)
+                                      for tid, _, _, rle in items])
+        self.labels.clear()
+        self.labels.update({tid: (score, cls) for tid, cls, score, _ in items})
+        self.results.add(final)
+        if self.overlay is not None and frame is not None:
+            self.overlay.add(final)
         if self.pngs is not None:
-            for (tid, _, _, _), m in zip(items, masks):
-                self.pngs.write(f, tid, m)
+            self.pngs.add(final)
         self.frames_written += 1
 
     def finish(self, pairs, n_frames: int) -> int:
-        n = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, n_frames, self.opts.video_id)
-        if self.overlay is not None:
-            self.overlay.close()
-        if self.pngs is not None:
-            self.pngs.commit()          # PNGs are staged and replace masks/ as a whole (runtime.outputs.pngs)
+        n = self.results.write(pairs, n_frames)
+        for sink in (self.overlay, self.pngs):   # PNGs are staged and replace masks/ as a whole
+            if sink is not None:
+                sink.finish(None)
         return n
 
     def abort(self) -> None:
-        if self.overlay is not None:
-            self.overlay.abort()
-        if self.pngs is not None:
-            self.pngs.abort()
+        for sink in (self.overlay, self.pngs):
+            if sink is not None:
+                sink.abort()
 
     def cleanup(self) -> None:
-        self.spool.cleanup()
+        self.results.cleanup()
 
 
 def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional[ClientOptions] = None,

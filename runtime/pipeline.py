@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -43,7 +43,7 @@ from .masks import MaskPostprocessor
 from .model_dir import check_decoder_outputs, check_encoder_features, check_finite
 from .output_dir import OutputLock, check_output_dir, remove_stale
 from .preprocess import Preprocessor
-from .sinks import OverlaySink, PngSink, ResultsSink, Sink
+from .sinks import FinalFrame, OverlaySink, PngSink, ResultsSink, Sink
 from .timing import StageTimer
 from .tracker import TrackerParams, make_tracker
 from .video import FrameSource
@@ -151,16 +151,6 @@ class StreamState:
             items = self.tracker.pop_frame(f)
             finals = self.post.finals([logits for _, logits in items], with_masks=masks)
             return [(tid, mask, rle) for (tid, _), (mask, rle) in zip(items, finals) if rle is not None]
-
-
-@dataclass
-class FinalFrame:
-    """A frame no later clip covers: its index, the original BGR frame [H0, W0, 3] and its instances
-    [(track id, uint8 mask [H0, W0] or None when masks were not asked for, RLE dict)] (tracks whose
-    mask is empty at the original size are left out)."""
-    index: int
-    frame: np.ndarray
-    instances: List[Tuple[int, Optional[np.ndarray], dict]]
 
 
 class VideoLoop:

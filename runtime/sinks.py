@@ -10,12 +10,25 @@ A sink has ``start(stream, source)`` (after the first frame is encoded: sizes kn
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
 
 from .outputs.overlay import OverlayWriter, draw_overlay
 from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool
 from .tracker import select_pairs
+
+
+@dataclass
+class FinalFrame:
+    """A frame no later clip covers: its index, the original BGR frame [H0, W0, 3] and its instances
+    [(track id, uint8 mask [H0, W0] or None when masks were not asked for, RLE dict)] (tracks whose
+    mask is empty at the original size are left out)."""
+    index: int
+    frame: np.ndarray
+    instances: List[Tuple[int, Optional[np.ndarray], dict]]
 
 
 class Sink:
@@ -53,32 +66,44 @@ class ResultsSink(Sink):
         self.spool.add_frame(final.index, [(tid, r) for tid, _, r in final.instances])
 
     def finish(self, stream) -> None:
-        pairs = select_pairs(stream.tracker.summaries(), self.min_pair_score, self.min_pairs)
-        self.entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, stream.n_frames,
+        """The per-video selection of the stream's tracks, then results.json."""
+        self.write(select_pairs(stream.tracker.summaries(), self.min_pair_score, self.min_pairs), stream.n_frames)
+
+    def write(self, pairs, num_frames: int) -> int:
+        """results.json for ``pairs`` [(track id, class index, score)] over ``num_frames`` frames;
+        returns (and keeps in ``entries``) the number of entries."""
+        self.entries = self.spool.write_json(os.path.join(self.out, "results.json"), pairs, num_frames,
                                              self.video_id)
+        return self.entries
 
     def cleanup(self) -> None:
         self.spool.cleanup()
 
 
 class OverlaySink(Sink):
-    """overlay.mp4: each frame with the masks of the tracks whose running video score >= vis_thr,
-    labelled "id class score"."""
+    """overlay.mp4: each frame with the masks of the tracks whose video score >= vis_thr, labelled
+    "id class score"; ``info(track id) -> (score, class index)`` gives the label (in a run: the
+    tracker's running ``display_info``, set by ``start``)."""
     written = ["overlay.mp4"]
 
-    def __init__(self, output_dir: str, class_names, vis_thr: float = 0.3):
+    def __init__(self, output_dir: str, class_names, vis_thr: float = 0.3,
+                 info: Optional[Callable[[int], Tuple[float, int]]] = None):
         self.path, self.class_names, self.vis_thr = os.path.join(output_dir, "overlay.mp4"), class_names, vis_thr
         self.writer: Optional[OverlayWriter] = None
-        self.tracker = None
+        self.info = info
 
     def start(self, stream, source) -> None:
-        self.tracker = stream.tracker
-        self.writer = OverlayWriter(self.path, source.fps, stream.pre.geometry.original)
+        self.info = stream.tracker.display_info
+        self.open(source.fps, stream.pre.geometry.original)
+
+    def open(self, fps: float, size_hw) -> None:
+        """Create the video writer (frames of the original size [H0, W0])."""
+        self.writer = OverlayWriter(self.path, fps, size_hw)
 
     def add(self, final) -> None:
         shown = []
         for tid, m, _ in final.instances:
-            score, cls = self.tracker.display_info(tid)
+            score, cls = self.info(tid)
             if score >= self.vis_thr:
                 shown.append((tid, m, f"{tid} {self.class_names[cls]} {score:.2f}"))
         self.writer.write(draw_overlay(final.frame, shown))
