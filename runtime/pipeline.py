@@ -2,7 +2,9 @@
 
 decode -> preprocess -> encoder ONCE per frame -> ring buffer of the last T
 frames' features -> decoder per clip (stride 1, overlap T-1) -> per-clip
-filtering -> Hungarian clip tracker -> streaming outputs.
+filtering -> Hungarian clip tracker -> streaming outputs. ``VideoLoop`` /
+``iterate_video`` are that loop, yielding each frame once it is final;
+``run_video`` feeds it to the output sinks of ``runtime.sinks``.
 
 Clip c covers frames c .. c+T-1. After clip c, no future clip covers frame
 c, so frame c is final: for each track, its mask logits are the mean over
