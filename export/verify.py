@@ -6,7 +6,7 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
-from runtime.model_dir import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
+from runtime.contract import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
 
 from .ort_custom_ops import create_session
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from runtime.backends.ort_backend import ort_cpu_form
-from runtime.model_dir import MSDA_FORMS
+from runtime.contract import MSDA_FORMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WEIGHTS = os.path.join(ROOT, "weights", "tiny_synthetic.safetensors")

@@ -21,8 +21,9 @@ from export.verify import VerificationError, check_graph, check_msda_form
 from mdqe.ops import ms_deform_attn_torch
 from mdqe.ops.export_hooks import export_mode, ms_deform_attn_gather_form
 from runtime.errors import ModelDirError
-from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, OUR_PLUGIN,
-                               TRT_BUILTIN_PLUGIN, load_model_dir, plugin_identity)
+from runtime.contract import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST,
+                              OUR_PLUGIN, TRT_BUILTIN_PLUGIN, plugin_identity)
+from runtime.model_dir import load_model_dir
 
 from test_export_ops import _MiniEncoder, _random_call  # the same small module as the op-level tests
 
@@ -298,7 +299,7 @@ def test_runtime_picks_the_fastest_ort_cpu_form(monkeypatch):
     """The demo's default form: the measured fastest (our kernel behind the Python op) when the
     kernel and onnxruntime-extensions are here, else the fastest plain-ONNX form."""
     from runtime.backends import ort_backend
-    from runtime.model_dir import MSDA_ORT_CPU_FASTEST_PLAIN
+    from runtime.contract import MSDA_ORT_CPU_FASTEST_PLAIN
 
     assert plugin_identity(MSDA_ORT_CPU_FASTEST_PLAIN) is None
     monkeypatch.setattr(ort_backend, "custom_node_support", lambda: None)

@@ -85,7 +85,7 @@ def test_torch_backend_matches_ort(tiny_onnx):
     ort_b = create_backend("ort", tiny_onnx)
     torch_b = create_backend("torch", tiny_onnx)
     assert "sha256 verified" in torch_b.describe()["weights"]
-    from runtime.model_dir import DECODER_OUTPUTS
+    from runtime.contract import DECODER_OUTPUTS
 
     pre = Preprocessor(ort_b.spec.preprocess)
     ring_o, ring_t = FeatureRing(4), FeatureRing(4)

@@ -26,15 +26,8 @@ from typing import List, Optional
 
 def torch_spec_from_config(cfg, weights: str):
     """A runtime ModelSpec for running an in-memory PyTorch model (no export directory)."""
-    from runtime.model_dir import ModelSpec, PreprocessSpec
-    pre = PreprocessSpec(color="RGB", mean=tuple(cfg.pixel_mean), std=tuple(cfg.pixel_std),
-                         shorter_side=int(cfg.test_shorter_side), max_size=int(cfg.test_max_size),
-                         size_divisibility=int(cfg.size_divisibility))
-    return ModelSpec(model_dir=os.path.dirname(os.path.abspath(weights)), num_frames=cfg.num_frames,
-                     num_queries=cfg.num_grid_queries, num_classes=cfg.num_classes,
-                     class_names=tuple(cfg.class_names), embed_dim=cfg.embed_dim, mask_stride=4,
-                     preprocess=pre, msda="onnx", dtype="fp32", encoder_file="", decoder_file="",
-                     model_name=cfg.name, config=cfg.to_dict(), weights={"source": os.path.abspath(weights)})
+    from runtime.contract import spec_from_config
+    return spec_from_config(cfg, os.path.dirname(os.path.abspath(weights)), {"source": os.path.abspath(weights)})
 
 
 def make_backend(args):

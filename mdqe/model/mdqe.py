@@ -10,6 +10,8 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
+from runtime.contract import level_sizes_from_mask
+
 from ..config import ModelConfig, get_config
 from .backbone import ResNet
 from .decoder import O2IDecoder
@@ -22,16 +24,6 @@ from .query_init import associate, grid_peak_select, grid_select_authors, sample
 FRAME_KEYS = ("memory", "mask_features", "query_feat", "query_points", "query_embed")
 # Optional per-frame key: valid_hw [N, 2] int64 (valid height, width of each padded frame); absent = unpadded.
 VALID_KEY = "valid_hw"
-
-
-def level_sizes_from_mask(h, w, num_levels: int):
-    """Level sizes from the stride-4 mask-feature size: level 0 is (h/2, w/2), each next level halves
-    rounding up (3x3 stride-2 convs with padding 1). Works with symbolic sizes while exporting."""
-    sizes = [(h // 2, w // 2)]
-    for _ in range(num_levels - 1):
-        ph, pw = sizes[-1]
-        sizes.append(((ph + 1) // 2, (pw + 1) // 2))
-    return sizes
 
 
 class MDQE(nn.Module):

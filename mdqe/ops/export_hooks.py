@@ -38,8 +38,8 @@ import warnings
 
 import torch
 
-from runtime.model_dir import (MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, MSDA_TRT_BUILTIN, OUR_PLUGIN,
-                               TRT_BUILTIN_PLUGIN)
+from runtime.contract import (MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, MSDA_TRT_BUILTIN,
+                              OUR_PLUGIN, TRT_BUILTIN_PLUGIN)
 
 PLUGIN_OP_TYPE = OUR_PLUGIN.op_type
 PLUGIN_DOMAIN = OUR_PLUGIN.onnx_domain

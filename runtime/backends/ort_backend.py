@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_ORT_CPU_FASTEST,
-                         MSDA_ORT_CPU_FASTEST_PLAIN, VALID_HW, ModelSpec, check_graph_io, check_tensor_names,
-                         load_model_dir, plugin_identity, require_graph_files)
+from ..contract import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_ORT_CPU_FASTEST,
+                        MSDA_ORT_CPU_FASTEST_PLAIN, VALID_HW, ModelSpec, plugin_identity)
+from ..model_dir import check_graph_io, check_tensor_names, load_model_dir, require_graph_files
 from .base import Backend, valid_hw_or_full
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,

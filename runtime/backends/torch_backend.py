@@ -21,7 +21,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError
-from ..model_dir import DECODER_OUTPUTS, VALID_HW, ModelSpec, load_model_dir
+from ..contract import DECODER_OUTPUTS, VALID_HW, ModelSpec
+from ..model_dir import load_model_dir
 from .base import Backend, valid_hw_or_full
 
 

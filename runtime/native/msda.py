@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-LIB_NAME = "libmdqe_msda.so"
+from ..contract import CPU_KERNEL_LIBRARY
+
 _ABI_VERSION = 1
 _lock = threading.Lock()
 _lib = None
@@ -31,7 +32,7 @@ def _candidates():
         return [Path(env)]
     here = Path(__file__).resolve().parent
     repo = here.parent.parent
-    return [here / LIB_NAME, repo / "build" / LIB_NAME]
+    return [here / CPU_KERNEL_LIBRARY, repo / "build" / CPU_KERNEL_LIBRARY]
 
 
 def _load():
@@ -66,7 +67,7 @@ def _load():
             lib.mdqe_msda_default_threads.restype = ctypes.c_int32
             _lib, _lib_path = lib, str(path)
             return _lib
-        _load_error = ("the MSDeformAttn CPU library " + LIB_NAME + " was not found or could not be loaded; tried: "
+        _load_error = ("the MSDeformAttn CPU library " + CPU_KERNEL_LIBRARY + " was not found or could not be loaded; tried: "
                        + "; ".join(tried) + ". Build it with `pip install -e .` (or `cmake -S . -B build && "
                        "cmake --build build --target mdqe_msda`), or point MDQE_MSDA_LIB at the file.")
         return None

@@ -61,7 +61,7 @@ def _our_outputs(model, frames: List[torch.Tensor], padded_hw, points=None) -> D
     """Our path; `points` [T, Q, 2] replaces our grid selection (then the query features and
     embeddings are re-sampled at those points exactly as encode_frames does)."""
     from mdqe.model.query_init import sample_levels
-    from mdqe.model.mdqe import level_sizes_from_mask
+    from runtime.contract import level_sizes_from_mask
 
     T = len(frames)
     H, W = padded_hw
