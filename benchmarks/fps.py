@@ -79,8 +79,12 @@ def cpu_description() -> str:
 # one measured run
 # ----------------------------------------------------------------------------------------------
 def make_backend(args):
-    """The backend the runtime CLI would create for the same arguments."""
+    """The backend the runtime CLI would create for the same arguments (``torch``: mdqe's, registered
+    here, as ``python -m mdqe.infer`` does)."""
     from runtime.infer import backend_from_args
+    if args.backend == "torch":
+        from mdqe.backend import register
+        register()
     return backend_from_args(args)
 
 

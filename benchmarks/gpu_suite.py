@@ -230,7 +230,7 @@ class Suite:
         return self._video
 
     def backend(self, opts: dict):
-        from runtime.backends.torch_backend import TorchBackend
+        from mdqe.backend import TorchBackend
         opts = dict(opts)
         if opts.get("msda") == "KERNEL":
             opts["msda"] = "cuda" if self.device == "cuda" else "auto"

@@ -1,6 +1,7 @@
 """Command line: near-online MDQE inference on a video.
 
-    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|torch]
+    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|fake]
+    python -m mdqe.infer    ... the same options, and --backend torch (the PyTorch model; needs torch)
 
 Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
 OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
@@ -194,6 +195,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        from .backends import require_backend
+        require_backend(args.backend)                                  # torch: registered by mdqe.infer
         check_output_dir(args.output)                                  # before any work
         if args.model is not None:
             from .model_dir import load_model_dir

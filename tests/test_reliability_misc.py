@@ -112,7 +112,7 @@ def test_train_resume_refused_checkpoint(name, needle, bad_checkpoints, tmp_path
 
 @pytest.mark.parametrize("name", ["evil.pt", "garbage.pt"])
 def test_torch_backend_refused_weights(name, bad_checkpoints, tmp_path, capsys):
-    from runtime.infer import main
+    from mdqe.infer import main
     from reliability_utils import export_json, make_model_dir, make_video
     import mdqe
     cfg = json.loads(json.dumps(mdqe.get_config("tiny").to_dict()))

@@ -32,8 +32,7 @@ def torch_spec_from_config(cfg, weights: str):
 
 def make_backend(args):
     if args.weights:
-        from runtime.backends.torch_backend import TorchBackend
-
+        from ..backend import TorchBackend
         from ..checkpoint import load_checkpoint
         from ..config import get_config
         _, ckpt_cfg, _ = load_checkpoint(args.weights)
@@ -42,6 +41,9 @@ def make_backend(args):
             raise SystemExit(f"{args.weights} records no config; pass --config")
         return TorchBackend(None, weights=args.weights, device=args.device, spec=torch_spec_from_config(cfg, args.weights))
     from runtime.backends import create_backend
+
+    from ..backend import register
+    register()                      # --model-dir with --backend torch
     opts = {}
     if args.backend == "ort" and args.threads:
         opts["threads"] = args.threads
