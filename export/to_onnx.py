@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np  # noqa: E402
 
-from runtime.atomic import file_sha256  # noqa: E402
+from runtime.atomic import file_sha256, publish_dir  # noqa: E402
 from runtime.contract import (FORMAT_VERSION, IMAGES, MASK_STRIDE, MSDA_EXPORT_DEFAULT, MSDA_FORMS,  # noqa: E402
                               MSDA_GRIDSAMPLE, MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW,
                               check_msda_form, level_strides, plugin_identity, preprocess_meta)
@@ -168,25 +168,9 @@ def check_output_dir(out: str) -> str:
 
 
 def publish(tmp_dir: str, out: str) -> None:
-    """Move the finished files into `out`: a new directory is renamed into place in one step; in an
-    existing export directory each file is replaced atomically (os.replace), export.json last."""
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
-    for name in os.listdir(tmp_dir):
-        os.chmod(os.path.join(tmp_dir, name), 0o666 & ~umask)
-    if not os.path.exists(out):
-        os.chmod(tmp_dir, 0o777 & ~umask)
-        try:
-            os.rename(tmp_dir, out)
-            return
-        except OSError:
-            if not os.path.isdir(out):
-                raise
-    for name in [n for n in OUTPUT_FILES if n != "export.json"] + ["export.json"]:
-        os.replace(os.path.join(tmp_dir, name), os.path.join(out, name))
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    """Move the finished files into `out` (runtime.atomic.publish_dir): a new directory is renamed into
+    place in one step; in an existing export directory each file is replaced atomically, export.json last."""
+    publish_dir(tmp_dir, out, [n for n in OUTPUT_FILES if n != "export.json"] + ["export.json"])
 
 
 # ----------------------------------------------------------------------------------------------
