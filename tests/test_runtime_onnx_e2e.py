@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from runtime.infer import main
-from runtime.masks import decode_rle
+from runtime.rle import decode_rle
 from runtime.samples import sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
