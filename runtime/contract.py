@@ -78,6 +78,7 @@ def check_msda_form(name, what: str = "MSDeformAttn form", error: type = ValueEr
 # Native libraries and plugin identities
 # ------------------------------------------------------------------------------------------------
 CPU_KERNEL_LIBRARY = "libmdqe_msda.so"                       # C ABI CPU kernel (runtime/native/msda.py)
+CPU_KERNEL_ABI_VERSION = 1                                   # mdqe_msda_abi_version() of that library
 TRT_PLUGIN_LIBRARY = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
 TRT_PLUGIN_STATIC_LIBRARY = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
 
@@ -98,11 +99,12 @@ class PluginIdentity:
     needs_plugin_library: bool    # True: trtexec --dynamicPlugins / --staticPlugins must load `library`
     output_rank: int              # 3: [N, Lq, M*D]; 4: [N, Lq, M, D]
     versions: Tuple[str, ...] = ()
+    fields: Tuple[str, ...] = ()  # optional int attributes / plugin fields besides version and namespace
 
 
 OUR_PLUGIN = PluginIdentity(op_type="MDQEMSDeformAttn", onnx_domain="mdqe", version="1", namespace="mdqe",
                             library=TRT_PLUGIN_LIBRARY, needs_plugin_library=True, output_rank=3,
-                            versions=("1",))
+                            versions=("1",), fields=("num_heads", "head_dim"))
 # NVIDIA's plugin inside libnvinfer_plugin (TensorRT/plugin/multiscaleDeformableAttnPlugin): version "1"
 # (IPluginV2DynamicExt, TensorRT 8.4+, deprecated since 10.11) and "2" (IPluginV3, TensorRT 10.11+);
 # no plugin fields; value [N,S,M,D], spatial_shapes [L,2] INT32, level_start_index [L] INT32,

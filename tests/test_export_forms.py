@@ -6,7 +6,6 @@ tests/test_export.py and tests/test_export_r50.py."""
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -53,18 +52,6 @@ def test_form_names_and_identities_have_one_home():
     assert to_onnx.parse_args(["--config", "tiny", "--weights", "random", "--output", "x"]).msda == "onnx"
     for form in MSDA_FORMS:
         assert to_onnx.parse_args(["--config", "t", "--weights", "r", "--output", "x", "--msda", form]).msda == form
-
-
-def test_cpp_plugin_identity_equals_python_contract():
-    """trt_plugins' constants (name, version, namespace) are the ones runtime.model_dir names."""
-    header = (REPO / "trt_plugins" / "plugin" / "msda_plugin_logic.h").read_text()
-    consts = dict(re.findall(r'constexpr char (k\w+)\[\] = "([^"]*)";', header))
-    assert consts["kPluginName"] == OUR_PLUGIN.op_type
-    assert consts["kPluginVersion"] == OUR_PLUGIN.version
-    assert consts["kPluginNamespace"] == OUR_PLUGIN.namespace
-    cmake = (REPO / "CMakeLists.txt").read_text() + "".join(
-        p.read_text() for p in (REPO / "trt_plugins").rglob("CMakeLists.txt"))
-    assert Path(OUR_PLUGIN.library).stem[3:] in cmake          # libmdqe_trt_plugin.so <- target mdqe_trt_plugin
 
 
 def test_model_dir_accepts_every_form(tmp_path):

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import CPU_KERNEL_LIBRARY
-
-_ABI_VERSION = 1
+from ..contract import CPU_KERNEL_ABI_VERSION, CPU_KERNEL_LIBRARY
 _lock = threading.Lock()
 _lib = None
 _lib_path = None
@@ -51,8 +49,8 @@ def _load():
                 tried.append(f"{path} ({exc})")
                 continue
             lib.mdqe_msda_abi_version.restype = ctypes.c_int
-            if lib.mdqe_msda_abi_version() != _ABI_VERSION:
-                tried.append(f"{path} (ABI version {lib.mdqe_msda_abi_version()}, need {_ABI_VERSION}: rebuild it)")
+            if lib.mdqe_msda_abi_version() != CPU_KERNEL_ABI_VERSION:
+                tried.append(f"{path} (ABI version {lib.mdqe_msda_abi_version()}, need {CPU_KERNEL_ABI_VERSION}: rebuild it)")
                 continue
             p_f = ctypes.POINTER(ctypes.c_float)
             p_i = ctypes.POINTER(ctypes.c_int64)
