@@ -8,7 +8,7 @@ Every video runs through the runtime's near-online pipeline
 (``runtime.pipeline.run_video``: encoder once per frame, decoder per clip of
 T frames with stride 1, per-clip filtering, the Hungarian clip tracker,
 per-video scores), so the PyTorch path (``--weights``: the model is run
-in-process by the runtime's torch backend) and the exported path
+in-process by the torch backend, mdqe.backend) and the exported path
 (``--model-dir`` with ``--backend ort``) differ only in the backend.
 The output is ``[{video_id, category_id, score, segmentations}, ...]`` for
 ``python -m mdqe.evaluate --gt ... --results RES.json``.

@@ -1,4 +1,4 @@
-"""Input preprocessing shared by the model, training and the torch backend of the runtime.
+"""Input preprocessing shared by the model, training and the torch backend (mdqe.backend).
 
 Resize rule (docs/INTERFACES.md section 5): scale so the shorter side becomes `shorter_side`, unless the
 longer side would then exceed `max_size`, in which case scale so the longer side is `max_size`;
