@@ -414,16 +414,11 @@ class ClipTracker:
                     if above[r, k]:
                         matched_rows.append(int(r))
                         matched_dets.append(int(k))
-            taken = set(matched_dets)
-            best = dets.best
-            new = []
-            for k in range(K):
-                if k in taken:
-                    continue
-                if n and (miou[:, k].max() > p.dup_iou or sim[:, k].max() > p.dup_sim):
-                    continue
-                if best[k] > p.new_track_thr:
-                    new.append(k)
+            free = dets.best > p.new_track_thr
+            free[matched_dets] = False
+            if n:          # too like a live track (mask IoU or similarity): not a new one
+                free &= ~((miou.max(axis=0) > p.dup_iou) | (sim.max(axis=0) > p.dup_sim))
+            new = np.flatnonzero(free).tolist()
         if p.max_tracks:
             new = new[:max(0, p.max_tracks - (self.next_id - 1))]
         out = [(k, self._ids[r]) for r, k in zip(matched_rows, matched_dets)]
