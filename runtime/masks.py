@@ -17,13 +17,14 @@ bilinear to the original size) for the paper-style preset.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .native import postprocess as native_pp
 from .preprocess import FrameGeometry
-from .rle import rle_from_block
+from .rle import decode_rle, rle_from_block, rles_from_counts
 
 Block = Tuple[int, int, np.ndarray]      # (y0, x0, bool [bh, bw]) inside an [H0, W0] frame
 
@@ -107,6 +108,31 @@ class MaskPostprocessor:
         if not blk.any():
             return None
         return int(ya), int(xa), blk
+
+    def finals(self, maps: Sequence[np.ndarray], with_masks: bool = False) -> List[Tuple[Optional[np.ndarray], Optional[dict]]]:
+        """Final masks of several [h,w] logit maps: [(uint8 [H0,W0] or None when not ``with_masks``,
+        COCO RLE)] with (None, None) for a mask empty at the original size. The native kernel
+        (runtime/native/postprocess.py) when loaded and ``resize="nearest"``, else ``block``/``rle``
+        (same results)."""
+        if not len(maps):
+            return []
+        if self.resize == "nearest" and native_pp.available():
+            stack = np.stack([np.asarray(m, np.float32) for m in maps])
+            ys, xs = self._taps(*stack.shape[1:])
+            H0, W0 = self.g.original
+            runs = native_pp.mask_runs(stack, ys, xs)
+            live = [i for i, r in enumerate(runs) if r is not None]
+            rles = rles_from_counts([runs[i] for i in live], H0, W0)
+            out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(maps)
+            for i, r in zip(live, rles):
+                out[i] = (decode_rle(r) if with_masks else None, r)
+            return out
+        out = []
+        for m in maps:
+            b = self.block(m)
+            out.append((self.paste(b) if with_masks and b is not None else None, self.rle(b)) if b is not None
+                       else (None, None))
+        return out
 
     def _bilinear(self, logits: np.ndarray) -> np.ndarray:
         h, w = logits.shape

@@ -51,8 +51,17 @@ def rle_from_block(H: int, W: int, y0: int, x0: int, blk: np.ndarray) -> Optiona
     counts = np.diff(np.concatenate(([0], pos, [H * W])))
     if counts[-1] == 0:
         counts = counts[:-1]
-    r = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [int(H), int(W)]}, int(H), int(W))
-    return _as_json(r)
+    return rles_from_counts([counts], H, W)[0]
+
+
+def rles_from_counts(counts: Sequence[np.ndarray], H: int, W: int) -> List[dict]:
+    """Compressed COCO RLEs (``counts`` str) of [H,W] masks from their run lengths (column-major,
+    starting with a run of 0s), compressed by pycocotools in one call."""
+    if not len(counts):
+        return []
+    objs = mask_utils.frPyObjects([{"counts": np.asarray(c).tolist(), "size": [int(H), int(W)]} for c in counts],
+                                  int(H), int(W))
+    return [_as_json(r) for r in objs]
 
 
 def decode_rle(rle: dict) -> np.ndarray:

@@ -39,6 +39,8 @@ def test_library_names_and_abi_equal_the_build():
     assert C.OUR_PLUGIN.library == C.TRT_PLUGIN_LIBRARY
     h = (REPO / "trt_plugins" / "include" / "mdqe_msda" / "msda_cpu.h").read_text()
     assert int(re.search(r"#define MDQE_MSDA_ABI_VERSION (\d+)", h).group(1)) == C.CPU_KERNEL_ABI_VERSION
+    h = (REPO / "trt_plugins" / "include" / "mdqe_msda" / "postprocess_cpu.h").read_text()
+    assert int(re.search(r"#define MDQE_PP_ABI_VERSION (\d+)", h).group(1)) == C.POSTPROCESS_ABI_VERSION
     setup = (REPO / "setup.py").read_text()                    # the build script cannot import the package
     assert f'"{C.CPU_KERNEL_LIBRARY}"' in setup
 
