@@ -103,3 +103,13 @@ def test_backend_registry():
     finally:
         B._REGISTRY.clear()
         B._REGISTRY.update(saved)
+
+
+def test_mdqe_infer_registers_the_torch_backend(tmp_path):
+    """`python -m mdqe.infer --backend torch` gets past the registry (here it stops at the empty
+    model directory: exit 2, the model-directory message, not the registry's)."""
+    r = subprocess.run([sys.executable, "-m", "mdqe.infer", "--model", str(tmp_path), "--video", "0",
+                        "--output", str(tmp_path / "out"), "--backend", "torch"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no export.json" in r.stderr and "mdqe.infer" not in r.stderr, r.stderr
