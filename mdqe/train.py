@@ -27,6 +27,8 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
+from runtime.atomic import write_json
+
 from .config import get_config
 from .engine.batching import targets_to
 from .engine.distributed import DistInfo, barrier, cleanup, init_distributed, reduce_mean
@@ -265,9 +267,8 @@ def open_output(tr: Training) -> None:
     if info.is_main:
         if args.resume:
             tr.log.truncate_after(tr.start_iter)
-        with open(os.path.join(args.output, "train_args.json.tmp"), "w") as f:
-            json.dump({**vars(args), "world_size": info.world_size, "argv": sys.argv}, f, indent=1)
-        os.replace(os.path.join(args.output, "train_args.json.tmp"), os.path.join(args.output, "train_args.json"))
+        write_json(os.path.join(args.output, "train_args.json"),
+                   {**vars(args), "world_size": info.world_size, "argv": sys.argv}, indent=1)
 
 
 def prepare_loop(tr: Training) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .atomic import write_json
 from .errors import RuntimeErrorBase
-from .masks import decode_rle
+from .rle import decode_rle
 from .serving import protocol as P
 from .sinks import FinalFrame, OverlaySink, PngSink, ResultsSink
 from .timing import StageStats

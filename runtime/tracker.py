@@ -61,8 +61,8 @@ PRESETS = ("ytvis", "ovis", "paper")
 class TrackerParams:
     """Tracker rules. Defaults = the authors' YouTube-VIS inference; see ``preset()``."""
     style: str = "authors"            # "authors" | "paper" (runtime.tracker_paper)
-    score_thr: float = 0.1            # APPLY_CLS_THRES; new tracks need > 2 * score_thr
-    new_track_score: Optional[float] = None   # override of the derived 2 * score_thr
+    score_thr: float = 0.1            # APPLY_CLS_THRES; new tracks need > new_track_thr = 2 * score_thr
+    new_track_score: Optional[float] = None   # explicit override of new_track_thr (--new-track-score)
     beta1: float = 1.0                # weight of the mask IoU term
     beta2: float = 1.0                # weight of the embedding similarity term
     match_thr: float = 0.6            # pairs with S <= match_thr are not matched
@@ -105,7 +105,8 @@ class TrackerParams:
 
     @property
     def new_track_thr(self) -> float:
-        """Score a detection needs to start a track: ``new_track_score`` or 2 * score_thr."""
+        """Score a detection needs to start a track: ``new_track_score`` or 2 * score_thr (the one
+        place this rule lives; callers set ``score_thr``, or ``new_track_score`` to override it)."""
         return 2.0 * self.score_thr if self.new_track_score is None else float(self.new_track_score)
 
 
@@ -414,16 +415,11 @@ class ClipTracker:
                     if above[r, k]:
                         matched_rows.append(int(r))
                         matched_dets.append(int(k))
-            taken = set(matched_dets)
-            best = dets.best
-            new = []
-            for k in range(K):
-                if k in taken:
-                    continue
-                if n and (miou[:, k].max() > p.dup_iou or sim[:, k].max() > p.dup_sim):
-                    continue
-                if best[k] > p.new_track_thr:
-                    new.append(k)
+            free = dets.best > p.new_track_thr
+            free[matched_dets] = False
+            if n:          # too like a live track (mask IoU or similarity): not a new one
+                free &= ~((miou.max(axis=0) > p.dup_iou) | (sim.max(axis=0) > p.dup_sim))
+            new = np.flatnonzero(free).tolist()
         if p.max_tracks:
             new = new[:max(0, p.max_tracks - (self.next_id - 1))]
         out = [(k, self._ids[r]) for r, k in zip(matched_rows, matched_dets)]

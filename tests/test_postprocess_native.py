@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from runtime.clip_filter import filter_clip, soft_iou_max
-from runtime.masks import MaskPostprocessor, rle_from_block
+from runtime.masks import MaskPostprocessor
+from runtime.rle import rle_from_block
 from runtime.native import postprocess as npp
 from runtime.preprocess import FrameGeometry
 from runtime.tracker import make_tracker, preset
@@ -96,20 +97,23 @@ def test_soft_iou_max_and_quality_match_the_numpy_forms():
     m = (rng.standard_normal((12, 4, 20, 26)) * 6).astype(np.float32)
     m[3] = -30.0                                          # blank
     idx = np.arange(12)
-    soft, nonblank, qsum, qcnt, ssum, hcnt, bits = npp.scan_candidates(m, idx, 4, 1)
+    scan = npp.scan_candidates(m, idx, 4, 1)
+    soft, nonblank, qsum, qcnt, ssum, hcnt = scan[:6]
     assert nonblank.tolist() == [i != 3 for i in range(12)]
     sample = m[:, :, 0::2, 0::2]
     ref_soft = 1 / (1 + np.exp(-sample.astype(np.float64)))
     np.testing.assert_allclose(soft.reshape(sample.shape), ref_soft, rtol=3e-7, atol=1e-30)
     np.testing.assert_allclose(ssum, ref_soft.reshape(12, -1).sum(1), rtol=1e-6)
     assert hcnt.tolist() == (soft > 0.5).sum(1).tolist()
+    for k in range(12):
+        assert scan.hard_index[k, :hcnt[k]].tolist() == np.flatnonzero(soft[k] > 0.5).tolist()
     pos = [1 / (1 + np.exp(-x[x > 0].astype(np.float64))) for x in m]
     np.testing.assert_allclose(qsum, [p[p > 0.5].sum() for p in pos], rtol=1e-6)
     assert qcnt.tolist() == [int((p > 0.5).sum()) for p in pos]
     kept = np.flatnonzero(nonblank)
-    np.testing.assert_allclose(npp.soft_iou_max(soft, kept, ssum, hcnt),
+    np.testing.assert_allclose(npp.soft_iou_max(scan, kept),
                                soft_iou_max(sample[kept], predownsampled=True), rtol=2e-6, atol=1e-7)
-    assert npp.soft_iou_max(soft, kept[:1], ssum, hcnt).tolist() == [0.0]
+    assert npp.soft_iou_max(scan, kept[:1]).tolist() == [0.0]
 
 
 def test_bit_sets_intersections_and_accumulate_are_exact():

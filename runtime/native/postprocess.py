@@ -6,10 +6,9 @@ masks' RLE (runtime.masks) use these when the library has them, and their numpy 
 (the tests check both give the same results). ``MDQE_POSTPROCESS=numpy`` in the environment forces
 the numpy form (``use_native(False)`` does the same in-process).
 
-    scan_candidates(masks [Q,T,h,w], idx [K], F, frame_step)
-        -> soft [K,P], nonblank [K] bool, quality_sum [K], quality_count [K], soft_sum [K], hard_count [K],
-           bits [K,F,wpf] (bit sets of logits > 0, see words_per_map)
-    soft_iou_max(soft [K,P], rows [n], soft_sum [K], hard_count [K]) -> [n] float32
+    scan_candidates(masks [Q,T,h,w], idx [K], F, frame_step) -> ScanResult (soft [K,P] sample sigmoid,
+        nonblank, mask-quality terms, soft sums, hard pixels, bits [K,F,wpf] of logits > 0)
+    soft_iou_max(scan, rows [n]) -> [n] float32
     positive_bits(X [*,T,h,w], rx [n], fx [F]) -> [n,F,wpf] uint64 bit sets of X > 0
     bit_intersections(A [*,TA,wpf], ra [na], fa [F], B [*,TB,wpf], rb [nb], fb [F])
         -> inter [na,nb] int64, area_a [na], area_b [nb]
@@ -22,13 +21,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from ..contract import POSTPROCESS_ABI_VERSION
 from . import msda
 
-_ABI_VERSION = 1
 _state = {"checked": False, "lib": None, "enabled": os.environ.get("MDQE_POSTPROCESS", "").lower() != "numpy"}
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -40,10 +39,10 @@ def _library():
         lib = msda.load_library()
         if lib is not None and hasattr(lib, "mdqe_pp_abi_version"):
             lib.mdqe_pp_abi_version.restype = ctypes.c_int
-            if lib.mdqe_pp_abi_version() == _ABI_VERSION:
+            if lib.mdqe_pp_abi_version() == POSTPROCESS_ABI_VERSION:
                 for name, args in (
-                        ("mdqe_pp_scan_candidates", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]),
-                        ("mdqe_pp_soft_iou_max", [_P, _I, _I, _P, _I, _P, _P, _P]),
+                        ("mdqe_pp_scan_candidates", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P]),
+                        ("mdqe_pp_soft_iou_max", [_P, _I, _I, _P, _I, _P, _P, _P, _P]),
                         ("mdqe_pp_positive_bits", [_P, _I, _P, _I, _P, _I, _I, _I, _P]),
                         ("mdqe_pp_bit_intersections", [_P, _I, _P, _I, _P, _P, _I, _P, _I, _P, _I, _I, _P, _P, _P]),
                         ("mdqe_pp_accumulate", [_P, _I, _P, _P, _P, _I, _P, _I, _I, _I, _I, _P]),
@@ -84,7 +83,19 @@ def _i64(a) -> np.ndarray:
     return np.ascontiguousarray(a, np.int64)
 
 
-def scan_candidates(masks: np.ndarray, idx, F: int, frame_step: int):
+class ScanResult(NamedTuple):
+    """What scan_candidates gives for K candidates (P = sampled pixels per candidate)."""
+    soft: np.ndarray            # [K,P] float32 sigmoid of the NMS sample
+    nonblank: np.ndarray        # [K] bool: some logit > 0
+    quality_sum: np.ndarray     # [K] float64: sum of sigmoid > 0.5 over the whole mask
+    quality_count: np.ndarray   # [K] int64: their number
+    soft_sum: np.ndarray        # [K] float64: sum of soft
+    hard_count: np.ndarray      # [K] int64: soft > 0.5 in the sample
+    hard_index: np.ndarray      # [K,P] int32: their positions (first hard_count[k] of row k)
+    bits: np.ndarray            # [K,F,wpf] uint64 bit sets of the logits > 0
+
+
+def scan_candidates(masks: np.ndarray, idx, F: int, frame_step: int) -> ScanResult:
     """See the module docstring; masks [Q,T,h,w] float32 logits, idx the K candidate queries."""
     masks, idx = _f32(masks), _i64(idx)
     Q, T, h, w = masks.shape
@@ -98,22 +109,24 @@ def scan_candidates(masks: np.ndarray, idx, F: int, frame_step: int):
     qsum, ssum = np.zeros(K, np.float64), np.zeros(K, np.float64)
     qcnt, hcnt = np.zeros(K, np.int64), np.zeros(K, np.int64)
     bits = np.empty((K, int(F), words_per_map(h, w)), np.uint64)
+    hard = np.empty((K, P), np.int32)
     _check(_library().mdqe_pp_scan_candidates(_ptr(masks), T, h, w, _ptr(idx), K, int(F), int(frame_step),
                                               _ptr(soft), _ptr(nonblank), _ptr(qsum), _ptr(qcnt), _ptr(ssum),
-                                              _ptr(hcnt), _ptr(bits)), "mdqe_pp_scan_candidates")
-    return soft, nonblank.astype(bool), qsum, qcnt, ssum, hcnt, bits
+                                              _ptr(hcnt), _ptr(hard), _ptr(bits)), "mdqe_pp_scan_candidates")
+    return ScanResult(soft, nonblank.astype(bool), qsum, qcnt, ssum, hcnt, hard, bits)
 
 
-def soft_iou_max(soft: np.ndarray, rows, soft_sum: np.ndarray, hard_count: np.ndarray) -> np.ndarray:
-    """[n] max soft IoU of each of rows (rank order) with any earlier one (0 for the first)."""
-    soft, rows = _f32(soft), _i64(rows)
-    K, P = soft.shape
+def soft_iou_max(scan: "ScanResult", rows) -> np.ndarray:
+    """[n] max soft IoU of each of ``rows`` (rank order, indices into the scanned candidates) with
+    any earlier one (0 for the first)."""
+    rows = _i64(rows)
+    K, P = scan.soft.shape
     if rows.size and (rows.min() < 0 or rows.max() >= K):
         raise ValueError(f"row index out of range [0, {K})")
     out = np.zeros(rows.size, np.float32)
-    _check(_library().mdqe_pp_soft_iou_max(_ptr(soft), K, P, _ptr(rows), rows.size,
-                                           _ptr(np.ascontiguousarray(soft_sum, np.float64)),
-                                           _ptr(_i64(hard_count)), _ptr(out)), "mdqe_pp_soft_iou_max")
+    _check(_library().mdqe_pp_soft_iou_max(_ptr(scan.soft), K, P, _ptr(rows), rows.size, _ptr(scan.soft_sum),
+                                           _ptr(scan.hard_count), _ptr(scan.hard_index), _ptr(out)),
+           "mdqe_pp_soft_iou_max")
     return out
 
 

@@ -41,31 +41,19 @@ inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
 constexpr int kLanes = 8;
 
-// sigmoid of src[0], src[2], ..., src[2 * (n - 1)] into dst; adds their sum and count > 0.5
+// sigmoid of src[0], src[2], ..., src[2 * (n - 1)] into dst; adds their sum
 // (the even values are gathered first: a plain copy, then a contiguous sigmoid, vectorise better)
-MDQE_PP_CLONES void sigmoid_row_even(const float* src, int64_t n, float* dst, double* sum, int64_t* count) {
+MDQE_PP_CLONES void sigmoid_row_even(const float* src, int64_t n, float* dst, double* sum) {
     for (int64_t x = 0; x < n; ++x) dst[x] = src[2 * x];
     for (int64_t x = 0; x < n; ++x) dst[x] = sigmoid_f32(dst[x]);
     float acc[kLanes] = {0};
-    int32_t cnt[kLanes] = {0};
     int64_t x = 0;
     for (; x + kLanes <= n; x += kLanes)
-        for (int l = 0; l < kLanes; ++l) {
-            acc[l] += dst[x + l];
-            cnt[l] += dst[x + l] > 0.5f;
-        }
+        for (int l = 0; l < kLanes; ++l) acc[l] += dst[x + l];
     double s = 0.0;
-    int64_t c = 0;
-    for (int l = 0; l < kLanes; ++l) {
-        s += acc[l];
-        c += cnt[l];
-    }
-    for (; x < n; ++x) {
-        s += dst[x];
-        c += dst[x] > 0.5f;
-    }
+    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    for (; x < n; ++x) s += dst[x];
     *sum += s;
-    *count += c;
 }
 
 MDQE_PP_CLONES int32_t count_positive(const float* row, int64_t n) {
@@ -134,10 +122,12 @@ int mdqe_pp_abi_version(void) { return MDQE_PP_ABI_VERSION; }
 
 int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w, const int64_t* idx, int64_t K,
                             int64_t F, int64_t frame_step, float* soft, uint8_t* nonblank, double* quality_sum,
-                            int64_t* quality_count, double* soft_sum, int64_t* hard_count, uint64_t* bits) {
+                            int64_t* quality_count, double* soft_sum, int64_t* hard_count, int32_t* hard_index,
+                            uint64_t* bits) {
     if (bad(T) || bad(h) || bad(w) || bad(K) || bad(F) || F > T || frame_step < 1) return MDQE_PP_ERR_BAD_ARGUMENT;
     if (K == 0) return 0;
-    if (!masks || !idx || !soft || !nonblank || !quality_sum || !quality_count || !soft_sum || !hard_count)
+    if (!masks || !idx || !soft || !nonblank || !quality_sum || !quality_count || !soft_sum || !hard_count ||
+        !hard_index)
         return MDQE_PP_ERR_BAD_ARGUMENT;
     const int64_t h2 = h / 2, w2 = w / 2, nf = (F + frame_step - 1) / frame_step;
     const int64_t P = nf * h2 * w2;
@@ -149,12 +139,14 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
         int64_t qc = 0, hc = 0;
         bool any = false;
         float* out = soft + k * P;
+        int32_t* hard = hard_index + k * P;
         for (int64_t f = 0; f < F; ++f) {
             const bool sampled = f % frame_step == 0;
             for (int64_t y = 0; y < h; ++y) {
                 const float* row = v + (f * h + y) * w;
                 uint64_t* rbits = bits ? bits + ((k * F + f) * h + y) * rw : nullptr;
-                if (count_positive(row, w)) {
+                const bool positive = count_positive(row, w) > 0;
+                if (positive) {
                     any = true;
                     quality_row(row, w, buf.data(), sig.data(), &qs, &qc);
                     if (rbits) pack_positive(row, w, rbits);
@@ -162,7 +154,13 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
                     std::fill(rbits, rbits + rw, uint64_t{0});
                 }
                 if (sampled && y % 2 == 0 && y / 2 < h2) {
-                    sigmoid_row_even(row, w2, out + ((f / frame_step) * h2 + y / 2) * w2, &ss, &hc);
+                    const int64_t base = ((f / frame_step) * h2 + y / 2) * w2;
+                    sigmoid_row_even(row, w2, out + base, &ss);
+                    // soft > 0.5 needs a positive logit (exp_f32(t) >= 1 for t >= 0): rows without
+                    // one have no hard pixel
+                    if (positive)
+                        for (int64_t x = 0; x < w2; ++x)
+                            if (out[base + x] > 0.5f) hard[hc++] = static_cast<int32_t>(base + x);
                 }
             }
         }
@@ -176,23 +174,19 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
 }
 
 int mdqe_pp_soft_iou_max(const float* soft, int64_t K, int64_t P, const int64_t* rows, int64_t n,
-                         const double* soft_sum, const int64_t* hard_count, float* out) {
+                         const double* soft_sum, const int64_t* hard_count, const int32_t* hard_index, float* out) {
     if (bad(K) || bad(P) || bad(n) || n > K) return MDQE_PP_ERR_BAD_ARGUMENT;
     if (n == 0) return 0;
-    if (!soft || !rows || !soft_sum || !hard_count || !out) return MDQE_PP_ERR_BAD_ARGUMENT;
-    std::vector<int32_t> hard;
-    hard.reserve(static_cast<size_t>(P));
+    if (!soft || !rows || !soft_sum || !hard_count || !hard_index || !out) return MDQE_PP_ERR_BAD_ARGUMENT;
     out[0] = 0.0f;
     for (int64_t j = 1; j < n; ++j) {
-        const float* sj = soft + rows[j] * P;
-        hard.clear();
-        for (int64_t p = 0; p < P; ++p)
-            if (sj[p] > 0.5f) hard.push_back(static_cast<int32_t>(p));
+        const int32_t* hard = hard_index + rows[j] * P;
+        const int64_t nh = hard_count[rows[j]];
         float best = 0.0f;
         for (int64_t i = 0; i < j; ++i) {
             const float* si = soft + rows[i] * P;
             double num = 0.0;
-            for (const int32_t p : hard) num += si[p];
+            for (int64_t q = 0; q < nh; ++q) num += si[hard[q]];
             const double den = soft_sum[rows[i]] + static_cast<double>(hard_count[rows[j]]) - num + 1.0;
             best = std::max(best, static_cast<float>(num / den));
         }

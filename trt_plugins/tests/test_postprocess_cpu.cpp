@@ -26,24 +26,25 @@ void test_scan_and_soft_iou() {
     double qsum[2], ssum[2];
     int64_t qcnt[2], hcnt[2];
     std::vector<uint64_t> bits(2 * 2 * 2);   // [K, F, h * 1 word]
+    std::vector<int32_t> hard(2 * P);
     CHECK(mdqe_pp_scan_candidates(m.data(), 2, 2, 4, idx, 2, 2, 1, soft.data(), nonblank, qsum, qcnt, ssum, hcnt,
-                                  bits.data()) == 0);
+                                  hard.data(), bits.data()) == 0);
     CHECK(nonblank[0] == 1 && nonblank[1] == 0);
     CHECK(qcnt[0] == 2 && std::fabs(qsum[0] - (sig(2.0) + sig(1.0))) < 1e-6);
     CHECK(qcnt[1] == 0 && qsum[1] == 0.0);
     CHECK(std::fabs(soft[0] - sig(2.0)) < 1e-6 && std::fabs(soft[1] - sig(-3.0)) < 1e-7);
-    CHECK(hcnt[0] == 1 && hcnt[1] == 0);
+    CHECK(hcnt[0] == 1 && hcnt[1] == 0 && hard[0] == 0);
     CHECK(std::fabs(ssum[0] - (sig(2.0) + 3 * sig(-3.0))) < 1e-6);
     CHECK(bits[0] == 1u && bits[1] == 0u && bits[2] == 0u && bits[3] == (uint64_t{1} << 3));
     // soft IoU of row 0 (rank 0) then row 1: num = soft[1, p] where soft[0, p] > 0.5 ... reversed here:
     // rows {1, 0}: j = 1 is row 0 with hard pixel p = 0; num = soft[1, 0]
     const int64_t rows[2] = {1, 0};
     float out[2];
-    CHECK(mdqe_pp_soft_iou_max(soft.data(), 2, P, rows, 2, ssum, hcnt, out) == 0);
+    CHECK(mdqe_pp_soft_iou_max(soft.data(), 2, P, rows, 2, ssum, hcnt, hard.data(), out) == 0);
     const double num = sig(-3.0);
     CHECK(out[0] == 0.0f && std::fabs(out[1] - num / (ssum[1] + 1 - num + 1)) < 1e-7);
     CHECK(mdqe_pp_scan_candidates(m.data(), 2, 2, 4, idx, 2, 3, 1, soft.data(), nonblank, qsum, qcnt, ssum, hcnt,
-                                  nullptr) == MDQE_PP_ERR_BAD_ARGUMENT);   // F > T
+                                  hard.data(), nullptr) == MDQE_PP_ERR_BAD_ARGUMENT);   // F > T
 }
 
 void test_bits_intersections_accumulate() {

@@ -25,19 +25,21 @@ __attribute__((visibility("default"))) int mdqe_pp_abi_version(void);
  *                      their number (the authors' mask quality);
  *   soft[k, :]       = sigmoid of the NMS sample: frames 0, frame_step, ... < F, rows and columns
  *                      0, 2, ... < 2*(h/2), 2*(w/2) ([K, nf, h/2, w/2]);
- *   soft_sum[k], hard_count[k] = sum of soft[k, :] and the number of soft[k, :] > 0.5;
+ *   soft_sum[k], hard_count[k] = sum of soft[k, :] and the number of soft[k, :] > 0.5, whose
+ *                      positions are hard_index[k, 0 .. hard_count[k]) (ascending; [K, P] int32);
  *   bits[k, f] (NULL or [K, F, wpf], see below) = the bit set of frame f's logits > 0. */
 __attribute__((visibility("default"))) int mdqe_pp_scan_candidates(
     const float* masks, int64_t T, int64_t h, int64_t w, const int64_t* idx, int64_t K, int64_t F,
     int64_t frame_step, float* soft, uint8_t* nonblank, double* quality_sum, int64_t* quality_count,
-    double* soft_sum, int64_t* hard_count, uint64_t* bits);
+    double* soft_sum, int64_t* hard_count, int32_t* hard_index, uint64_t* bits);
 
 /* The authors' soft-IoU NMS overlap over the n rows rows[0..n) of soft [K, P] (in rank order):
  * out[j] = max over i < j of num / (soft_sum[ri] + hard_count[rj] - num + 1) with
- * num = sum_p soft[ri, p] * (soft[rj, p] > 0.5); out[0] = 0. */
+ * num = sum_p soft[ri, p] * (soft[rj, p] > 0.5) over the hard pixels hard_index[rj, 0 .. hard_count[rj])
+ * (as mdqe_pp_scan_candidates gives them); out[0] = 0. */
 __attribute__((visibility("default"))) int mdqe_pp_soft_iou_max(
     const float* soft, int64_t K, int64_t P, const int64_t* rows, int64_t n, const double* soft_sum,
-    const int64_t* hard_count, float* out);
+    const int64_t* hard_count, const int32_t* hard_index, float* out);
 
 /* Bit sets of binary masks (logit > 0): a map [h, w] becomes h rows of rw = ceil(w / 64) uint64
  * words (pixel x of a row is bit x % 64 of word x / 64); wpf = h * rw words per map.
