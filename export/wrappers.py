@@ -43,7 +43,7 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, images, valid_hw):
-        from mdqe.ops.export_hooks import level_sizes_hint
+        from mdqe.ops.msda import level_sizes_hint
 
         sizes = level_sizes_from_level0(images.shape[2] // 8, images.shape[3] // 8, self.model.cfg.num_feature_levels)
         with level_sizes_hint(sizes):
@@ -67,7 +67,7 @@ class DecoderGraph(nn.Module):
         # decode_clip passes sem_logits through (init_sem_logits, a training output) and never reads
         # it otherwise; a placeholder keeps it out of the graph.
         feats["sem_logits"] = memory.new_zeros(())
-        from mdqe.ops.export_hooks import level_sizes_hint
+        from mdqe.ops.msda import level_sizes_hint
 
         sizes = level_sizes_from_level0(mask_features.shape[2] // 2, mask_features.shape[3] // 2,
                                         self.model.cfg.num_feature_levels)

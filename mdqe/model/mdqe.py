@@ -11,10 +11,11 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig, get_config
+from ..tracing import exporting
 from .backbone import ResNet
 from .decoder import O2IDecoder
 from .encoder import DeformableEncoder, InputProjection
-from .layers import MLP, exporting
+from .layers import MLP
 from .mask_head import MaskHead
 from .padding import flat_valid, full_valid_hw, level_valid
 from .query_init import associate, grid_peak_select, grid_select_authors, sample_levels
