@@ -188,7 +188,7 @@ def test_fp16_pass_types_plugin_node_and_runs(tmp_path):
     assert err > 0  # really computed in fp16
 
 
-def test_ort_custom_ops_is_torch_free():
+def test_ort_ops_is_torch_free():
     code = ("import sys; import runtime.native.ort_ops, export.verify, export.polygraphy_ref, export.build_engines; "
             "bad = [m for m in ('torch', 'tensorrt') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
