@@ -11,6 +11,19 @@ import torch
 from ...tracing import exporting
 
 
+def needs_grad(*tensors) -> bool:
+    """True when autograd would record a call on these tensors."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def check_inference(impl: str, value, sampling_locations, attention_weights) -> None:
+    """RuntimeError when an inference-only kernel (impl "cpu" / "cuda") is forced on inputs that need
+    a gradient."""
+    if needs_grad(value, sampling_locations, attention_weights):
+        raise RuntimeError(f"MSDeformAttn impl={impl!r} is inference-only, but an input requires grad; "
+                           "use impl='torch' (differentiable) or run under torch.no_grad()/torch.inference_mode()")
+
+
 def level_start_message(lvl: int, got: int, expected: int) -> str:
     """The CPU kernel's wording (trt_plugins/src/msda_cpu.cpp validate)."""
     return (f"level_start_index[{lvl}] = {got} but the levels before it hold {expected} pixels "

@@ -7,18 +7,7 @@ from __future__ import annotations
 import torch
 
 from ...tracing import exporting
-
-
-def needs_grad(*tensors) -> bool:
-    """True when autograd would record a call on these tensors."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def check_inference(impl: str, value, sampling_locations, attention_weights) -> None:
-    """RuntimeError when an inference-only kernel is forced on inputs that need a gradient."""
-    if needs_grad(value, sampling_locations, attention_weights):
-        raise RuntimeError(f"MSDeformAttn impl={impl!r} is inference-only, but an input requires grad; "
-                           "use impl='torch' (differentiable) or run under torch.no_grad()/torch.inference_mode()")
+from .checks import check_inference, needs_grad
 
 
 def _binding():

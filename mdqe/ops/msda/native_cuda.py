@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 
 from ...tracing import exporting
-from .checks import check_level_start_index
-from .native_cpu import check_inference, needs_grad
+from .checks import check_inference, check_level_start_index, needs_grad
 
 BUILD_COMMAND = "python -m mdqe.ops.msda.build cuda"
 CUDA_EXT_NAME = "mdqe_msda_cuda_ext"

@@ -1,24 +1,18 @@
-"""What the two custom-node forms ("plugin", "trt-builtin") share: the exporter they are traced by,
-the eager output they stand for, and the traced sizes of their inputs.
+"""What the two custom-node forms ("plugin", "trt-builtin") share: the eager output they stand for,
+the traced sizes of their inputs and the ONNX constants.
 
 Both forms serve the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, the one
 ``export/to_onnx.py`` uses: an autograd Function whose ``symbolic`` writes the node) and the
-torch.export-based one (``dynamo=True``: ``torch.onnx.ops.symbolic``). Outside an export they
-compute the op's numbers with the torch form, so a model set to a custom-node form still runs.
+torch.export-based one (``dynamo=True``: ``torch.onnx.ops.symbolic``; told apart by
+``mdqe.tracing.onnx_dynamo_export``). Outside an export they compute the op's numbers with the
+torch form, so a model set to a custom-node form still runs.
 """
 from __future__ import annotations
-
-import torch
 
 from ..torch_form import ms_deform_attn_torch
 
 DOMAIN_VERSION = 1           # opset version of the custom ONNX domains (custom_opsets of torch.onnx.export)
 ONNX_INT32 = 6               # onnx.TensorProto.INT32: both plugins take spatial_shapes / level_start_index as INT32
-
-
-def dynamo_export() -> bool:
-    """True inside torch.onnx's torch.export-based exporter (nodes come from torch.onnx.ops.symbolic)."""
-    return torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
 
 
 def eager_output(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):

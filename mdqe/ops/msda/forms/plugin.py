@@ -11,12 +11,13 @@ import torch
 
 from runtime.model_dir import OUR_PLUGIN
 
-from .custom_node import DOMAIN_VERSION, ONNX_INT32, dynamo_export, eager_output, traced_sizes
+from ....tracing import onnx_dynamo_export
+from .custom_node import DOMAIN_VERSION, ONNX_INT32, eager_output, traced_sizes
 
 
 def ms_deform_attn_plugin_form(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """One MDQEMSDeformAttn node while exporting; the op's numbers otherwise. -> [N, Lq, M*D]."""
-    if dynamo_export():
+    if onnx_dynamo_export():
         return _plugin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations,
                                        attention_weights)
     return _PluginMSDA.apply(value, spatial_shapes, level_start_index, sampling_locations,

@@ -12,7 +12,8 @@ import torch
 
 from runtime.model_dir import TRT_BUILTIN_PLUGIN
 
-from .custom_node import DOMAIN_VERSION, ONNX_INT32, dynamo_export, eager_output, traced_sizes
+from ....tracing import onnx_dynamo_export
+from .custom_node import DOMAIN_VERSION, ONNX_INT32, eager_output, traced_sizes
 
 
 def check_plugin_version(plugin_version: str) -> None:
@@ -38,7 +39,7 @@ def ms_deform_attn_trt_builtin_form(value, spatial_shapes, level_start_index, sa
     version = plugin_version or TRT_BUILTIN_PLUGIN.version
     N, Lq = value.shape[0], sampling_locations.shape[1]
     M, D = int(value.shape[2]), int(value.shape[3])
-    if dynamo_export():
+    if onnx_dynamo_export():
         out = _builtin_symbolic_dynamo(value, spatial_shapes, level_start_index, sampling_locations,
                                        attention_weights, version)
     else:
