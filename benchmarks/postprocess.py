@@ -43,8 +43,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from runtime.clip_filter import filter_clip  # noqa: E402
-from runtime.masks import MaskPostprocessor, encode_rles  # noqa: E402
+from runtime.masks import MaskPostprocessor  # noqa: E402
 from runtime.native import postprocess as native_pp  # noqa: E402
+from runtime.rle import encode_rles  # noqa: E402
 from runtime.preprocess import FrameGeometry  # noqa: E402
 from runtime.tracker import make_tracker, preset  # noqa: E402
 

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from runtime.model_dir import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, VALID_HW  # noqa: E402
+from runtime.contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, VALID_HW  # noqa: E402
 
 
 def write_reference(model_dir: str, height: Optional[int] = None, width: Optional[int] = None, seed: int = 0,

@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 
+from runtime.atomic import write_json
 from runtime.backends.ort_backend import ort_cpu_form
-from runtime.model_dir import MSDA_FORMS
+from runtime.contract import MSDA_FORMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WEIGHTS = os.path.join(ROOT, "weights", "tiny_synthetic.safetensors")
@@ -61,8 +62,7 @@ def _subset_gt(gt_path: str, video_ids, out_path: str) -> None:
     keep = set(video_ids)
     gt["videos"] = [v for v in gt["videos"] if v["id"] in keep]
     gt["annotations"] = [a for a in gt["annotations"] if a["video_id"] in keep]
-    with open(out_path, "w") as f:
-        json.dump(gt, f)
+    write_json(out_path, gt, indent=None)
 
 
 def _merge_results(paths, out_path: str) -> None:
@@ -70,10 +70,7 @@ def _merge_results(paths, out_path: str) -> None:
     for p in paths:
         with open(p) as f:
             merged.extend(json.load(f))
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(merged, f)
-    os.replace(tmp, out_path)
+    write_json(out_path, merged, indent=None)
 
 
 def _bad_input(msg: str) -> int:

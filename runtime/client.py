@@ -30,7 +30,7 @@ import numpy as np
 
 from .atomic import write_json
 from .errors import RuntimeErrorBase
-from .masks import decode_rle
+from .rle import decode_rle
 from .outputs.overlay import OverlayWriter, draw_overlay
 from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool

@@ -1,6 +1,7 @@
 """Command line: near-online MDQE inference on a video.
 
-    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|torch]
+    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|fake]
+    python -m mdqe.infer    ... the same options, and --backend torch (the PyTorch model; needs torch)
 
 Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
 OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
@@ -31,6 +32,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 
 from .clip_filter import ParamError, check_number  # noqa: E402
+from .contract import TRT_PLUGIN_LIBRARY  # noqa: E402
 from .errors import RuntimeErrorBase  # noqa: E402
 from .output_dir import check_output_dir  # noqa: E402
 from .tracker import PRESETS, preset, preset_for_model  # noqa: E402
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", default=None,
                    help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
     p.add_argument("--threads", type=int, default=0, help="ort: intra-op threads (0 = ONNX Runtime default)")
-    p.add_argument("--plugin-lib", default=None, help="trt: path of libmdqe_trt_plugin.so")
+    p.add_argument("--plugin-lib", default=None, help=f"trt: path of {TRT_PLUGIN_LIBRARY}")
     p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
     p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
     p.add_argument("--device", default="cpu", help="torch: cpu or cuda[:i]")
@@ -194,6 +196,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        from .backends import require_backend
+        require_backend(args.backend)                                  # torch: registered by mdqe.infer
         check_output_dir(args.output)                                  # before any work
         if args.model is not None:
             from .model_dir import load_model_dir

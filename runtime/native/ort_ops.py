@@ -3,7 +3,7 @@
 The exported ``--msda plugin`` graphs carry one node per MSDeformAttn call in domain ``mdqe``
 with op_type ``MDQEMSDeformAttn`` (what the TensorRT ONNX parser maps to our plugin); the
 ``--msda trt-builtin`` graphs carry NVIDIA's ``MultiscaleDeformableAttnPlugin_TRT`` nodes
-(domain ``trt.plugins``, output ``[N, Lq, M, D]``). Identities: ``runtime.model_dir``. ONNX
+(domain ``trt.plugins``, output ``[N, Lq, M, D]``). Identities: ``runtime.contract``. ONNX
 Runtime pip wheels cannot load C custom ops without headers, so both run here as
 onnxruntime-extensions Python ops that call the native CPU kernel
 (``runtime/native/msda.py: ms_deform_attn_cpu``) - the same numbers for both node kinds.
@@ -38,7 +38,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..model_dir import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+from ..contract import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
 from .msda_numpy import ms_deform_attn_numpy
 
 PLUGIN_OP_TYPE = OUR_PLUGIN.op_type

@@ -25,9 +25,9 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from ..contract import POSTPROCESS_ABI_VERSION
 from . import msda
 
-_ABI_VERSION = 1
 _state = {"checked": False, "lib": None, "enabled": os.environ.get("MDQE_POSTPROCESS", "").lower() != "numpy"}
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -39,7 +39,7 @@ def _library():
         lib = msda.load_library()
         if lib is not None and hasattr(lib, "mdqe_pp_abi_version"):
             lib.mdqe_pp_abi_version.restype = ctypes.c_int
-            if lib.mdqe_pp_abi_version() == _ABI_VERSION:
+            if lib.mdqe_pp_abi_version() == POSTPROCESS_ABI_VERSION:
                 for name, args in (
                         ("mdqe_pp_scan_candidates", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P]),
                         ("mdqe_pp_soft_iou_max", [_P, _I, _I, _P, _I, _P, _P, _P, _P]),

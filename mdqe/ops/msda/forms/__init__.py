@@ -1,5 +1,5 @@
 """The ONNX export forms of MSDeformAttn, one module each, registered as implementations of
-`mdqe.ops.ms_deform_attn` under the form names of ``runtime.model_dir.MSDA_FORMS`` (the one home of
+`mdqe.ops.ms_deform_attn` under the form names of ``runtime.contract.MSDA_FORMS`` (the one home of
 the names and plugin identities):
 
 - "onnx"        `gather.py`      pure ONNX, one Gather per level (the default)
@@ -14,7 +14,8 @@ the op's numbers when not exporting. `level_sizes.py`: the level-size hint of th
 """
 from __future__ import annotations
 
-from runtime.model_dir import MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, MSDA_TRT_BUILTIN
+from runtime.contract import (MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, MSDA_TRT_BUILTIN,
+                              check_msda_form)
 
 from .census import expected_gridsample_nodes, expected_msda_calls
 from .custom_node import DOMAIN_VERSION
@@ -30,14 +31,13 @@ FORMS = {
     MSDA_PLUGIN: ms_deform_attn_plugin_form,
     MSDA_TRT_BUILTIN: ms_deform_attn_trt_builtin_form,
 }
-assert tuple(FORMS) == MSDA_FORMS, "one implementation per form of runtime.model_dir.MSDA_FORMS"
+assert tuple(FORMS) == MSDA_FORMS, "one implementation per form of runtime.contract.MSDA_FORMS"
 
 
 def form_impl(form: str, plugin_version: str | None = None):
     """The implementation of export form `form` (a name of MSDA_FORMS); `plugin_version` is an option
     of "trt-builtin" only ("2" default, "1" for TensorRT older than 10.11). ValueError otherwise."""
-    if form not in FORMS:
-        raise ValueError(f"MSDeformAttn export form must be one of {MSDA_FORMS}, got {form!r}")
+    check_msda_form(form, "MSDeformAttn export form")
     if plugin_version is not None and form != MSDA_TRT_BUILTIN:
         raise ValueError("plugin_version is an option of the trt-builtin form only")
     if form == MSDA_TRT_BUILTIN:

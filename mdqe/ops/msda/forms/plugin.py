@@ -1,5 +1,5 @@
 """Export form "plugin": ONE custom node per call that the TensorRT ONNX parser maps to our plugin
-(``runtime.model_dir.OUR_PLUGIN``): domain ``mdqe``, op_type ``MDQEMSDeformAttn``, attributes
+(``runtime.contract.OUR_PLUGIN``): domain ``mdqe``, op_type ``MDQEMSDeformAttn``, attributes
 ``plugin_version="1"``, ``plugin_namespace="mdqe"``, ``num_heads=M``, ``head_dim=D``; inputs
 (value [N, S, M, D], spatial_shapes INT32 [L, 2], level_start_index INT32 [L] -- Casts from int64 in
 the graph --, sampling_locations [N, Lq, M, L, P, 2], attention_weights [N, Lq, M, L, P]); output
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.model_dir import OUR_PLUGIN
+from runtime.contract import OUR_PLUGIN
 
 from ....tracing import onnx_dynamo_export
 from .custom_node import DOMAIN_VERSION, ONNX_INT32, eager_output, traced_sizes

@@ -1,5 +1,5 @@
 """Export form "trt-builtin": ONE node per call for NVIDIA's ``MultiscaleDeformableAttnPlugin_TRT``
-(``runtime.model_dir.TRT_BUILTIN_PLUGIN``, in libnvinfer_plugin): the five inputs of the "plugin"
+(``runtime.contract.TRT_BUILTIN_PLUGIN``, in libnvinfer_plugin): the five inputs of the "plugin"
 form (the two index inputs Cast to INT32), attributes ``plugin_version`` ("2" by default, "1" for
 TensorRT < 10.11) and ``plugin_namespace`` "" only, output ``[N, Lq, M, D]`` followed by a Reshape
 to ``[N, Lq, M*D]``.
@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from runtime.model_dir import TRT_BUILTIN_PLUGIN
+from runtime.contract import TRT_BUILTIN_PLUGIN
 
 from ....tracing import onnx_dynamo_export
 from .custom_node import DOMAIN_VERSION, ONNX_INT32, eager_output, traced_sizes
