@@ -10,7 +10,8 @@
 The directory layout and tensor names are docs/INTERFACES.md section 5; docs/export.md walks
 from a checkpoint to TensorRT engines. Exporter: the TorchScript-based ``torch.onnx.export(...,
 dynamo=False)`` for every MSDeformAttn form (tensor-valued level sizes stay dynamic ops in the
-graph; mdqe.ops.export_hooks emits the chosen form; the form names and plugin identities are
+graph; the model's MSDeformAttn modules are set to the chosen form with mdqe.ops.use_msda_impl, whose
+implementations live in mdqe/ops/msda/forms/; the form names and plugin identities are
 runtime.contract's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
 """
 from __future__ import annotations
@@ -183,10 +184,11 @@ def _shape_spec(shape, dyn: Dict[int, str]):
 
 def _export_graph(module, args, path, input_names, output_names, dynamic_axes, opset, msda, plugin_version=None):
     import torch
-    from mdqe.ops.export_hooks import PLUGIN_DOMAIN_VERSION, export_mode
+    from mdqe.ops import use_msda_impl
+    from mdqe.ops.msda.forms import DOMAIN_VERSION
 
     ident = plugin_identity(msda)
-    with export_mode(msda, plugin_version), torch.no_grad(), warnings.catch_warnings():
+    with use_msda_impl(module, msda, plugin_version), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints / legacy exporter notice
         try:
             torch.onnx.export(module, tuple(args), path, dynamo=False, opset_version=opset,
@@ -194,7 +196,7 @@ def _export_graph(module, args, path, input_names, output_names, dynamic_axes, o
                               dynamic_axes={k: v for k, v in dynamic_axes.items()
                                             if k in input_names or k in output_names},
                               do_constant_folding=True,
-                              custom_opsets={ident.onnx_domain: PLUGIN_DOMAIN_VERSION} if ident else None)
+                              custom_opsets={ident.onnx_domain: DOMAIN_VERSION} if ident else None)
         except Exception as e:  # torch.onnx errors (unsupported opset/op) -> one clear line
             raise ExportError(f"torch.onnx.export of {os.path.basename(path)} failed (opset {opset}, "
                               f"msda={msda}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}") from e
@@ -414,7 +416,7 @@ def check_graphs(plan: ExportPlan, enc_path: str, dec_path: str, msda: str, plug
     the config implies, export/verify.py; VerificationError on a mismatch) -> census per graph:
     {"encoder"|"decoder": {"nodes", "msda_custom_nodes", "GridSample", "Gather"}}."""
     import onnx
-    from mdqe.ops.export_hooks import expected_gridsample_nodes, expected_msda_calls
+    from mdqe.ops.msda.forms import expected_gridsample_nodes, expected_msda_calls
     from . import verify as V
 
     ident = plugin_identity(msda)
@@ -442,7 +444,7 @@ def verify_numerics(plan: ExportPlan, ref: TorchReference, enc_path: str, dec_pa
     decoder on the PyTorch encoder outputs; outputs that miss the plain tolerance (or pass it with a
     small margin) are judged against PyTorch fp32's own error vs fp64. Raises VerificationError on a
     failure; returns the "verification" record of export.json."""
-    from .ort_custom_ops import kernel_name
+    from runtime.native.ort_ops import kernel_name
     from . import verify as V
     from .wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS
 
@@ -527,7 +529,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
     t_start = time.time()
     plugin_version = check_export_args(msda, plugin_version, dtype, opset, height, width)
     out = check_output_dir(output)
-    from mdqe.ops.export_hooks import expected_msda_calls
+    from mdqe.ops.msda.forms import expected_msda_calls
 
     plan = prepare_model(config, weights, seed, height, width, opset, msda, threads, quiet)
     ref = torch_reference(plan, seed, quiet)
