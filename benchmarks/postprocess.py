@@ -28,14 +28,14 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from runtime.cli import add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
 from runtime.clip_filter import filter_clip  # noqa: E402
 from runtime.masks import MaskPostprocessor, encode_rles  # noqa: E402
 from runtime.preprocess import FrameGeometry  # noqa: E402
@@ -135,14 +135,15 @@ def run(impl: str, clips, warmup: int):
     return res
 
 
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.postprocess", description=__doc__.split("\n")[0])
+    ap = make_parser("python -m benchmarks.postprocess", __doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    add_seed_arg(ap)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="cpu: process CPU time (robust on a shared machine); wall: perf_counter")
-    ap.add_argument("--output", help="write the numbers as JSON here")
+    add_report_arg(ap)
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = args.clock
@@ -164,11 +165,11 @@ def main(argv=None) -> int:
     print(f"new: {res['new']['detections_per_clip']:.1f} detections/clip, {res['new']['tracks_per_frame']:.1f} "
           f"track masks/frame, median total {res['new']['total_median']:.3f} ms; "
           f"old: {res['old']['detections_per_clip']:.1f} detections/clip, {res['old']['tracks_per_frame']:.1f} track masks/frame")
-    if args.output:
+    if args.report:
         from runtime.atomic import write_json
-        write_json(args.output, res, indent=1)
+        write_json(args.report, res, indent=1)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

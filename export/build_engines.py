@@ -14,7 +14,6 @@ TensorRT 10 and 11 are printed either way (docs/export.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys

@@ -15,7 +15,6 @@ runtime.model_dir's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -34,11 +33,10 @@ if __name__ == "__main__" and not __package__:
     runpy.run_module("export.to_onnx", run_name="__main__", alter_sys=True)
     raise SystemExit(0)   # not reached: the module's own __main__ block exits
 
-import numpy as np  # noqa: E402
-
 from runtime.atomic import file_sha256  # noqa: E402
 from runtime.cli import (add_precision_arg, add_progress_arg, add_seed_arg, add_threads_arg,  # noqa: E402
                          cli_main, make_parser, positive_int)
+from runtime.errors import RuntimeErrorBase  # noqa: E402
 from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_GRIDSAMPLE,  # noqa: E402
                                MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW, plugin_identity)
 DEFAULT_OPSET = 17

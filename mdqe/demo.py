@@ -19,7 +19,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 
 from runtime.backends.ort_backend import ort_cpu_form
