@@ -94,6 +94,14 @@ def parse_hw(text: str):
 # ----------------------------------------------------------------------------------------------
 # the parser and the shared flags
 # ----------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad input: one line naming the problem, exit 2 (argparse
+    would print the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (--help lists the options)\n")
+
+
 class DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Help that shows each flag's default and keeps the description's and epilog's line breaks."""
 
@@ -106,8 +114,8 @@ def make_parser(prog: str, description: Optional[str] = None, show_defaults: boo
     kwargs.setdefault("formatter_class",
                       DefaultsFormatter if show_defaults else argparse.RawDescriptionHelpFormatter)
     epilog = kwargs.pop("epilog", None)
-    return argparse.ArgumentParser(prog=prog, description=description,
-                                   epilog=(epilog + "\n\n" + EPILOG) if epilog else EPILOG, **kwargs)
+    return Parser(prog=prog, description=description,
+                  epilog=(epilog + "\n\n" + EPILOG) if epilog else EPILOG, **kwargs)
 
 
 def add_model_arg(p, required: bool = False, help: Optional[str] = None):
@@ -211,12 +219,18 @@ def error(message: str, code: int = EXIT_BAD_INPUT) -> int:
 def cli_main(fn: Callable[..., Optional[int]]) -> Callable[..., int]:
     """Decorator of every ``main(argv=None) -> int``: the project's errors (``RuntimeErrorBase`` and
     its subclasses in mdqe/, export/, tools/) become one line and their ``exit_code``; OSError (disk
-    full, permission denied) exits 2; Ctrl-C 130. ``argparse`` errors keep their exit 2 and
-    ``--help`` its 0 (SystemExit passes through). Anything else is a bug: traceback, exit 1."""
+    full, permission denied) exits 2; Ctrl-C 130 (SIGTERM raised as KeyboardInterrupt("SIGTERM"):
+    143). The parser's own exits become the return value (``--help`` 0, a bad flag 2), so ``main``
+    always returns its exit status. Anything else is a bug: traceback, exit 1."""
     @functools.wraps(fn)
     def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             code = fn(argv)
+        except SystemExit as e:            # argparse (--help, a bad flag) or a step's own exit status
+            if e.code is None or isinstance(e.code, int):
+                return e.code or EXIT_OK
+            print(e.code, file=sys.stderr)
+            return EXIT_FAILED
         except RuntimeErrorBase as e:
             return error(str(e), e.exit_code)
         except KeyboardInterrupt as e:     # the runtime raises KeyboardInterrupt("SIGTERM") for SIGTERM
