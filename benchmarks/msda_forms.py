@@ -118,12 +118,8 @@ def build_parser():
 
 @cli_main
 def main(argv=None) -> int:
-    run(build_parser().parse_args(argv))
-    return 0
-
-
-def run(args) -> dict:
-    """The report of the parsed ``args`` (printed as it goes; written to ``--report``)."""
+    """Prints the study as it goes; ``--report`` also writes it as JSON."""
+    args = build_parser().parse_args(argv)
 
     import onnxruntime as ort
 
@@ -162,7 +158,7 @@ def run(args) -> dict:
         from runtime.atomic import write_json
         write_json(args.report, report)
         print(f"wrote {args.report}")
-    return report
+    return 0
 
 
 if __name__ == "__main__":

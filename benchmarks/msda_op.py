@@ -203,8 +203,10 @@ def build_parser():
     return ap
 
 
-def run(args) -> dict:
-    """The report of the parsed ``args`` (printed as it goes; written to ``--report``)."""
+@cli_main
+def main(argv=None) -> int:
+    """Prints the study as it goes; ``--report`` also writes it as JSON."""
+    args = build_parser().parse_args(argv)
     rng = np.random.default_rng(args.seed)
     if args.device.startswith("cuda"):
         if ":" in args.device and torch.cuda.is_available():
@@ -221,12 +223,6 @@ def run(args) -> dict:
     if path:
         write_json(path, report, indent=2)
         print(f"wrote {path}")
-    return report
-
-
-@cli_main
-def main(argv=None) -> int:
-    run(build_parser().parse_args(argv))
     return 0
 
 

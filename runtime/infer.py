@@ -99,13 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "optional for --backend fake")
     add_video_arg(p)
     add_output_arg(p)
-    add_backend_arg(p)
-    add_providers_arg(p, help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
-    add_threads_arg(p, help="ort: intra-op threads")
-    add_plugin_lib_arg(p, help="trt: path of libmdqe_trt_plugin.so")
-    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
-    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
-    add_device_arg(p, help="torch: PyTorch device")
+    add_backend_args(p)
     add_max_frames_arg(p, help="stop after N frames")
     p.add_argument("--video-id", type=int, default=1, help="video_id written in results.json")
     p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
@@ -162,6 +156,19 @@ def options_from_args(args, spec=None):
         save_pngs=args.save_pngs, overlay=not args.no_overlay, max_frames=args.max_frames,
         video_id=args.video_id, progress=not args.no_progress, vis_thr=args.vis_thr,
         min_pair_score=args.min_pair_score, min_pairs=args.min_pairs)
+
+
+def add_backend_args(p) -> None:
+    """The flags ``backend_from_args`` reads: --backend and each backend's options (--providers,
+    --threads, --plugin-lib, --engine-dir, --weights, --device); runtime.infer, benchmarks.fps."""
+    add_backend_arg(p)
+    add_providers_arg(p, help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
+    add_threads_arg(p, help="ort: intra-op threads")
+    add_plugin_lib_arg(p, help="trt: path of libmdqe_trt_plugin.so")
+    p.add_argument("--engine-dir", default=None,
+                   help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
+    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
+    add_device_arg(p, help="torch: PyTorch device")
 
 
 def backend_from_args(args):
