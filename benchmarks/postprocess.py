@@ -1,6 +1,6 @@
 """CPU cost of the runtime's post-processing per clip at R50 360p sizes (issue 13 item 2).
 
-    python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--output results.json]
+    python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--report results.json]
 
 Synthetic decoder outputs shaped like the R50 model's at 360p: input 384x640 (a 360x640
 video), stride-4 mask logits 96x160, Q = 196 queries, C = 40 classes, T = 4, raw clip queries
@@ -12,14 +12,19 @@ Stages, per clip in the steady state (one clip in, one frame final):
 - filter: runtime.clip_filter.filter_clip (threshold, duplicates, blank masks, NMS, quality);
 - tracker: ClipTracker.update;
 - masks: pop the final frame, upsample to 360x640, RLE (what runtime.pipeline does per frame).
+Each clip's outputs are copied into fresh arrays before its timing starts, as a backend writes
+its outputs for every clip (the post-processing reads them soon after, not from a cold store).
 Times are process CPU time by default (``--clock wall`` for perf_counter): on a machine shared
 with other jobs, wall time mostly measures the others.
 
-Both implementations run in the same process on the same clips: ``new`` = the default
-(the authors' rules; runtime.clip_filter / runtime.tracker / runtime.masks) and ``old`` = this
-project's earlier path, still available as ``--preset paper`` (greedy filters, Python-loop
-mask IoU, cv2 bilinear resizes of the full frame and pycocotools' encoder). The ratio
-old / new is printed per stage. Single-threaded BLAS as in runtime.infer.
+Three implementations run in the same process on the same clips: ``new`` = the default (the
+authors' rules; runtime.clip_filter / runtime.tracker / runtime.masks) with the native kernels of
+libmdqe_msda.so (runtime/native/postprocess.py); ``numpy`` = the same rules in numpy (what runs
+when the library lacks the kernels, or with MDQE_POSTPROCESS=numpy); ``old`` = this project's
+earlier path, still available as ``--preset paper`` (greedy filters, Python-loop mask IoU, cv2
+bilinear resizes of the full frame and pycocotools' encoder). ``new`` and ``numpy`` must give the
+same track ids per clip and the same RLEs per frame (else exit 3). Ratios numpy / new and
+old / new per stage. Single-threaded BLAS as in runtime.infer.
 """
 from __future__ import annotations
 
@@ -35,9 +40,10 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from runtime.cli import add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
+from runtime.cli import EXIT_VERIFY, add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
 from runtime.clip_filter import filter_clip  # noqa: E402
 from runtime.masks import MaskPostprocessor, encode_rles  # noqa: E402
+from runtime.native import postprocess as native_pp  # noqa: E402
 from runtime.preprocess import FrameGeometry  # noqa: E402
 from runtime.tracker import make_tracker, preset  # noqa: E402
 
@@ -98,27 +104,31 @@ def old_masks(post: MaskPostprocessor, items):
 
 
 def new_masks(post: MaskPostprocessor, items):
-    return [post.rle(post.block(logits)) for _, logits in items]
+    return [rle for _, rle in post.finals([logits for _, logits in items])]
 
 
 def run(impl: str, clips, warmup: int):
+    """Time one implementation ("new", "numpy" or "old"); returns (numbers, per-clip outputs)."""
+    native_pp.use_native(impl == "new")
     f, t = preset("paper" if impl == "old" else "ytvis")
     post = MaskPostprocessor(GEOM, 4, t.mask_resize)
     tr = make_tracker(C, t, num_frames=T)
     emb = t.embedding
     valid = post.valid_hw()
     times = {"filter": [], "tracker": [], "masks": []}
-    dets_n, live, n_rle = [], [], 0
+    dets_n, live, n_rle, log = [], [], 0, []
     clock = time.process_time if CLOCK == "cpu" else time.perf_counter
-    for s, out in enumerate(clips):
+    for s, stored in enumerate(clips):
+        out = {k: v.copy() for k, v in stored.items()}   # untimed: a backend writes fresh outputs per clip
         t0 = clock()
         d = filter_clip(out, T, valid, f, start=s, embedding=emb)
         t1 = clock()
-        tr.update(d)
+        pairs = tr.update(d)
         t2 = clock()
         items = tr.pop_frame(s)
         rles = old_masks(post, items) if impl == "old" else new_masks(post, items)
         t3 = clock()
+        log.append((pairs, [(tid, r) for (tid, _), r in zip(items, rles)]))
         if s >= warmup:
             times["filter"].append(t1 - t0)
             times["tracker"].append(t2 - t1)
@@ -132,7 +142,7 @@ def run(impl: str, clips, warmup: int):
     res["detections_per_clip"] = float(np.mean(dets_n))
     res["tracks_per_frame"] = float(np.mean(live))
     res["rles"] = n_rle
-    return res
+    return res, log
 
 
 @cli_main
@@ -152,23 +162,34 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
     scene = Scene(args.seed)
     clips = [scene.outputs(s) for s in range(args.clips)]
-    res = {"new": run("new", clips, args.warmup), "old": run("old", clips, args.warmup)}
-    res["ratio_old_over_new"] = {k: res["old"][k] / res["new"][k] for k in ("filter", "tracker", "masks", "total")}
+    if not native_pp.available():
+        print("the native post-processing kernels are not loaded (libmdqe_msda.so missing or MDQE_POSTPROCESS="
+              "numpy): `pip install -e .` builds them", file=sys.stderr)
+        return 2
+    (new, new_log), (num, num_log), (old, _) = (run(k, clips, args.warmup) for k in ("new", "numpy", "old"))
+    native_pp.use_native(True)
+    same = new_log == num_log
+    res = {"new": new, "numpy": num, "old": old, "native_equals_numpy": same}
+    stages = ("filter", "tracker", "masks", "total")
+    res["ratio_numpy_over_new"] = {k: res["numpy"][k] / res["new"][k] for k in stages}
+    res["ratio_old_over_new"] = {k: res["old"][k] / res["new"][k] for k in stages}
     res["setup"] = {"input": [384, 640], "video": [360, 640], "mask": [H, W], "queries": Q, "classes": C, "T": T,
                     "objects": N_OBJ, "duplicates": N_DUP, "clips_timed": args.clips - args.warmup, "clock": args.clock,
                     "cpu": platform.processor() or platform.machine(), "numpy": np.__version__,
                     "opencv": cv2.__version__}
     print(f"per clip, {args.clock} time, {args.clips - args.warmup} clips after {args.warmup} warm-up")
-    print(f"{'stage':8s} {'new ms':>8s} {'old ms':>8s} {'old/new':>8s}")
-    for k in ("filter", "tracker", "masks", "total"):
-        print(f"{k:8s} {res['new'][k]:8.3f} {res['old'][k]:8.3f} {res['ratio_old_over_new'][k]:8.2f}")
+    print(f"{'stage':8s} {'new ms':>8s} {'numpy ms':>9s} {'old ms':>8s} {'numpy/new':>10s} {'old/new':>8s}")
+    for k in stages:
+        print(f"{k:8s} {res['new'][k]:8.3f} {res['numpy'][k]:9.3f} {res['old'][k]:8.3f} "
+              f"{res['ratio_numpy_over_new'][k]:10.2f} {res['ratio_old_over_new'][k]:8.2f}")
     print(f"new: {res['new']['detections_per_clip']:.1f} detections/clip, {res['new']['tracks_per_frame']:.1f} "
           f"track masks/frame, median total {res['new']['total_median']:.3f} ms; "
           f"old: {res['old']['detections_per_clip']:.1f} detections/clip, {res['old']['tracks_per_frame']:.1f} track masks/frame")
+    print("native kernels and numpy: " + ("same track ids and RLEs on every clip" if same else "RESULTS DIFFER"))
     if args.report:
         from runtime.atomic import write_json
         write_json(args.report, res, indent=1)
-    return 0
+    return 0 if same else EXIT_VERIFY
 
 
 if __name__ == "__main__":

@@ -30,14 +30,14 @@ cropped to the valid area, the tracking embedding ``pred_embeds``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 from .errors import RuntimeErrorBase
+from .native import postprocess as native_pp
 
 
-@dataclass
 class ClipDetections:
     """Kept instances of one clip, K of them, sorted by score (descending).
 
@@ -46,19 +46,51 @@ class ClipDetections:
     (authors' style: the whole padded map; paper style: cropped to the valid
     area); embeds [K,E] float32 tracking embeddings; queries [K] int
     (decoder query index); start: index of the clip's first frame.
+
+    ``masks`` may be given lazily as ``source`` (the decoder's pred_masks [Q,T,h,w]) with
+    ``num_frames`` F: then ``masks`` = source[queries, :F], built on first access, and
+    ``mask_source()`` lets the tracker read the rows without that copy.
     """
-    scores: np.ndarray
-    masks: np.ndarray
-    embeds: np.ndarray
-    queries: np.ndarray
-    start: int = 0
+    __slots__ = ("scores", "embeds", "queries", "start", "bits", "_masks", "_source", "_frames")
+
+    def __init__(self, scores: np.ndarray, masks: Optional[np.ndarray] = None, embeds: np.ndarray = None,
+                 queries: np.ndarray = None, start: int = 0, source: Optional[np.ndarray] = None,
+                 num_frames: Optional[int] = None, bits: Optional[np.ndarray] = None):
+        if (masks is None) == (source is None):
+            raise ValueError("ClipDetections needs exactly one of masks [K,F,h,w] or source [Q,T,h,w]")
+        self.scores, self.embeds, self.queries, self.start = scores, embeds, queries, start
+        self._masks, self._source = masks, source
+        self._frames = int(masks.shape[1]) if masks is not None else int(num_frames)
+        self.bits = bits       # optional [K,F,wpf] uint64 bit sets of masks > 0 (native kernels)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def __repr__(self) -> str:
+        return f"ClipDetections(K={len(self)}, frames={self._frames}, start={self.start})"
+
+    @property
+    def masks(self) -> np.ndarray:
+        """[K,F,h,w] float32 mask logits."""
+        if self._masks is None:
+            self._masks = self._source[np.asarray(self.queries, np.int64), :self._frames]
+        return self._masks
+
+    def mask_source(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(array X, rows r): masks[k, i] is X[r[k], i] for i < num_frames, without a copy."""
+        if self._masks is None:
+            return self._source, np.asarray(self.queries, np.int64)
+        return self._masks, np.arange(len(self), dtype=np.int64)
+
+    @property
+    def mask_hw(self) -> Tuple[int, int]:
+        """(h, w) of the mask maps."""
+        src = self._masks if self._masks is not None else self._source
+        return int(src.shape[-2]), int(src.shape[-1])
+
     @property
     def num_frames(self) -> int:
-        return int(self.masks.shape[1])
+        return self._frames
 
     @property
     def best(self) -> np.ndarray:
@@ -174,6 +206,42 @@ def _quality(positives) -> np.ndarray:
     return s / (n + np.float32(1e-6))
 
 
+
+def _mask_terms(masks_all: np.ndarray, valid: np.ndarray, F: int):
+    """Steps 3-5 on the candidates ``valid`` (rank order) of masks_all [Q,T,h,w]: (kept [n] indices
+    into valid of the non-blank ones, quality [n], NMS overlap [n] = max soft IoU with a
+    higher-ranked kept one, bits: [len(valid),F,wpf] bit sets of the masks > 0 for the tracker, or
+    None). The native kernels when loaded, else numpy (same results)."""
+    step = 2 if F >= 5 else 1
+    if native_pp.available():
+        scan = native_pp.scan_candidates(masks_all, valid, F, step)
+        kept = np.flatnonzero(scan.nonblank)
+        quality = (scan.quality_sum[kept].astype(np.float32)
+                   / (scan.quality_count[kept].astype(np.float32) + np.float32(1e-6)))
+        return kept, quality, native_pp.soft_iou_max(scan, kept), scan.bits
+    K = len(valid)
+    h, w = masks_all.shape[-2:]
+    # one visit per candidate, on its own (contiguous) logits while they are in cache: max of every
+    # row (blank test; the rows mask quality reads), the NMS sample (every second row / column,
+    # every second frame from 5 frames on) and the positive logits (mask quality)
+    fs = slice(0, F, step)
+    h2, w2 = h // 2, w // 2
+    sample = np.empty((K, len(range(F)[fs]), h2, w2), np.float32)
+    positives, kept = [], []
+    for i, q in enumerate(valid):
+        v = masks_all[q, :F]
+        rows = v.reshape(F * h, w).max(axis=1)
+        if not rows.max() > 0:
+            continue                                   # blank: dropped before the NMS
+        j = len(kept)
+        kept.append(i)
+        sample[j] = v[fs, 0:h2 * 2:2, 0:w2 * 2:2]
+        sub = v.reshape(F * h, w)[rows > 0]
+        positives.append(sub[sub > 0])
+    kept = np.asarray(kept, np.int64)
+    overlap = soft_iou_max(sample[:len(kept)], predownsampled=True) if len(kept) else np.zeros(0, np.float32)
+    return kept, _quality(positives), overlap, None
+
 def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterParams = FilterParams(),
                 start: int = 0, embedding: str = "pred_queries") -> ClipDetections:
     """Filter one clip's decoder ``outputs`` (pred_logits [Q,C], pred_masks [Q,T,h,w] and the
@@ -198,40 +266,20 @@ def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterPar
         sim = np.triu(u @ u.T, 1).max(axis=0)
         valid = valid[sim < params.dup_cos][:params.max_queries]
     F = int(num_real_frames)
-    K = len(valid)
-    h, w = masks_all.shape[-2:]
-    # one visit per candidate, on its own (contiguous) logits while they are in cache: max of every
-    # row (blank test; the rows mask quality reads), the NMS sample (every second row / column,
-    # every second frame from 5 frames on) and the positive logits (mask quality)
-    fs = slice(0, F, 2) if F >= 5 else slice(0, F)
-    h2, w2 = h // 2, w // 2
-    sample = np.empty((K, len(range(F)[fs]), h2, w2), np.float32)
-    positives, kept = [], []
-    for i, q in enumerate(valid):
-        v = masks_all[q, :F]
-        rows = v.reshape(F * h, w).max(axis=1)
-        if not rows.max() > 0:
-            continue                                   # blank: dropped before the NMS
-        j = len(kept)
-        kept.append(i)
-        sample[j] = v[fs, 0:h2 * 2:2, 0:w2 * 2:2]
-        sub = v.reshape(F * h, w)[rows > 0]
-        positives.append(sub[sub > 0])
-    kept = np.asarray(kept, np.int64)
+    kept, quality, overlap, bits = _mask_terms(masks_all, valid, F)
     valid, cls = valid[kept], probs[valid][kept]
-    quality = _quality(positives)
     if len(valid):
-        m = soft_iou_max(sample[:len(valid)], predownsampled=True)
-        cls = cls * (np.float32(1.0) - m)[:, None]
-        keep = m < params.nms_iou
-        valid, cls, quality = valid[keep], cls[keep], quality[keep]
+        cls = cls * (np.float32(1.0) - overlap)[:, None]
+        keep = overlap < params.nms_iou
+        valid, cls, quality, kept = valid[keep], cls[keep], quality[keep], kept[keep]
     cls = cls * quality[:, None]
     scores = cls.max(axis=1) if len(valid) else np.zeros(0, np.float32)
     srt = np.argsort(-scores, kind="stable")
     n = max(int((scores > params.score_thr).sum()), 1)
     top = srt[:n]
-    return ClipDetections(scores=cls[top].astype(np.float32), masks=masks_all[valid[top], :F],
-                          embeds=emb_all[valid[top]].astype(np.float32), queries=valid[top], start=start)
+    return ClipDetections(scores=cls[top].astype(np.float32), source=masks_all, num_frames=F,
+                          embeds=emb_all[valid[top]].astype(np.float32), queries=valid[top], start=start,
+                          bits=bits[kept[top]] if bits is not None else None)
 
 
 def filter_clip_paper(outputs: dict, num_real_frames: int, valid_hw, params: FilterParams = FilterParams(),

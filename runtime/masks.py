@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .native import postprocess as native_pp
 from .preprocess import FrameGeometry
 
 Block = Tuple[int, int, np.ndarray]      # (y0, x0, bool [bh, bw]) inside an [H0, W0] frame
@@ -109,6 +110,31 @@ class MaskPostprocessor:
             return None
         return int(ya), int(xa), blk
 
+    def finals(self, maps: Sequence[np.ndarray], with_masks: bool = False) -> List[Tuple[Optional[np.ndarray], Optional[dict]]]:
+        """Final masks of several [h,w] logit maps: [(uint8 [H0,W0] or None when not ``with_masks``,
+        COCO RLE)] with (None, None) for a mask empty at the original size. The native kernel
+        (runtime/native/postprocess.py) when loaded and ``resize="nearest"``, else ``block``/``rle``
+        (same results)."""
+        if not len(maps):
+            return []
+        if self.resize == "nearest" and native_pp.available():
+            stack = np.stack([np.asarray(m, np.float32) for m in maps])
+            ys, xs = self._taps(*stack.shape[1:])
+            H0, W0 = self.g.original
+            runs = native_pp.mask_runs(stack, ys, xs)
+            live = [i for i, r in enumerate(runs) if r is not None]
+            rles = rles_from_counts([runs[i] for i in live], H0, W0)
+            out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(maps)
+            for i, r in zip(live, rles):
+                out[i] = (decode_rle(r) if with_masks else None, r)
+            return out
+        out = []
+        for m in maps:
+            b = self.block(m)
+            out.append((self.paste(b) if with_masks and b is not None else None, self.rle(b)) if b is not None
+                       else (None, None))
+        return out
+
     def _bilinear(self, logits: np.ndarray) -> np.ndarray:
         h, w = logits.shape
         s = self.stride
@@ -155,8 +181,17 @@ def rle_from_block(H: int, W: int, y0: int, x0: int, blk: np.ndarray) -> Optiona
     counts = np.diff(np.concatenate(([0], pos, [H * W])))
     if counts[-1] == 0:
         counts = counts[:-1]
-    r = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [int(H), int(W)]}, int(H), int(W))
-    return {"size": [int(H), int(W)], "counts": r["counts"].decode("ascii")}
+    return rles_from_counts([counts], H, W)[0]
+
+
+def rles_from_counts(counts: Sequence[np.ndarray], H: int, W: int) -> List[dict]:
+    """Compressed COCO RLEs (``counts`` str) of [H,W] masks from their run lengths (column-major,
+    starting with a run of 0s), compressed by pycocotools in one call."""
+    if not len(counts):
+        return []
+    objs = mask_utils.frPyObjects([{"counts": np.asarray(c).tolist(), "size": [int(H), int(W)]} for c in counts],
+                                  int(H), int(W))
+    return [{"size": [int(H), int(W)], "counts": r["counts"].decode("ascii")} for r in objs]
 
 
 def encode_rles(masks: Sequence[np.ndarray]) -> List[Optional[dict]]:

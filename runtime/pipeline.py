@@ -151,12 +151,8 @@ class StreamState:
         tracks whose mask is not empty at the original size (empty ones stay null)."""
         with self.timer("postprocess"):
             items = self.tracker.pop_frame(f)
-            out = []
-            for tid, logits in items:
-                b = self.post.block(logits)
-                if b is not None:
-                    out.append((tid, self.post.paste(b) if masks else None, self.post.rle(b)))
-        return out
+            finals = self.post.finals([logits for _, logits in items], with_masks=masks)
+            return [(tid, mask, rle) for (tid, _), (mask, rle) in zip(items, finals) if rle is not None]
 
 
 class _Run:

@@ -52,6 +52,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .clip_filter import ClipDetections, FilterParams, ParamError, check_number
+from .native import postprocess as native_pp
 
 PRESETS = ("ytvis", "ovis", "paper")
 
@@ -214,7 +215,7 @@ class ClipTracker:
     def _setup(self, dets: ClipDetections) -> None:
         if self.T is None:
             self.T = dets.num_frames
-        T, (h, w), E, C = self.T, dets.masks.shape[-2:], dets.embeds.shape[1], self.num_classes
+        T, (h, w), E, C = self.T, dets.mask_hw, dets.embeds.shape[1], self.num_classes
         self.hw = (h, w)
         self.R = max(self.params.memory_clips, 3, T - 1) + 1     # embedding slot ring
         cap = 8
@@ -230,6 +231,10 @@ class ClipTracker:
         self.WCNT = np.zeros(cap, np.int64)
         self.VSUM = np.zeros((cap, C), np.float32)               # sum of window scores so far
         self.VMAX = np.zeros((cap, C), np.float32)               # max of window scores so far
+        # native kernels (runtime/native/postprocess.py): bit sets of SUM > 0, kept with SUM
+        self._native = native_pp.available()
+        if self._native:
+            self.TB = np.zeros((cap, T, native_pp.words_per_map(h, w)), np.uint64)
         self._alloc = True
 
     def _grow(self, n: int) -> None:
@@ -237,11 +242,15 @@ class ClipTracker:
         if n <= cap:
             return
         new = max(n, 2 * cap)
-        for name in ("SUM", "CNT", "MEM", "EMB", "EVALID", "LAST", "NCLIPS", "WCLS", "WCNT", "VSUM", "VMAX"):
+        for name in self._row_arrays():
             a = getattr(self, name)
             b = np.zeros((new,) + a.shape[1:], a.dtype)
             b[:cap] = a
             setattr(self, name, b)
+
+    def _row_arrays(self) -> Tuple[str, ...]:
+        names = ("SUM", "CNT", "MEM", "EMB", "EVALID", "LAST", "NCLIPS", "WCLS", "WCNT", "VSUM", "VMAX")
+        return names + (("TB",) if self._native else ())
 
     @property
     def num_live(self) -> int:
@@ -302,6 +311,9 @@ class ClipTracker:
                 if hit.any():
                     self.SUM[:n][hit, pos] /= c[hit].astype(np.float32)[:, None, None]
                     self.CNT[:n, pos] = np.minimum(c, 1)
+                    if self._native:                         # (a tiny logit may underflow to 0)
+                        rows = np.flatnonzero(hit)
+                        self.TB[rows, pos] = native_pp.positive_bits(self.SUM, rows, [pos])[:, 0]
         else:
             self.WCLS[:n] = 0
             self.WCNT[:n] = 0
@@ -321,7 +333,7 @@ class ClipTracker:
         keep = np.flatnonzero(~dead)
         for i in np.flatnonzero(dead):
             self.ended[self._ids[i]] = (self.VSUM[i].copy(), self.VMAX[i].copy(), int(self.NCLIPS[i]))
-        for name in ("SUM", "CNT", "MEM", "EMB", "EVALID", "LAST", "NCLIPS", "WCLS", "WCNT", "VSUM", "VMAX"):
+        for name in self._row_arrays():
             a = getattr(self, name)
             a[:len(keep)] = a[keep]
             a[len(keep):n] = 0
@@ -334,6 +346,17 @@ class ClipTracker:
         if n == 0 or K == 0 or n_ov == 0:
             return np.zeros((n, K), np.float32)
         pos = [(c + i) % T for i in range(n_ov)]
+        if self._native:
+            dbits = dets.bits
+            if dbits is None:
+                src, qs = dets.mask_source()
+                dbits = native_pp.positive_bits(src, qs, np.arange(n_ov))
+            inter, area_t, area_d = native_pp.bit_intersections(self.TB, np.arange(n), pos, dbits, np.arange(K),
+                                                                np.arange(n_ov))
+            num = inter.astype(np.float32)
+            den = area_t.astype(np.float32)[:, None] + area_d.astype(np.float32)[None, :] - num
+            valid = (area_t > 0)[:, None] & (area_d > 0)[None, :]
+            return np.where(valid, num / (den + np.float32(1e-6)), 0.0).astype(np.float32)
         tb = np.stack([self.SUM[:n, p] > 0 for p in pos], axis=1).reshape(n, -1)
         db = (dets.masks[:, :n_ov] > 0).reshape(K, -1)
         t_any, d_any = tb.any(axis=1), db.any(axis=1)
@@ -391,16 +414,11 @@ class ClipTracker:
                     if above[r, k]:
                         matched_rows.append(int(r))
                         matched_dets.append(int(k))
-            taken = set(matched_dets)
-            best = dets.best
-            new = []
-            for k in range(K):
-                if k in taken:
-                    continue
-                if n and (miou[:, k].max() > p.dup_iou or sim[:, k].max() > p.dup_sim):
-                    continue
-                if best[k] > p.new_track_thr:
-                    new.append(k)
+            free = dets.best > p.new_track_thr
+            free[matched_dets] = False
+            if n:          # too like a live track (mask IoU or similarity): not a new one
+                free &= ~((miou.max(axis=0) > p.dup_iou) | (sim.max(axis=0) > p.dup_sim))
+            new = np.flatnonzero(free).tolist()
         if p.max_tracks:
             new = new[:max(0, p.max_tracks - (self.next_id - 1))]
         out = [(k, self._ids[r]) for r, k in zip(matched_rows, matched_dets)]
@@ -428,9 +446,16 @@ class ClipTracker:
         self.RSLOT[pos] = slot
         if rows.size == 0:
             return
-        for i in range(dets.num_frames):
-            fp = (dets.start + i) % T
-            self.SUM[rows, fp] += dets.masks[ks, i]
+        src, qs = dets.mask_source()
+        fps = [(dets.start + i) % T for i in range(dets.num_frames)]
+        if self._native:
+            native_pp.accumulate(self.SUM, rows, fps, src, qs[ks], bits=self.TB)
+        else:
+            for i, fp in enumerate(fps):
+                for r, q in zip(rows.tolist(), qs[ks].tolist()):    # in place: no gathered copies
+                    acc = self.SUM[r, fp]
+                    np.add(acc, src[q, i], out=acc)
+        for fp in fps:
             self.CNT[rows, fp] += 1
         self.WCLS[rows] += dets.scores[ks]
         self.WCNT[rows] += 1
@@ -463,9 +488,12 @@ class ClipTracker:
         n, pos = self.num_live, frame % self.T
         cnt = self.CNT[:n, pos]
         rows = np.flatnonzero(cnt > 0)
-        out = [(self._ids[r], self.SUM[r, pos] / np.float32(cnt[r])) for r in rows]
+        maps = self.SUM[rows, pos] / cnt[rows].astype(np.float32)[:, None, None]
+        out = [(self._ids[r], m) for r, m in zip(rows.tolist(), maps)]
         self.SUM[rows, pos] = 0
         self.CNT[rows, pos] = 0
+        if self._native:
+            self.TB[rows, pos] = 0
         return out
 
     def finish(self) -> None:

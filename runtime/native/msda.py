@@ -153,3 +153,9 @@ def ms_deform_attn_cpu(value, spatial_shapes, level_start_index, sampling_locati
         detail = lib.mdqe_msda_last_error().decode()
         raise ValueError(f"MSDeformAttn CPU kernel rejected its arguments ({name}): {detail}")
     return out
+
+
+def load_library():
+    """The loaded ctypes library (also holding the post-processing kernels of
+    runtime/native/postprocess.py), or None when it cannot be loaded."""
+    return _load()

@@ -1,0 +1,366 @@
+// Post-processing kernels of the runtime (see mdqe_msda/postprocess_cpu.h): the per-clip filter's
+// mask pass and soft-IoU NMS, the tracker's mask intersections and the final masks' run lengths.
+// Single-threaded (the runtime overlaps them with the model). Built with -ffp-contract=off so
+// float32 expressions round as numpy's do.
+#include "mdqe_msda/postprocess_cpu.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define MDQE_PP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define MDQE_PP_CLONES
+#endif
+
+namespace {
+
+// float32 exp(x) for x in [-87.3, 88.7] (clamped outside): Cody-Waite reduction and the Cephes
+// expf polynomial, branch-free so that loops over it vectorise; max relative error about 2 ulp.
+inline float exp_f32(float x) {
+    x = x < -87.33654f ? -87.33654f : x;
+    x = x > 88.72283f ? 88.72283f : x;
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+
+constexpr int kLanes = 8;
+
+// sigmoid of src[0], src[2], ..., src[2 * (n - 1)] into dst; adds their sum
+// (the even values are gathered first: a plain copy, then a contiguous sigmoid, vectorise better)
+MDQE_PP_CLONES void sigmoid_row_even(const float* src, int64_t n, float* dst, double* sum) {
+    for (int64_t x = 0; x < n; ++x) dst[x] = src[2 * x];
+    for (int64_t x = 0; x < n; ++x) dst[x] = sigmoid_f32(dst[x]);
+    float acc[kLanes] = {0};
+    int64_t x = 0;
+    for (; x + kLanes <= n; x += kLanes)
+        for (int l = 0; l < kLanes; ++l) acc[l] += dst[x + l];
+    double s = 0.0;
+    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    for (; x < n; ++x) s += dst[x];
+    *sum += s;
+}
+
+MDQE_PP_CLONES int32_t count_positive(const float* row, int64_t n) {
+    int32_t c = 0;
+    for (int64_t x = 0; x < n; ++x) c += row[x] > 0.0f;
+    return c;
+}
+
+// quality terms of one row that has positives: sigmoid of its positive logits, those > 0.5
+// (branch-free compaction, then a vectorised sigmoid and masked sums in double lanes)
+MDQE_PP_CLONES void quality_row(const float* row, int64_t n, float* buf, float* sig, double* sum, int64_t* count) {
+    int64_t m = 0;
+    for (int64_t x = 0; x < n; ++x) {
+        buf[m] = row[x];
+        m += row[x] > 0.0f;
+    }
+    for (int64_t i = 0; i < m; ++i) sig[i] = sigmoid_f32(buf[i]);
+    double acc[kLanes] = {0};
+    int32_t cnt[kLanes] = {0};
+    int64_t i = 0;
+    for (; i + kLanes <= m; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+            const bool on = sig[i + l] > 0.5f;
+            acc[l] += on ? static_cast<double>(sig[i + l]) : 0.0;
+            cnt[l] += on;
+        }
+    double s = 0.0;
+    int64_t c = 0;
+    for (int l = 0; l < kLanes; ++l) {
+        s += acc[l];
+        c += cnt[l];
+    }
+    for (; i < m; ++i)
+        if (sig[i] > 0.5f) {
+            s += sig[i];
+            ++c;
+        }
+    *sum += s;
+    *count += c;
+}
+
+// bits (x > 0) of n values into words (LSB first); returns the number of set bits
+MDQE_PP_CLONES int64_t pack_positive(const float* x, int64_t n, uint64_t* words) {
+    int64_t total = 0;
+    for (int64_t q = 0; q * 64 < n; ++q) {
+        const int64_t len = std::min<int64_t>(64, n - q * 64);
+        uint64_t word = 0;
+        for (int64_t b = 0; b < len; ++b) word |= static_cast<uint64_t>(x[q * 64 + b] > 0.0f) << b;
+        words[q] = word;
+        total += __builtin_popcountll(word);
+    }
+    return total;
+}
+
+MDQE_PP_CLONES void add_into(float* dst, const float* src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+bool bad(int64_t v) { return v < 0; }
+
+}  // namespace
+
+extern "C" {
+
+int mdqe_pp_abi_version(void) { return MDQE_PP_ABI_VERSION; }
+
+int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w, const int64_t* idx, int64_t K,
+                            int64_t F, int64_t frame_step, float* soft, uint8_t* nonblank, double* quality_sum,
+                            int64_t* quality_count, double* soft_sum, int64_t* hard_count, int32_t* hard_index,
+                            uint64_t* bits) {
+    if (bad(T) || bad(h) || bad(w) || bad(K) || bad(F) || F > T || frame_step < 1) return MDQE_PP_ERR_BAD_ARGUMENT;
+    if (K == 0) return 0;
+    if (!masks || !idx || !soft || !nonblank || !quality_sum || !quality_count || !soft_sum || !hard_count ||
+        !hard_index)
+        return MDQE_PP_ERR_BAD_ARGUMENT;
+    const int64_t h2 = h / 2, w2 = w / 2, nf = (F + frame_step - 1) / frame_step;
+    const int64_t P = nf * h2 * w2;
+    std::vector<float> buf(static_cast<size_t>(std::max<int64_t>(w, 1))), sig(buf.size());
+    const int64_t rw = (w + 63) / 64;
+    for (int64_t k = 0; k < K; ++k) {
+        const float* v = masks + idx[k] * T * h * w;
+        double qs = 0.0, ss = 0.0;
+        int64_t qc = 0, hc = 0;
+        bool any = false;
+        float* out = soft + k * P;
+        int32_t* hard = hard_index + k * P;
+        for (int64_t f = 0; f < F; ++f) {
+            const bool sampled = f % frame_step == 0;
+            for (int64_t y = 0; y < h; ++y) {
+                const float* row = v + (f * h + y) * w;
+                uint64_t* rbits = bits ? bits + ((k * F + f) * h + y) * rw : nullptr;
+                const bool positive = count_positive(row, w) > 0;
+                if (positive) {
+                    any = true;
+                    quality_row(row, w, buf.data(), sig.data(), &qs, &qc);
+                    if (rbits) pack_positive(row, w, rbits);
+                } else if (rbits) {
+                    std::fill(rbits, rbits + rw, uint64_t{0});
+                }
+                if (sampled && y % 2 == 0 && y / 2 < h2) {
+                    const int64_t base = ((f / frame_step) * h2 + y / 2) * w2;
+                    sigmoid_row_even(row, w2, out + base, &ss);
+                    // soft > 0.5 needs a positive logit (exp_f32(t) >= 1 for t >= 0): rows without
+                    // one have no hard pixel
+                    if (positive)
+                        for (int64_t x = 0; x < w2; ++x)
+                            if (out[base + x] > 0.5f) hard[hc++] = static_cast<int32_t>(base + x);
+                }
+            }
+        }
+        nonblank[k] = any ? 1 : 0;
+        quality_sum[k] = qs;
+        quality_count[k] = qc;
+        soft_sum[k] = ss;
+        hard_count[k] = hc;
+    }
+    return 0;
+}
+
+int mdqe_pp_soft_iou_max(const float* soft, int64_t K, int64_t P, const int64_t* rows, int64_t n,
+                         const double* soft_sum, const int64_t* hard_count, const int32_t* hard_index, float* out) {
+    if (bad(K) || bad(P) || bad(n) || n > K) return MDQE_PP_ERR_BAD_ARGUMENT;
+    if (n == 0) return 0;
+    if (!soft || !rows || !soft_sum || !hard_count || !hard_index || !out) return MDQE_PP_ERR_BAD_ARGUMENT;
+    out[0] = 0.0f;
+    for (int64_t j = 1; j < n; ++j) {
+        const int32_t* hard = hard_index + rows[j] * P;
+        const int64_t nh = hard_count[rows[j]];
+        float best = 0.0f;
+        for (int64_t i = 0; i < j; ++i) {
+            const float* si = soft + rows[i] * P;
+            double num = 0.0;
+            for (int64_t q = 0; q < nh; ++q) num += si[hard[q]];
+            const double den = soft_sum[rows[i]] + static_cast<double>(hard_count[rows[j]]) - num + 1.0;
+            best = std::max(best, static_cast<float>(num / den));
+        }
+        out[j] = best;
+    }
+    return 0;
+}
+
+// bits of the rows of one [h, w] map (rows of rw words; rows without a positive are zeroed after
+// a vectorised count); returns the number of set bits
+static int64_t map_bits(const float* m, int64_t h, int64_t w, uint64_t* bits) {
+    const int64_t rw = (w + 63) / 64;
+    int64_t a = 0;
+    for (int64_t y = 0; y < h; ++y) {
+        if (count_positive(m + y * w, w))
+            a += pack_positive(m + y * w, w, bits + y * rw);
+        else
+            std::fill(bits + y * rw, bits + (y + 1) * rw, uint64_t{0});
+    }
+    return a;
+}
+
+int mdqe_pp_positive_bits(const float* X, int64_t TX, const int64_t* rx, int64_t n, const int64_t* fx, int64_t F,
+                          int64_t h, int64_t w, uint64_t* bits) {
+    if (bad(TX) || bad(n) || bad(F) || bad(h) || bad(w)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    if (n && F && (!X || !rx || !fx || !bits)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    const int64_t wpf = h * ((w + 63) / 64);
+    for (int64_t k = 0; k < n; ++k)
+        for (int64_t f = 0; f < F; ++f) map_bits(X + (rx[k] * TX + fx[f]) * h * w, h, w, bits + (k * F + f) * wpf);
+    return 0;
+}
+
+int mdqe_pp_bit_intersections(const uint64_t* A, int64_t TA, const int64_t* ra, int64_t na, const int64_t* fa,
+                              const uint64_t* B, int64_t TB, const int64_t* rb, int64_t nb, const int64_t* fb,
+                              int64_t F, int64_t wpf, int64_t* inter, int64_t* area_a, int64_t* area_b) {
+    if (bad(TA) || bad(TB) || bad(na) || bad(nb) || bad(F) || bad(wpf)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    if (!inter || !area_a || !area_b || (na && F && (!A || !ra || !fa)) || (nb && F && (!B || !rb || !fb)))
+        return MDQE_PP_ERR_BAD_ARGUMENT;
+    // per mask and frame: the first word and one past the last non-zero word, and the area
+    auto ranges = [&](const uint64_t* X, int64_t TX, const int64_t* rx, const int64_t* fx, int64_t nx,
+                      std::vector<int64_t>& lo, std::vector<int64_t>& hi, int64_t* area) {
+        lo.assign(static_cast<size_t>(nx * F), 0);
+        hi.assign(static_cast<size_t>(nx * F), 0);
+        for (int64_t i = 0; i < nx; ++i) {
+            int64_t a = 0;
+            for (int64_t f = 0; f < F; ++f) {
+                const uint64_t* m = X + (rx[i] * TX + fx[f]) * wpf;
+                int64_t first = -1, last = -1;
+                for (int64_t q = 0; q < wpf; ++q)
+                    if (m[q]) {
+                        a += __builtin_popcountll(m[q]);
+                        if (first < 0) first = q;
+                        last = q + 1;
+                    }
+                if (first >= 0) {
+                    lo[i * F + f] = first;
+                    hi[i * F + f] = last;
+                }
+            }
+            area[i] = a;
+        }
+    };
+    std::vector<int64_t> loa, hia, lob, hib;
+    ranges(A, TA, ra, fa, na, loa, hia, area_a);
+    ranges(B, TB, rb, fb, nb, lob, hib, area_b);
+    for (int64_t i = 0; i < na; ++i)
+        for (int64_t j = 0; j < nb; ++j) {
+            int64_t c = 0;
+            for (int64_t f = 0; f < F; ++f) {
+                const uint64_t* x = A + (ra[i] * TA + fa[f]) * wpf;
+                const uint64_t* y = B + (rb[j] * TB + fb[f]) * wpf;
+                const int64_t q0 = std::max(loa[i * F + f], lob[j * F + f]);
+                const int64_t q1 = std::min(hia[i * F + f], hib[j * F + f]);
+                for (int64_t q = q0; q < q1; ++q) c += __builtin_popcountll(x[q] & y[q]);
+            }
+            inter[i * nb + j] = c;
+        }
+    return 0;
+}
+
+int mdqe_pp_accumulate(float* S, int64_t TS, const int64_t* rs, const int64_t* fs, const float* X, int64_t TX,
+                       const int64_t* rx, int64_t n, int64_t F, int64_t h, int64_t w, uint64_t* bits) {
+    if (bad(TS) || bad(TX) || bad(n) || bad(F) || bad(h) || bad(w)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    if (n && F && (!S || !rs || !fs || !X || !rx)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    const int64_t hw = h * w, wpf = h * ((w + 63) / 64);
+    for (int64_t k = 0; k < n; ++k)
+        for (int64_t f = 0; f < F; ++f) {
+            float* dst = S + (rs[k] * TS + fs[f]) * hw;
+            add_into(dst, X + (rx[k] * TX + f) * hw, hw);
+            if (bits) map_bits(dst, h, w, bits + (rs[k] * TS + fs[f]) * wpf);
+        }
+    return 0;
+}
+
+MDQE_PP_CLONES static int mask_runs_one(const float* L, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1,
+                                        const float* a0, const float* a1, int64_t H, const int64_t* c0,
+                                        const int64_t* c1, const float* b0, const float* b1, int64_t W,
+                                        std::vector<float>& horT, std::vector<uint32_t>& runs) {
+    runs.clear();
+    int64_t pr0 = -1, pr1 = -1, pc0 = w, pc1 = -1;
+    for (int64_t r = 0; r < h; ++r) {
+        const float* row = L + r * w;
+        if (!count_positive(row, w)) continue;
+        if (pr0 < 0) pr0 = r;
+        pr1 = r;
+        for (int64_t x = 0; x < w; ++x)
+            if (row[x] > 0.0f) {
+                pc0 = std::min(pc0, x);
+                pc1 = std::max(pc1, x);
+            }
+    }
+    if (pr0 < 0) return 0;
+    // output rows/cols whose taps reach the positive rows/cols (taps are monotone)
+    const int64_t ya = std::lower_bound(r1, r1 + H, pr0) - r1, yb = std::upper_bound(r0, r0 + H, pr1) - r0;
+    const int64_t xa = std::lower_bound(c1, c1 + W, pc0) - c1, xb = std::upper_bound(c0, c0 + W, pc1) - c0;
+    if (ya >= yb || xa >= xb) return 0;
+    const int64_t lo = r0[ya], hi = r1[yb - 1] + 1, nr = hi - lo, nx = xb - xa;
+    horT.resize(static_cast<size_t>(nx * nr));
+    for (int64_t r = 0; r < nr; ++r) {
+        const float* row = L + (lo + r) * w;
+        for (int64_t x = 0; x < nx; ++x) {
+            const int64_t X = xa + x;
+            horT[x * nr + r] = b0[X] * row[c0[X]] + b1[X] * row[c1[X]];
+        }
+    }
+    uint64_t last = 0, pos;
+    bool prev = false, any = false;
+    auto emit = [&](uint64_t at, bool v) {
+        if (v != prev) {
+            runs.push_back(static_cast<uint32_t>(at - last));
+            last = at;
+            prev = v;
+        }
+    };
+    for (int64_t x = 0; x < nx; ++x) {
+        const float* col = horT.data() + x * nr;
+        const uint64_t base = static_cast<uint64_t>(xa + x) * H;
+        if (ya > 0) emit(base, false);
+        for (int64_t y = ya; y < yb; ++y) {
+            const bool v = a0[y] * col[r0[y] - lo] + a1[y] * col[r1[y] - lo] > 0.0f;
+            any = any || v;
+            emit(base + y, v);
+        }
+        if (yb < H) emit(base + yb, false);
+    }
+    if (!any) {
+        runs.clear();
+        return 0;
+    }
+    pos = static_cast<uint64_t>(xb) * H;
+    if (pos < static_cast<uint64_t>(H * W)) emit(pos, false);
+    const uint64_t total = static_cast<uint64_t>(H * W);
+    if (total > last) runs.push_back(static_cast<uint32_t>(total - last));
+    return 0;
+}
+
+int mdqe_pp_mask_runs(const float* L, int64_t n, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1,
+                      const float* a0, const float* a1, int64_t H, const int64_t* c0, const int64_t* c1,
+                      const float* b0, const float* b1, int64_t W, uint32_t* counts, int64_t cap, int64_t* offsets) {
+    if (bad(n) || bad(h) || bad(w) || H < 1 || W < 1 || bad(cap)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    if (!offsets || (n && (!L || !r0 || !r1 || !a0 || !a1 || !c0 || !c1 || !b0 || !b1 || !counts)))
+        return MDQE_PP_ERR_BAD_ARGUMENT;
+    std::vector<float> horT;
+    std::vector<uint32_t> runs;
+    int64_t used = 0;
+    offsets[0] = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        mask_runs_one(L + i * h * w, h, w, r0, r1, a0, a1, H, c0, c1, b0, b1, W, horT, runs);
+        if (used + static_cast<int64_t>(runs.size()) > cap) return MDQE_PP_ERR_CAPACITY;
+        std::copy(runs.begin(), runs.end(), counts + used);
+        used += static_cast<int64_t>(runs.size());
+        offsets[i + 1] = used;
+    }
+    return 0;
+}
+
+}  // extern "C"
