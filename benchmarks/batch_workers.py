@@ -6,7 +6,8 @@
 Runs ``runtime.batch`` over the same videos once per configuration WORKERSxTHREADS (workers x
 ONNX Runtime threads per worker; fresh output folders; the order alternates over repeats) and
 writes ``batch_workers.json`` and ``batch_workers.md`` (atomically) to ``--output`` (default
-``batch_workers_report/`` in the current folder; the committed report is benchmarks/results/cpu_batch). FPS = frames / work time (first video submitted to last result;
+``batch_workers_report/`` in the current folder; the committed report is benchmarks/results/cpu_batch).
+FPS = frames / work time (first video submitted to last result;
 cluster start and model loading excluded, reported as startup); per worker: frames / its time
 busy running videos. Default configurations for C cores: one worker with C threads, two
 workers with C/2 threads each, one worker with one thread. The merged results of every run are

@@ -115,8 +115,8 @@ def main(argv=None) -> int:
 
     # --- Triton ------------------------------------------------------------------------------------
     repo = os.path.join(work, "repo")
-    rc = to_triton(["--model", model, "--output", repo, "--triton-backend", "python", "--score-thr", str(args.score_thr),
-                    "--threads", str(args.threads)])
+    rc = to_triton(["--model", model, "--output", repo, "--triton-backend", "python",
+                    "--score-thr", str(args.score_thr), "--threads", str(args.threads)])
     if rc != 0:
         return rc
     rows = []

@@ -6,8 +6,8 @@
 
 Optimization profiles: the encoder's frame batch N and resolution H x W, the decoder's S (memory
 tokens) and h x w (mask features) derived from the same resolution range; T is fixed by the graph.
-Precision: an fp16-typed export (``export/to_onnx.py --precision fp16``) is built as a strongly typed network (TensorRT
-11 only builds those; TensorRT 10 with STRONGLY_TYPED); an fp32 export is built in fp32, or with
+Precision: an fp16-typed export (``export/to_onnx.py --precision fp16``) is built as a strongly
+typed network (TensorRT 11 only builds those; TensorRT 10 with STRONGLY_TYPED); an fp32 export is built in fp32, or with
 the fp16 builder flag on TensorRT 10 (``--fp16``). The equivalent trtexec command lines for
 TensorRT 10 and 11 are printed either way (docs/export.md).
 """
@@ -323,7 +323,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--engine-dir", help="where to write encoder.plan / decoder.plan (default MODEL/engines)")
     g = p.add_argument_group("optimization profile (TensorRT min/opt/max shapes)")
     g.add_argument("--profile-min-size", type=parse_size, metavar="HxW", help="smallest HxW (default: 8*grid, padded)")
-    g.add_argument("--profile-opt-size", type=parse_size, metavar="HxW", help="HxW to optimise for (default: export_size)")
+    g.add_argument("--profile-opt-size", type=parse_size, metavar="HxW",
+                   help="HxW to optimise for (default: export_size)")
     g.add_argument("--profile-max-size", type=parse_size, metavar="HxW",
                    help="largest HxW (default: max_size x max_size, padded)")
     g.add_argument("--profile-min-frames", type=int, default=1, help="encoder frame batch: min (default 1)")

@@ -3,7 +3,7 @@
 
     python export/to_onnx.py --config tiny --weights random --output out/tiny_onnx
     python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50 \
-        --msda plugin --dtype fp16 --height 384 --width 640
+        --msda plugin --precision fp16 --height 384 --width 640
     python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50_nv \
         --msda trt-builtin [--plugin-version 1]     # NVIDIA's MultiscaleDeformableAttnPlugin_TRT
 

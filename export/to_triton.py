@@ -246,7 +246,8 @@ def build_repository(args) -> str:
                 write_text(os.path.join(vdir, "model.py"),
                            MODEL_PY.format(module="runtime.serving.python_models", cls="GraphModel"))
                 params = {"graph": graph, "providers": args.providers or "cpu", "threads": str(args.threads)}
-            configs[name] = graph_config(name, graph, args.backend, meta, args.instances, args.instance_kind, inputs, params)
+            configs[name] = graph_config(name, graph, args.backend, meta, args.instances, args.instance_kind, inputs,
+                                         params)
         vdir = os.path.join(tmp, P.VIDEO_MODEL, "1")
         os.makedirs(vdir)
         shutil.copy2(os.path.join(args.model, "export.json"), os.path.join(vdir, "export.json"))
