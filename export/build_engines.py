@@ -315,8 +315,9 @@ def build_engine(trt, onnx_path: str, prof: Dict[str, tuple], out_path: str, str
 # CLI
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]] = None):
-    p = make_parser("python export/build_engines.py | python -m export.build_engines | mdqe-build-engines",
-                    "Build TensorRT engines for an exported MDQE model directory.")
+    p = make_parser("python export/build_engines.py",
+                    "Build TensorRT engines for an exported MDQE model directory.",
+                    also=("python -m export.build_engines", "mdqe-build-engines"))
     add_model_arg(p, required=True)
     add_plugin_lib_arg(p, help=f"path of {PLUGIN_LIB_NAME} (needed for --msda plugin exports only; "
                                "trt-builtin uses libnvinfer_plugin, the onnx/gridsample forms no plugin)")

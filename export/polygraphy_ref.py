@@ -73,7 +73,7 @@ def write_reference(model_dir: str, height: Optional[int] = None, width: Optiona
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = make_parser("python -m export.polygraphy_ref | mdqe-polygraphy-ref", __doc__.split("\n\n")[0])
+    p = make_parser("python -m export.polygraphy_ref", __doc__.split("\n\n")[0], also=("mdqe-polygraphy-ref",))
     add_model_arg(p, required=True)
     add_image_size_args(p, help="input (default: the export size)")
     add_seed_arg(p)

@@ -534,8 +534,9 @@ def _exporter_info() -> dict:
 # CLI
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]] = None):
-    p = make_parser("python export/to_onnx.py | python -m export.to_onnx | mdqe-export",
-                    "Export MDQE to verified encoder/decoder ONNX graphs + export.json (docs/export.md).")
+    p = make_parser("python export/to_onnx.py",
+                    "Export MDQE to verified encoder/decoder ONNX graphs + export.json (docs/export.md).",
+                    also=("python -m export.to_onnx", "mdqe-export"))
     p.add_argument("--config", required=True,
                    help="preset name (tiny, r50_ytvis21, r50_ovis), or 'checkpoint' for the config stored in --weights")
     p.add_argument("--weights", required=True, help="checkpoint (.safetensors from mdqe.checkpoint, or .pth) or 'random'")

@@ -280,8 +280,8 @@ def build_repository(args) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python export/to_triton.py | python -m export.to_triton | mdqe-triton",
-                    __doc__.split("\n\n")[0])
+    p = make_parser("python export/to_triton.py", __doc__.split("\n\n")[0],
+                    also=("python -m export.to_triton", "mdqe-triton"))
     add_model_arg(p, required=True)
     add_output_arg(p, help="model repository to write")
     p.add_argument("--triton-backend", dest="backend", default="python", choices=BACKENDS,

@@ -133,7 +133,7 @@ def _write_json_atomic(obj, path: str) -> None:
 
 @cli_main
 def main(argv=None) -> int:
-    ap = make_parser("python -m mdqe.convert | mdqe-convert", __doc__.split("\n")[0])
+    ap = make_parser("python -m mdqe.convert", __doc__.split("\n")[0], also=("mdqe-convert",))
     ap.add_argument("src", help="authors' checkpoint (.pth, detectron2 pickle)")
     ap.add_argument("dst", help="output .safetensors")
     ap.add_argument("--config", default="r50_ytvis21", help="preset of the target model")

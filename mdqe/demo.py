@@ -65,7 +65,7 @@ def _merge_results(paths, out_path: str) -> None:
 
 @cli_main
 def main(argv=None) -> int:
-    ap = make_parser("python -m mdqe.demo | mdqe-demo", __doc__)
+    ap = make_parser("python -m mdqe.demo", __doc__, also=("mdqe-demo",))
     add_output_arg(ap, required=False, default=os.path.join(ROOT, "demo_output"),
                    help="output folder (default: demo_output/ in the repository)")
     ap.add_argument("--weights", default=None, help=f"checkpoint (default: {os.path.relpath(DEFAULT_WEIGHTS, ROOT)})")

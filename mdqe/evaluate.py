@@ -28,7 +28,7 @@ def format_table(metrics: Dict[str, float]) -> str:
 
 @cli_main
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = make_parser("python -m mdqe.evaluate | mdqe-eval", __doc__.split("\n\n")[0])
+    ap = make_parser("python -m mdqe.evaluate", __doc__.split("\n\n")[0], also=("mdqe-eval",))
     ap.add_argument("--gt", required=True, help="ground-truth JSON (YouTube-VIS / OVIS format)")
     ap.add_argument("--results", required=True, help="results JSON: list of {video_id, category_id, score, segmentations}")
     add_output_arg(ap, required=False, help="write the metrics to this JSON file")

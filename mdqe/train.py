@@ -40,7 +40,7 @@ from .losses import SetCriterion
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = make_parser("python -m mdqe.train | mdqe-train", __doc__)
+    p = make_parser("python -m mdqe.train", __doc__, also=("mdqe-train",))
     p.add_argument("--config", default="tiny", help="preset name (mdqe.config.PRESETS) or a config JSON file")
     p.add_argument("--data", required=True, help="dataset root in YouTube-VIS layout (annotations/, JPEGImages/)")
     p.add_argument("--split", default="train", help="annotation file annotations/<split>.json (default train)")

@@ -103,15 +103,15 @@ class DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentD
 
 
 def make_parser(prog: str, description: Optional[str] = None, show_defaults: bool = False,
-                **kwargs) -> argparse.ArgumentParser:
+                also: Sequence[str] = (), **kwargs) -> argparse.ArgumentParser:
     """An ArgumentParser whose ``--help`` ends with the exit codes (``EPILOG``). ``prog`` is how the
-    user runs it (``python -m mdqe.train``); the description keeps its line breaks;
-    ``show_defaults``: every flag's help shows its default."""
+    user runs it (``python -m mdqe.train``); ``also``: the other ways (the console script, ...),
+    named in the epilog; the description keeps its line breaks; ``show_defaults``: every flag's
+    help shows its default."""
     kwargs.setdefault("formatter_class",
                       DefaultsFormatter if show_defaults else argparse.RawDescriptionHelpFormatter)
-    epilog = kwargs.pop("epilog", None)
-    return Parser(prog=prog, description=description,
-                  epilog=(epilog + "\n\n" + EPILOG) if epilog else EPILOG, **kwargs)
+    parts = [kwargs.pop("epilog", None), ("also runs as: " + ", ".join(also)) if also else None, EPILOG]
+    return Parser(prog=prog, description=description, epilog="\n\n".join(p for p in parts if p), **kwargs)
 
 
 def add_model_arg(p, required: bool = False, help: Optional[str] = None):

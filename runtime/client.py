@@ -219,7 +219,7 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m runtime.client | mdqe-client", __doc__.split("\n\n")[0])
+    p = make_parser("python -m runtime.client", __doc__.split("\n\n")[0], also=("mdqe-client",))
     p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address host:port")
     p.add_argument("--model-name", default=P.VIDEO_MODEL,
                    help=f"name of the stateful video model in the server's repository (default {P.VIDEO_MODEL})")

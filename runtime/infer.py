@@ -94,7 +94,8 @@ def add_postprocess_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m runtime.infer | mdqe-infer", __doc__.split("\n\n")[0], show_defaults=True)
+    p = make_parser("python -m runtime.infer", __doc__.split("\n\n")[0], show_defaults=True,
+                    also=("mdqe-infer",))
     add_model_arg(p, help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
                           "optional for --backend fake")
     add_video_arg(p)

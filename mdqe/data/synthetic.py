@@ -235,8 +235,8 @@ def make_splits(out_dir: str, train_videos: int = 64, val_videos: int = 16, seed
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = make_parser("python -m mdqe.data.synthetic | mdqe-synthetic",
-                     "Write a synthetic occluded-video dataset (YouTube-VIS format).")
+    ap = make_parser("python -m mdqe.data.synthetic",
+                     "Write a synthetic occluded-video dataset (YouTube-VIS format).", also=("mdqe-synthetic",))
     add_output_arg(ap, help="dataset root to write (annotations/, JPEGImages/)")
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--frames", type=int, default=None,

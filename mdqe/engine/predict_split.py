@@ -109,7 +109,7 @@ def predict_split(gt_path: str, images_root: str, backend, max_videos: Optional[
 
 @cli_main
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = make_parser("python -m mdqe.engine.predict_split | mdqe-predict", __doc__)
+    ap = make_parser("python -m mdqe.engine.predict_split", __doc__, also=("mdqe-predict",))
     ap.add_argument("--gt", required=True, help="annotation JSON of the split (its videos are predicted)")
     ap.add_argument("--images", default=None, help="frame root (default: <gt dir>/../JPEGImages)")
     add_output_arg(ap, help="results JSON file to write")

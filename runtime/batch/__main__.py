@@ -20,7 +20,7 @@ from .runner import EXECUTORS
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser(
-        "python -m runtime.batch | mdqe-batch", allow_abbrev=False, add_help=False,
+        "python -m runtime.batch", also=("mdqe-batch",), allow_abbrev=False, add_help=False,
         description="Run MDQE on many videos with a pool of workers (Ray actors or local processes).",
         epilog="Every other option is a per-video option of python -m runtime.infer (--model, --backend, "
                "--providers, --threads, --score-thr, --no-overlay, --save-pngs, ...; listed below).")
@@ -56,7 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(head)
         print("per-video options (python -m runtime.infer; its --video, --output and --video-id are set "
               "by runtime.batch for each video):")
-        print(infer_parser().format_help().split("options:", 1)[-1].partition("exit status:")[0])
+        per_video = infer_parser().format_help().split("options:", 1)[-1]
+        print(per_video[:per_video.index("also runs as:")].rstrip() + "\n")
         print("exit status:" + exit_codes)
         return 0
     args, run_args = parser.parse_known_args(argv)

@@ -233,7 +233,7 @@ class TritonServer:
 
 @cli_main
 def main(argv=None) -> int:
-    p = make_parser("python -m runtime.serving.server | mdqe-serve", __doc__.split("\n\n")[0])
+    p = make_parser("python -m runtime.serving.server", __doc__.split("\n\n")[0], also=("mdqe-serve",))
     p.add_argument("--repo", required=True, help="model repository (export/to_triton.py --output)")
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
