@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         r["speedup_vs_first"] = round(r["fps"] / fps1, 3)
     meta = json.load(open(os.path.join(model, "export.json")))
     pre = meta["preprocess"]
-    from runtime.preprocess import padded_size, resized_size
+    from runtime.contract import padded_size, resized_size
     input_size = padded_size(*resized_size(args.height, args.width, pre["shorter_side"], pre["max_size"]),
                              pre.get("size_divisibility", 32))
     report = {

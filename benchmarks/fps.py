@@ -84,8 +84,12 @@ def cpu_description() -> str:
 # one measured run
 # ----------------------------------------------------------------------------------------------
 def make_backend(args):
-    """The backend the runtime CLI would create for the same arguments."""
+    """The backend the runtime CLI would create for the same arguments (``torch``: mdqe's, registered
+    here, as ``python -m mdqe.infer`` does)."""
     from runtime.infer import backend_from_args
+    if args.backend == "torch":
+        from mdqe.backend import register
+        register()
     return backend_from_args(args)
 
 
@@ -95,7 +99,7 @@ def run_once(args, video: str, out_dir: str, max_frames: Optional[int], backend=
     from runtime.tracker import TrackerParams
     backend = backend or make_backend(args)
     opts = RunOptions(filter=FilterParams(score_thr=args.score_thr),
-                      tracker=TrackerParams(new_track_score=2 * args.score_thr),
+                      tracker=TrackerParams(score_thr=args.score_thr),
                       max_frames=max_frames, progress=not args.no_progress, save_pngs=False, overlay=True)
     return run_video(video, out_dir, backend, opts)
 

@@ -69,18 +69,9 @@ def model_spec(config: str, weights=None, seed: int = 0):
     """A ModelSpec for the torch backend straight from an mdqe config (no exported files behind it):
     weights from `weights` (a checkpoint path) or recreated from `seed`."""
     import mdqe
-    from runtime.model_dir import ModelSpec, PreprocessSpec
-    cfg = mdqe.get_config(config)
+    from runtime.contract import spec_from_config
     w = {"source": os.path.abspath(weights)} if weights else {"seed": seed}
-    return ModelSpec(
-        model_dir="<gpu_suite>", num_frames=cfg.num_frames, num_queries=cfg.num_grid_queries,
-        num_classes=cfg.num_classes, class_names=tuple(cfg.class_names), embed_dim=cfg.embed_dim,
-        mask_stride=4,
-        preprocess=PreprocessSpec(color="RGB", mean=tuple(cfg.pixel_mean), std=tuple(cfg.pixel_std),
-                                  shorter_side=cfg.test_shorter_side, max_size=cfg.test_max_size,
-                                  size_divisibility=cfg.size_divisibility),
-        msda="torch", dtype="fp32", encoder_file="", decoder_file="", model_name=cfg.name,
-        config=cfg.to_dict(), weights=w)
+    return spec_from_config(mdqe.get_config(config), "<gpu_suite>", w)
 
 
 class Suite:
@@ -238,7 +229,7 @@ class Suite:
         return self._video
 
     def backend(self, opts: dict):
-        from runtime.backends.torch_backend import TorchBackend
+        from mdqe.backend import TorchBackend
         opts = dict(opts)
         if opts.get("msda") == "KERNEL":
             opts["msda"] = "cuda" if self.device == "cuda" else "auto"

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import add_report_arg, add_seed_arg, add_threads_arg, cli_main, make_parser
-from runtime.model_dir import (DECODER_INPUTS, ENCODER_OUTPUTS, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, VALID_HW,
-                               plugin_identity)
+from runtime.contract import (DECODER_INPUTS, ENCODER_OUTPUTS, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, VALID_HW,
+                              plugin_identity)
 
 SIZES = {"tiny": (192, 352), "r50_ytvis21": (384, 640)}
 

@@ -42,8 +42,9 @@ import numpy as np  # noqa: E402
 
 from runtime.cli import EXIT_VERIFY, add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
 from runtime.clip_filter import filter_clip  # noqa: E402
-from runtime.masks import MaskPostprocessor, encode_rles  # noqa: E402
+from runtime.masks import MaskPostprocessor  # noqa: E402
 from runtime.native import postprocess as native_pp  # noqa: E402
+from runtime.rle import encode_rles  # noqa: E402
 from runtime.preprocess import FrameGeometry  # noqa: E402
 from runtime.tracker import make_tracker, preset  # noqa: E402
 

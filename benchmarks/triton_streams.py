@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
     # --- runtime.infer (in-process run_video, the same code path as the CLI) ---------------------
     opts = RunOptions(filter=FilterParams(score_thr=args.score_thr),
-                      tracker=TrackerParams(new_track_score=2 * args.score_thr), overlay=False, progress=False)
+                      tracker=TrackerParams(score_thr=args.score_thr), overlay=False, progress=False)
     backend = create_backend("ort", model, threads=args.threads)
     run_video(videos[0], os.path.join(work, "warmup"), backend, opts)
 

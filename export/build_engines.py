@@ -28,11 +28,12 @@ if __name__ == "__main__" and not __package__:
     raise SystemExit(0)   # not reached: the module's own __main__ block exits
 
 from runtime.cli import add_model_arg, add_plugin_lib_arg, add_precision_arg, cli_main, make_parser  # noqa: E402
+from runtime.contract import (MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_TRT_BUILTIN, OUR_PLUGIN,  # noqa: E402
+                              TRT_BUILTIN_PLUGIN, TRT_PLUGIN_STATIC_LIBRARY, level_sizes, plugin_identity)
 from runtime.errors import RuntimeErrorBase  # noqa: E402
-from runtime.model_dir import MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, plugin_identity  # noqa: E402
 
 PLUGIN_LIB_NAME = OUR_PLUGIN.library                       # getCreators(): --dynamicPlugins / loadLibrary
-STATIC_PLUGIN_LIB_NAME = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
+STATIC_PLUGIN_LIB_NAME = TRT_PLUGIN_STATIC_LIBRARY           # registers itself when loaded: --staticPlugins
 
 
 class BuildError(RuntimeErrorBase, RuntimeError):
@@ -52,16 +53,6 @@ def parse_size(text: str) -> Tuple[int, int]:
         return int(h), int(w)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 384x672), got {text!r}") from None
-
-
-def level_sizes(h: int, w: int, num_levels: int) -> List[Tuple[int, int]]:
-    """Feature level sizes for an input of h x w (multiples of 32): strides 8, 16, 32, then each
-    next level halves rounding up (3x3 stride-2 convs, padding 1)."""
-    sizes = [(h // 8, w // 8)]
-    for _ in range(num_levels - 1):
-        ph, pw = sizes[-1]
-        sizes.append(((ph + 1) // 2, (pw + 1) // 2))
-    return sizes
 
 
 def load_meta(model_dir: str) -> dict:
@@ -166,7 +157,7 @@ def trtexec_commands(model_dir: str, meta: dict, profs: dict, plugin_lib: Option
 
 
 def _form(meta: dict) -> str:
-    return str(meta.get("msda", "onnx"))
+    return str(meta.get("msda", MSDA_ONNX))
 
 
 def _needs_plugin_library(meta: dict) -> bool:
@@ -183,7 +174,7 @@ def describe_form(meta: dict) -> str:
     if ident is None:
         return (f"MSDeformAttn form {form}: plain ONNX, no plugin"
                 + (" (GridSample: TensorRT 10.14+/11.x miscompile it in DETR-style graphs, docs/export.md)"
-                   if form == "gridsample" else ""))
+                   if form == MSDA_GRIDSAMPLE else ""))
     if ident.needs_plugin_library:
         return f"MSDeformAttn form {form}: {ident.op_type} from {ident.library} (loaded below)"
     version = (meta.get("plugin") or {}).get("version", ident.version)

@@ -24,7 +24,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from runtime.model_dir import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+from runtime.contract import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 

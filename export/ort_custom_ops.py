@@ -36,7 +36,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from runtime.model_dir import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+from runtime.contract import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
 
 PLUGIN_OP_TYPE = OUR_PLUGIN.op_type
 PLUGIN_DOMAIN = OUR_PLUGIN.onnx_domain

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from runtime.cli import (add_image_size_args, add_model_arg, add_output_arg, add_seed_arg, cli_main,  # noqa: E402
                          error, make_parser)
-from runtime.model_dir import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, VALID_HW  # noqa: E402
+from runtime.contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, VALID_HW  # noqa: E402
 
 
 def write_reference(model_dir: str, height: Optional[int] = None, width: Optional[int] = None, seed: int = 0,

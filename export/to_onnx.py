@@ -11,7 +11,7 @@ The directory layout and tensor names are docs/INTERFACES.md section 5; docs/exp
 from a checkpoint to TensorRT engines. Exporter: the TorchScript-based ``torch.onnx.export(...,
 dynamo=False)`` for every MSDeformAttn form (tensor-valued level sizes stay dynamic ops in the
 graph; mdqe.ops.export_hooks emits the chosen form; the form names and plugin identities are
-runtime.model_dir's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
+runtime.contract's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
 """
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ if __name__ == "__main__" and not __package__:
     runpy.run_module("export.to_onnx", run_name="__main__", alter_sys=True)
     raise SystemExit(0)   # not reached: the module's own __main__ block exits
 
-from runtime.atomic import file_sha256  # noqa: E402
+from runtime.atomic import file_sha256, publish_dir  # noqa: E402
 from runtime.cli import (add_precision_arg, add_progress_arg, add_seed_arg, add_threads_arg,  # noqa: E402
                          cli_main, make_parser, positive_int)
+from runtime.contract import (FORMAT_VERSION, IMAGES, MASK_STRIDE, MSDA_EXPORT_DEFAULT, MSDA_FORMS,  # noqa: E402
+                              MSDA_GRIDSAMPLE, MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW,
+                              check_msda_form, level_strides, plugin_identity, preprocess_meta)
 from runtime.errors import RuntimeErrorBase  # noqa: E402
-from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_GRIDSAMPLE,  # noqa: E402
-                               MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW, plugin_identity)
 DEFAULT_OPSET = 17
 MIN_OPSET = 16          # GridSample
 GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (DESIGN.md section 3)
@@ -172,25 +173,9 @@ def check_output_dir(out: str) -> str:
 
 
 def publish(tmp_dir: str, out: str) -> None:
-    """Move the finished files into `out`: a new directory is renamed into place in one step; in an
-    existing export directory each file is replaced atomically (os.replace), export.json last."""
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
-    for name in os.listdir(tmp_dir):
-        os.chmod(os.path.join(tmp_dir, name), 0o666 & ~umask)
-    if not os.path.exists(out):
-        os.chmod(tmp_dir, 0o777 & ~umask)
-        try:
-            os.rename(tmp_dir, out)
-            return
-        except OSError:
-            if not os.path.isdir(out):
-                raise
-    for name in [n for n in OUTPUT_FILES if n != "export.json"] + ["export.json"]:
-        os.replace(os.path.join(tmp_dir, name), os.path.join(out, name))
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    """Move the finished files into `out` (runtime.atomic.publish_dir): a new directory is renamed into
+    place in one step; in an existing export directory each file is replaced atomically, export.json last."""
+    publish_dir(tmp_dir, out, [n for n in OUTPUT_FILES if n != "export.json"] + ["export.json"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,8 +251,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
     arguments and export.verify.VerificationError when a check fails (nothing is published then).
     `plugin_version`: trt-builtin form only, "2" (default, TensorRT >= 10.11) or "1"."""
     t_start = time.time()
-    if msda not in MSDA_FORMS:
-        raise ExportError(f"--msda must be one of {', '.join(MSDA_FORMS)}, got {msda!r}")
+    check_msda_form(msda, "--msda", ExportError)
     if plugin_version is not None and msda != MSDA_TRT_BUILTIN:
         raise ExportError("--plugin-version applies to --msda trt-builtin only")
     if plugin_version is not None and plugin_version not in TRT_BUILTIN_PLUGIN.versions:
@@ -493,16 +477,12 @@ def build_export_json(cfg, enc_out, dec_out, height, width, msda, dtype, opset, 
         "mask_dim": cfg.mask_dim,
         "hidden_dim": cfg.hidden_dim,
         "num_levels": cfg.num_feature_levels,
-        "mask_stride": 4,
-        "level_strides": [8 * 2 ** i for i in range(cfg.num_feature_levels)],
-        "preprocess": {"color": "RGB", "mean": list(cfg.pixel_mean), "std": list(cfg.pixel_std),
-                       "shorter_side": cfg.test_shorter_side, "max_size": cfg.test_max_size,
-                       "size_divisibility": cfg.size_divisibility,
-                       "resize_rule": "scale so the shorter side is shorter_side unless the longer side would "
-                                      "exceed max_size; then pad right/bottom to size_divisibility"},
+        "mask_stride": MASK_STRIDE,
+        "level_strides": level_strides(cfg.num_feature_levels),
+        "preprocess": preprocess_meta(cfg),
         "export_size": [height, width],
         "dynamic_size": True,
-        "encoder": {"file": "encoder.onnx", "inputs": {"images": ["N", 3, "H", "W"], VALID_HW: ["N", 2]},
+        "encoder": {"file": "encoder.onnx", "inputs": {IMAGES: ["N", 3, "H", "W"], VALID_HW: ["N", 2]},
                     "outputs": enc_outputs,
                     "msda_nodes": expected_plugin_nodes["encoder"] if ident else 0},
         "decoder": {"file": "decoder.onnx", "inputs": dec_inputs, "outputs": dec_outputs,

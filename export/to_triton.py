@@ -39,36 +39,33 @@ from dataclasses import asdict  # noqa: E402
 
 from runtime.cli import (EXIT_VERIFY, add_model_arg, add_output_arg, add_plugin_lib_arg,  # noqa: E402
                          add_providers_arg, add_threads_arg, cli_main, error, make_parser)
+from runtime.contract import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,  # noqa: E402
+                              INT64_TENSORS, MSDA_PLUGIN, OUR_PLUGIN, TENSOR_RANKS,
+                              TRT_PLUGIN_LIBRARY, TRT_PLUGIN_STATIC_LIBRARY, plugin_identity)
 from runtime.errors import UsageError  # noqa: E402
-from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,  # noqa: E402
-                               load_model_dir, plugin_identity, require_graph_files)
+from runtime.model_dir import load_model_dir, require_graph_files  # noqa: E402
 from runtime.serving import protocol as P  # noqa: E402
 from runtime.infer import add_postprocess_args, postprocess_from_args  # noqa: E402
 
 # Triton's TensorRT backend only dlopen()s the libraries of --backend-config=tensorrt,plugins=...
 # (then calls initLibNvInferPlugins for NVIDIA's own): the library must register its creator when
 # loaded, i.e. the self-registering variant, not the getCreators() one (docs/native.md).
-from export.build_engines import PLUGIN_LIB_NAME, STATIC_PLUGIN_LIB_NAME  # noqa: E402
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
-_INT64 = ("spatial_shapes", "level_start_index", "valid_hw")
-_RANKS = {"images": 4, "memory": 3, "spatial_shapes": 2, "level_start_index": 1, "mask_features": 4,
-          "query_feat": 3, "query_points": 3, "query_embed": 3, "pred_logits": 2, "pred_boxes": 3,
-          "pred_masks": 4, "pred_embeds": 2, "valid_hw": 2, "pred_queries": 2}
 
 
 def _dims(meta_section: dict, kind: str, name: str) -> List[int]:
     """Dims of a tensor from export.json (named dims -> -1); rank from the contract if absent."""
     shape = ((meta_section or {}).get(kind) or {}).get(name) if isinstance((meta_section or {}).get(kind), dict) else None
     if not shape:
-        return [-1] * _RANKS[name]
+        return [-1] * TENSOR_RANKS[name]
     return [int(d) if isinstance(d, int) else -1 for d in shape]
 
 
 def _tensor_block(kind: str, names: Sequence[str], meta_section: dict, meta_kind: str) -> str:
     rows = []
     for n in names:
-        dt = "TYPE_INT64" if n in _INT64 else "TYPE_FP32"
+        dt = "TYPE_INT64" if n in INT64_TENSORS else "TYPE_FP32"
         rows.append(f'  {{ name: "{n}" data_type: {dt} dims: {_dims(meta_section, meta_kind, n)} }}')
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
@@ -137,14 +134,14 @@ from {module} import {cls} as TritonPythonModel  # noqa: F401
 
 
 def _readme(args, spec, repo_name: str, msda: str, dec_inputs: List[str]) -> str:
-    plugin = os.path.abspath(args.plugin_lib) if args.plugin_lib else f"/path/to/{STATIC_PLUGIN_LIB_NAME}"
+    plugin = os.path.abspath(args.plugin_lib) if args.plugin_lib else f"/path/to/{TRT_PLUGIN_STATIC_LIBRARY}"
     trt_line = ""
     if args.backend == "tensorrt":
-        if msda == "plugin":
-            trt_line = (f"\nThe engines hold MDQEMSDeformAttn plugin layers: the TensorRT backend loads the plugin "
+        if msda == MSDA_PLUGIN:
+            trt_line = (f"\nThe engines hold {OUR_PLUGIN.op_type} plugin layers: the TensorRT backend loads the plugin "
                         f"library named on the command line:\n\n    --backend-config=tensorrt,plugins=\"{plugin}\"\n\n"
                         f"(or `LD_PRELOAD` it). Triton only loads the library, so it must be the self-registering "
-                        f"`{STATIC_PLUGIN_LIB_NAME}`, not `{PLUGIN_LIB_NAME}` (which registers nothing on load). "
+                        f"`{TRT_PLUGIN_STATIC_LIBRARY}`, not `{TRT_PLUGIN_LIBRARY}` (which registers nothing on load). "
                         "A library that fails to load is only logged; the engine then fails to deserialize "
                         "(plugin creator not found). With `--msda trt-builtin` engines (NVIDIA's "
                         "MultiscaleDeformableAttnPlugin_TRT from libnvinfer_plugin, which the TensorRT backend "
@@ -184,7 +181,7 @@ Python, sets `LD_LIBRARY_PATH`/`PATH`/`PYTHONPATH`, binds 127.0.0.1 and stops th
 
     docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
         -v $PWD/{repo_name}:/models -v $PWD/mdqe-deploy:/opt/mdqe nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
-        bash -c "pip install /opt/mdqe && tritonserver --model-repository /models{' --backend-config=tensorrt,plugins=' + chr(34) + plugin + chr(34) if (args.backend == 'tensorrt' and msda == 'plugin') else ''}"
+        bash -c "pip install /opt/mdqe && tritonserver --model-repository /models{' --backend-config=tensorrt,plugins=' + chr(34) + plugin + chr(34) if (args.backend == 'tensorrt' and msda == MSDA_PLUGIN) else ''}"
 
 The TensorRT engines must be built with the same TensorRT version as the container's
 (`export/build_engines.py`), on the same GPU model.
@@ -194,7 +191,7 @@ The TensorRT engines must be built with the same TensorRT version as the contain
 def build_repository(args) -> str:
     spec = load_model_dir(args.model)
     meta = spec.raw
-    msda = str(meta.get("msda", "onnx"))
+    msda = spec.msda
     out = os.path.abspath(args.output)
     if os.path.exists(out) and os.listdir(out) and not args.force:
         raise UsageError(f"output {args.output} exists and is not empty (use --force to replace it)")
@@ -234,9 +231,9 @@ def build_repository(args) -> str:
                 if src is None:
                     raise UsageError(f"no TensorRT engine {graph}.plan in {engine_dir} or {args.model} "
                                      "(build them with export/build_engines.py, or pass --engine-dir)")
-                if args.plugin_lib and os.path.basename(args.plugin_lib) == PLUGIN_LIB_NAME:
+                if args.plugin_lib and os.path.basename(args.plugin_lib) == TRT_PLUGIN_LIBRARY:
                     raise UsageError(f"--plugin-lib {args.plugin_lib}: Triton only loads plugin libraries, and "
-                                     f"{PLUGIN_LIB_NAME} registers nothing on load; use {STATIC_PLUGIN_LIB_NAME}")
+                                     f"{TRT_PLUGIN_LIBRARY} registers nothing on load; use {TRT_PLUGIN_STATIC_LIBRARY}")
                 shutil.copy2(src, os.path.join(vdir, "model.plan"))
             else:
                 require_graph_files(spec)
@@ -290,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tritonserver of nvidia-pytriton can serve)")
     p.add_argument("--engine-dir", default=None, help="tensorrt: folder with encoder.plan/decoder.plan "
                                                       "(default MODEL/engines, then MODEL)")
-    add_plugin_lib_arg(p, help=f"tensorrt: path of {STATIC_PLUGIN_LIB_NAME} (the self-"
+    add_plugin_lib_arg(p, help=f"tensorrt: path of {TRT_PLUGIN_STATIC_LIBRARY} (the self-"
                                                       "registering build) on the server, named in the README's "
                                                       "server command (plugin-form engines)")
     p.add_argument("--decoder-inputs", default=None,

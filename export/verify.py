@@ -6,8 +6,8 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
+from runtime.contract import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
 from runtime.errors import VerificationFailed
-from runtime.model_dir import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
 
 from .ort_custom_ops import create_session
 
@@ -114,7 +114,7 @@ def check_msda_form(model, name: str, msda: str, expected_plugin_nodes: int,
                 raise VerificationError(f"{name}: node {n.name} input {what} is ONNX type {et}, the plugin takes INT32")
         if msda == MSDA_PLUGIN:
             if attrs.get("plugin_version") != ident.version or attrs.get("plugin_namespace") != ident.namespace \
-                    or not isinstance(attrs.get("num_heads"), int) or not isinstance(attrs.get("head_dim"), int):
+                    or not all(isinstance(attrs.get(f), int) for f in ident.fields):
                 raise VerificationError(f"{name}: node {n.name} has attributes {attrs}")
             continue
         want = {"plugin_version": plugin_version or ident.version, "plugin_namespace": ident.namespace}

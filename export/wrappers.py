@@ -6,8 +6,9 @@ import torch
 import torch.nn as nn
 
 # tensor names of the contract: one definition, in the runtime's torch-free model-directory reader
-from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS,  # noqa: F401
-                               ENCODER_OUTPUTS, FEATURE_NAMES, VALID_HW)
+from runtime.contract import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS,  # noqa: F401
+                              ENCODER_OUTPUTS, FEATURE_NAMES, VALID_HW, level_sizes,
+                              level_sizes_from_mask)
 
 # dynamic axes (names are those of export.json / the TensorRT profiles)
 ENCODER_DYNAMIC = {
@@ -24,16 +25,6 @@ DECODER_DYNAMIC = {
 }
 
 
-def level_sizes_from_level0(h0, w0, num_levels: int):
-    """Feature level sizes from level 0 (stride 8): each next level halves rounding up (strides 16 and
-    32 from the backbone, then 3x3 stride-2 convs with padding 1). Works on traced sizes."""
-    sizes = [(h0, w0)]
-    for _ in range(num_levels - 1):
-        h, w = sizes[-1]
-        sizes.append(((h + 1) // 2, (w + 1) // 2))
-    return sizes
-
-
 class EncoderGraph(nn.Module):
     """images [N,3,H,W], valid_hw [N,2] int64 (valid size of each padded frame) -> the seven
     per-frame feature tensors."""
@@ -45,7 +36,7 @@ class EncoderGraph(nn.Module):
     def forward(self, images, valid_hw):
         from mdqe.ops.export_hooks import level_sizes_hint
 
-        sizes = level_sizes_from_level0(images.shape[2] // 8, images.shape[3] // 8, self.model.cfg.num_feature_levels)
+        sizes = level_sizes(images.shape[2], images.shape[3], self.model.cfg.num_feature_levels)
         with level_sizes_hint(sizes):
             f = self.model.encode_frames(images, valid_hw)
         return tuple(f[k] for k in ENCODER_OUTPUTS)
@@ -69,8 +60,7 @@ class DecoderGraph(nn.Module):
         feats["sem_logits"] = memory.new_zeros(())
         from mdqe.ops.export_hooks import level_sizes_hint
 
-        sizes = level_sizes_from_level0(mask_features.shape[2] // 2, mask_features.shape[3] // 2,
-                                        self.model.cfg.num_feature_levels)
+        sizes = level_sizes_from_mask(mask_features.shape[2], mask_features.shape[3], self.model.cfg.num_feature_levels)
         with level_sizes_hint(sizes):
             out = self.model.decode_clip(feats, with_aux=False)
         return tuple(out[k] for k in DECODER_OUTPUTS)

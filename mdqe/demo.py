@@ -21,9 +21,10 @@ import subprocess
 import sys
 import time
 
+from runtime.atomic import write_json
 from runtime.backends.ort_backend import ort_cpu_form
 from runtime.cli import add_max_frames_arg, add_output_arg, add_video_arg, cli_main, error, make_parser
-from runtime.model_dir import MSDA_FORMS
+from runtime.contract import MSDA_FORMS
 from runtime.samples import sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,8 +49,7 @@ def _subset_gt(gt_path: str, video_ids, out_path: str) -> None:
     keep = set(video_ids)
     gt["videos"] = [v for v in gt["videos"] if v["id"] in keep]
     gt["annotations"] = [a for a in gt["annotations"] if a["video_id"] in keep]
-    with open(out_path, "w") as f:
-        json.dump(gt, f)
+    write_json(out_path, gt, indent=None)
 
 
 def _merge_results(paths, out_path: str) -> None:
@@ -57,10 +57,7 @@ def _merge_results(paths, out_path: str) -> None:
     for p in paths:
         with open(p) as f:
             merged.extend(json.load(f))
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(merged, f)
-    os.replace(tmp, out_path)
+    write_json(out_path, merged, indent=None)
 
 
 @cli_main

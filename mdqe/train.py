@@ -26,6 +26,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
+from runtime.atomic import write_json
 from runtime.cli import (add_device_arg, add_output_arg, add_progress_arg, add_seed_arg, add_threads_arg,
                          cli_main, make_parser)
 from runtime.errors import UsageError
@@ -228,9 +229,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if info.is_main:
         if args.resume:
             log.truncate_after(start_iter)
-        with open(os.path.join(args.output, "train_args.json.tmp"), "w") as f:
-            json.dump({**vars(args), "world_size": info.world_size, "argv": sys.argv}, f, indent=1)
-        os.replace(os.path.join(args.output, "train_args.json.tmp"), os.path.join(args.output, "train_args.json"))
+        write_json(os.path.join(args.output, "train_args.json"),
+                   {**vars(args), "world_size": info.world_size, "argv": sys.argv}, indent=1)
 
     loader = iter(make_loader(train_set, info, args, start_iter))
     # init-reid's random sampling draws from its own generator, re-seeded from (seed, rank, iteration)

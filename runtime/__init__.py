@@ -1,9 +1,12 @@
 """MDQE runtime: near-online video instance segmentation with exported graphs.
 
-This package is what ships to an edge device. It never imports torch (the
-``torch`` backend imports it only when selected). Entry points:
+This package is what ships to an edge device: the floor of the import layers (it imports
+nothing of mdqe/, export/, tools/ or benchmarks/, and never torch; tests/test_layering.py). The
+exported-model contract lives in ``runtime.contract``. The ``torch`` backend lives in mdqe
+(``mdqe.backend``) and registers itself with ``runtime.backends.register_backend``. Entry points:
 
-- ``python -m runtime.infer --model DIR --video PATH --output DIR``
+- ``python -m runtime.infer --model DIR --video PATH --output DIR`` (``python -m mdqe.infer``:
+  the same, plus ``--backend torch``)
 - ``runtime.pipeline.run_video(...)`` for programmatic use
 - ``runtime.backends.create_backend(kind, model_dir, **opts)``
 """

@@ -32,7 +32,7 @@ import numpy as np
 from .atomic import write_json
 from .cli import add_max_frames_arg, add_output_arg, add_video_arg, cli_main, make_parser
 from .errors import RuntimeErrorBase
-from .masks import decode_rle
+from .rle import decode_rle
 from .outputs.overlay import OverlayWriter, draw_overlay
 from .outputs.pngs import MaskPngWriter
 from .outputs.results import ResultsSpool

@@ -12,7 +12,7 @@ from typing import Dict
 
 import numpy as np
 
-from .model_dir import DECODER_INPUTS, PER_FRAME_FEATURES
+from .contract import DECODER_INPUTS, PER_FRAME_FEATURES
 
 
 class FeatureRing:

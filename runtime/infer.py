@@ -1,7 +1,8 @@
 """Command line: near-online MDQE inference on a video.
 
-    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|torch]
-    mdqe-infer ...                        (the same, as a console script)
+    python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|fake]
+    python -m mdqe.infer    ... the same options, and --backend torch (the PyTorch model; needs torch)
+    mdqe-infer ...          the console script of python -m mdqe.infer
 
 Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
 OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
@@ -36,6 +37,7 @@ from .cli import (EXIT_BAD_INPUT, EXIT_OK, EXIT_SIGNAL, EXIT_STOPPED_EARLY, EXIT
                   add_plugin_lib_arg, add_progress_arg, add_providers_arg, add_threads_arg, add_video_arg,
                   cli_main, make_parser)
 from .clip_filter import check_number  # noqa: E402
+from .contract import TRT_PLUGIN_LIBRARY  # noqa: E402
 from .errors import RuntimeErrorBase, UsageError  # noqa: E402
 from .output_dir import check_output_dir  # noqa: E402
 from .tracker import PRESETS, preset, preset_for_model  # noqa: E402
@@ -95,7 +97,7 @@ def add_postprocess_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser("python -m runtime.infer", __doc__.split("\n\n")[0], show_defaults=True,
-                    also=("mdqe-infer",))
+                    also=("python -m mdqe.infer (adds --backend torch)", "mdqe-infer"))
     add_model_arg(p, help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
                           "optional for --backend fake")
     add_video_arg(p)
@@ -165,7 +167,7 @@ def add_backend_args(p) -> None:
     add_backend_arg(p)
     add_providers_arg(p, help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
     add_threads_arg(p, help="ort: intra-op threads")
-    add_plugin_lib_arg(p, help="trt: path of libmdqe_trt_plugin.so")
+    add_plugin_lib_arg(p, help=f"trt: path of {TRT_PLUGIN_LIBRARY}")
     p.add_argument("--engine-dir", default=None,
                    help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
     p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
@@ -197,6 +199,8 @@ def main(argv=None) -> int:
         raise UsageError("--model DIR is required (except with --backend fake)")
     options = options_from_args(args)               # bad options (ParamError): one line, exit 2, before any work
     try:
+        from .backends import require_backend
+        require_backend(args.backend)                                  # torch: registered by mdqe.infer
         check_output_dir(args.output)                                  # before any work
         if args.model is not None:
             from .model_dir import load_model_dir

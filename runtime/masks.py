@@ -17,15 +17,14 @@ bilinear to the original size) for the paper-style preset.
 """
 from __future__ import annotations
 
-import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from .native import postprocess as native_pp
 from .preprocess import FrameGeometry
+from .rle import decode_rle, rle_from_block, rles_from_counts
 
 Block = Tuple[int, int, np.ndarray]      # (y0, x0, bool [bh, bw]) inside an [H0, W0] frame
 
@@ -164,55 +163,3 @@ class MaskPostprocessor:
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         return self.paste(self.block(logits))
-
-
-def rle_from_block(H: int, W: int, y0: int, x0: int, blk: np.ndarray) -> Optional[dict]:
-    """RLE (column-major, as pycocotools) of an [H,W] mask that is zero outside ``blk`` at (y0, x0)."""
-    bh, bw = blk.shape
-    P = np.zeros((bw, bh + 2), bool)
-    P[:, 1:-1] = blk.T
-    xs, rs = np.nonzero(P[:, 1:] != P[:, :-1])
-    if xs.size == 0:
-        return None
-    pos = (x0 + xs) * H + (y0 + rs)
-    same = np.flatnonzero(pos[1:] == pos[:-1])     # a run crossing a column bottom -> top: no break
-    if same.size:
-        pos = np.delete(pos, np.concatenate([same, same + 1]))
-    counts = np.diff(np.concatenate(([0], pos, [H * W])))
-    if counts[-1] == 0:
-        counts = counts[:-1]
-    return rles_from_counts([counts], H, W)[0]
-
-
-def rles_from_counts(counts: Sequence[np.ndarray], H: int, W: int) -> List[dict]:
-    """Compressed COCO RLEs (``counts`` str) of [H,W] masks from their run lengths (column-major,
-    starting with a run of 0s), compressed by pycocotools in one call."""
-    if not len(counts):
-        return []
-    objs = mask_utils.frPyObjects([{"counts": np.asarray(c).tolist(), "size": [int(H), int(W)]} for c in counts],
-                                  int(H), int(W))
-    return [{"size": [int(H), int(W)], "counts": r["counts"].decode("ascii")} for r in objs]
-
-
-def encode_rles(masks: Sequence[np.ndarray]) -> List[Optional[dict]]:
-    """RLE-encode binary masks [H,W] (uint8) with pycocotools; ``counts`` as utf-8 str; an empty
-    mask gives None (written as null)."""
-    if not masks:
-        return []
-    stack = np.asfortranarray(np.stack(masks, axis=-1).astype(np.uint8))
-    rles = mask_utils.encode(stack)
-    out = []
-    for m, r in zip(masks, rles):
-        if not m.any():
-            out.append(None)
-            continue
-        out.append({"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("utf-8")})
-    return out
-
-
-def decode_rle(rle: dict) -> np.ndarray:
-    """Inverse of encode_rles for one mask: uint8 [H,W]."""
-    r = {"size": rle["size"], "counts": rle["counts"].encode("utf-8") if isinstance(rle["counts"], str) else rle["counts"]}
-    with warnings.catch_warnings():   # pycocotools' numpy-2 `copy=` DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(r)

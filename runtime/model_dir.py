@@ -7,124 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
+# The contract itself (names, forms, plugin identities, specs) lives in runtime.contract; this
+# module only loads and validates model directories against it.
+from .contract import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,
+                       FORMAT_VERSION, IMAGES, MSDA_ONNX, PER_FRAME_FEATURES, TENSOR_RANKS, VALID_HW,
+                       ModelSpec, PreprocessSpec, check_msda_form)
 from .errors import ModelDirError, NonFiniteError
-
-# 2: padding masks (valid_hw input of both graphs) and the pred_queries decoder output.
-FORMAT_VERSION = 2
-
-# valid (unpadded) height and width in pixels of each padded frame, int64 [N, 2] (encoder) /
-# [T, 2] (decoder): the graphs derive the authors' padding masks from it (docs/INTERFACES.md).
-VALID_HW = "valid_hw"
-ENCODER_INPUTS = ("images", VALID_HW)
-FEATURE_NAMES = ("memory", "spatial_shapes", "level_start_index", "mask_features",
-                 "query_feat", "query_points", "query_embed")
-ENCODER_OUTPUTS = FEATURE_NAMES
-DECODER_INPUTS = FEATURE_NAMES + (VALID_HW,)
-# pred_queries [Q, C]: the raw clip-level query (the authors' tracking embedding)
-DECODER_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds", "pred_queries")
-# Per-frame decoder inputs (leading dim N in the encoder, T in the decoder);
-# the others (spatial_shapes, level_start_index) are shared by all frames.
-PER_FRAME_FEATURES = ("memory", "mask_features", "query_feat", "query_points", "query_embed", VALID_HW)
-
-
-# ------------------------------------------------------------------------------------------------
-# MSDeformAttn forms of an export (export.json "msda") and the plugin identities they carry.
-# One home: the exporter, the ONNX Runtime custom ops, the backends, build_engines and the tests
-# import these (tests/test_export_forms.py checks the C++ plugin's identity against OUR_PLUGIN).
-# ------------------------------------------------------------------------------------------------
-MSDA_ONNX = "onnx"                # pure ONNX, bilinear sampling written with Gather (no GridSample)
-MSDA_GRIDSAMPLE = "gridsample"    # pure ONNX, per level one GridSample (bilinear, zeros, align_corners=0)
-MSDA_PLUGIN = "plugin"            # one node per call for our MDQEMSDeformAttn plugin (fp32 accumulation)
-MSDA_TRT_BUILTIN = "trt-builtin"  # one node per call for NVIDIA's MultiscaleDeformableAttnPlugin_TRT
-MSDA_FORMS = (MSDA_ONNX, MSDA_GRIDSAMPLE, MSDA_PLUGIN, MSDA_TRT_BUILTIN)
-MSDA_EXPORT_DEFAULT = MSDA_ONNX   # plain ONNX that stock TensorRT (any version) and ONNX Runtime run
-# The form the demo exports for the ONNX Runtime CPU backend: the fastest one measured by
-# `python -m benchmarks.msda_forms` (docs/export.md section 5): our native kernel behind the
-# onnxruntime-extensions op; without that kernel, the fastest plain-ONNX form (GridSample, which
-# ONNX Runtime computes correctly; the TensorRT GridSample problem does not apply there).
-MSDA_ORT_CPU_FASTEST = MSDA_PLUGIN
-MSDA_ORT_CPU_FASTEST_PLAIN = MSDA_GRIDSAMPLE
-
-
-@dataclass(frozen=True)
-class PluginIdentity:
-    """How an MSDeformAttn custom node is named in the ONNX graph and found by TensorRT.
-
-    The TensorRT ONNX parser maps a node whose op_type equals a registered plugin name to that
-    plugin; the node's ``plugin_version`` / ``plugin_namespace`` attributes select the creator.
-    ``onnx_domain`` only keeps the graph valid ONNX (the parser does not read it).
-    """
-    op_type: str
-    onnx_domain: str
-    version: str
-    namespace: str
-    library: str                  # where TensorRT finds the creator
-    needs_plugin_library: bool    # True: trtexec --dynamicPlugins / --staticPlugins must load `library`
-    output_rank: int              # 3: [N, Lq, M*D]; 4: [N, Lq, M, D]
-    versions: Tuple[str, ...] = ()
-
-
-OUR_PLUGIN = PluginIdentity(op_type="MDQEMSDeformAttn", onnx_domain="mdqe", version="1", namespace="mdqe",
-                            library="libmdqe_trt_plugin.so", needs_plugin_library=True, output_rank=3,
-                            versions=("1",))
-# NVIDIA's plugin inside libnvinfer_plugin (TensorRT/plugin/multiscaleDeformableAttnPlugin): version "1"
-# (IPluginV2DynamicExt, TensorRT 8.4+, deprecated since 10.11) and "2" (IPluginV3, TensorRT 10.11+);
-# no plugin fields; value [N,S,M,D], spatial_shapes [L,2] INT32, level_start_index [L] INT32,
-# sampling_locations [N,Lq,M,L,P,2], attention_weights [N,Lq,M,L,P] -> [N,Lq,M,D]; float or half.
-TRT_BUILTIN_PLUGIN = PluginIdentity(op_type="MultiscaleDeformableAttnPlugin_TRT", onnx_domain="trt.plugins",
-                                    version="2", namespace="", library="libnvinfer_plugin.so",
-                                    needs_plugin_library=False, output_rank=4, versions=("1", "2"))
-
-
-def plugin_identity(form: str) -> "PluginIdentity | None":
-    """The custom node identity of an MSDA form (None for the pure-ONNX forms)."""
-    if form not in MSDA_FORMS:
-        raise ValueError(f"MSDeformAttn form must be one of {MSDA_FORMS}, got {form!r}")
-    return {MSDA_PLUGIN: OUR_PLUGIN, MSDA_TRT_BUILTIN: TRT_BUILTIN_PLUGIN}.get(form)
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """How frames are turned into model input (export.json "preprocess")."""
-    color: str = "RGB"
-    mean: Tuple[float, float, float] = (123.675, 116.28, 103.53)
-    std: Tuple[float, float, float] = (58.395, 57.12, 57.375)
-    shorter_side: int = 360
-    max_size: int = 1280
-    size_divisibility: int = 32
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything the runtime needs from export.json, validated."""
-    model_dir: str
-    num_frames: int                 # T, clip length baked into the decoder
-    num_queries: int
-    num_classes: int
-    class_names: Tuple[str, ...]
-    embed_dim: int
-    mask_stride: int
-    preprocess: PreprocessSpec
-    msda: str                       # one of MSDA_FORMS
-    dtype: str                      # "fp32" | "fp16"
-    encoder_file: str
-    decoder_file: str
-    model_name: str = ""
-    config: Dict[str, Any] = field(default_factory=dict)
-    weights: Dict[str, Any] = field(default_factory=dict)
-    plugin: Dict[str, Any] = field(default_factory=dict)
-    raw: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def encoder_path(self) -> str:
-        return os.path.join(self.model_dir, self.encoder_file)
-
-    @property
-    def decoder_path(self) -> str:
-        return os.path.join(self.model_dir, self.decoder_file)
 
 
 def _require(d: dict, key: str, where: str):
@@ -141,13 +31,6 @@ def check_tensor_names(got: List[str], expected: Tuple[str, ...], what: str) -> 
         raise ModelDirError(
             f"incompatible model directory: {what} are {sorted(got)}, expected {sorted(expected)}"
             + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else ""))
-
-
-# Rank of every contract tensor; a name added to the lists above without a rank here is checked
-# by name only.
-TENSOR_RANKS = {"images": 4, "memory": 3, "spatial_shapes": 2, "level_start_index": 1, "mask_features": 4,
-                "query_feat": 3, "query_points": 3, "query_embed": 3,
-                "pred_logits": 2, "pred_boxes": 3, "pred_masks": 4, "pred_embeds": 2, "valid_hw": 2, "pred_queries": 2}
 
 
 def _is_int(v) -> bool:
@@ -315,7 +198,8 @@ def load_model_dir(model_dir: str) -> ModelSpec:
         # the graphs' mask_features are at stride 4 (checked against the graphs on the first frame)
         mask_stride=_int_field(meta, "mask_stride", where, 1, 64, default=4, required=False),
         preprocess=pspec,
-        msda=_str_field(meta, "msda", where, MSDA_FORMS, default=MSDA_ONNX, required=False),
+        msda=check_msda_form(_str_field(meta, "msda", where, default=MSDA_ONNX, required=False), f"{where}: msda",
+                             ModelDirError),
         dtype=_str_field(meta, "dtype", where, ("fp32", "fp16"), default="fp32", required=False),
         encoder_file=str(enc.get("file", "encoder.onnx")),
         decoder_file=str(dec.get("file", "decoder.onnx")),
@@ -356,7 +240,7 @@ def _expected_dims(spec: ModelSpec, graph: str, kind: str, name: str) -> Dict[in
     """{axis: (size, what fixes it)} the spec implies for one tensor (static axes only)."""
     T, Q, C, E = spec.num_frames, spec.num_queries, spec.num_classes, spec.embed_dim
     t = "num_frames"
-    if name == "images":
+    if name == IMAGES:
         return {1: (3, "RGB channels")}
     if name in ("query_points",):
         d = {1: (Q, "num_queries"), 2: (2, "(x, y)")}

@@ -1,9 +1,9 @@
 """Frame preprocessing (numpy + OpenCV): resize, normalise, pad (INTERFACES.md section 5).
 
-Resize rule: scale so the shorter side becomes ``shorter_side`` unless the
-longer side would then exceed ``max_size`` (then the longer side becomes
-``max_size``); pad right/bottom with zeros (after normalisation) to a multiple
-of ``size_divisibility``.
+The resize rule (``resized_size``, ``padded_size``) is part of the exported-model contract and
+lives in ``runtime.contract``: scale so the shorter side becomes ``shorter_side`` unless the
+longer side would then exceed ``max_size``; pad right/bottom with zeros (after normalisation) to
+a multiple of ``size_divisibility``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from .model_dir import PreprocessSpec
+from .contract import PreprocessSpec, padded_size, resized_size  # the resize rule lives in the contract
 
 
 @dataclass(frozen=True)
@@ -22,24 +22,6 @@ class FrameGeometry:
     original: Tuple[int, int]   # decoded frame
     resized: Tuple[int, int]    # after the resize rule (valid image area)
     padded: Tuple[int, int]     # model input size (multiple of size_divisibility)
-
-
-def resized_size(height: int, width: int, shorter_side: int, max_size: int) -> Tuple[int, int]:
-    """Return (h, w) after the resize rule; sizes rounded to the nearest integer, at least 1."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f"bad frame size {height}x{width}")
-    scale = shorter_side / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
-
-
-def padded_size(height: int, width: int, divisibility: int) -> Tuple[int, int]:
-    """Round (h, w) up to a multiple of ``divisibility``."""
-    if divisibility <= 1:
-        return height, width
-    d = divisibility
-    return (height + d - 1) // d * d, (width + d - 1) // d * d
 
 
 def geometry_for(height: int, width: int, spec: PreprocessSpec) -> FrameGeometry:

@@ -61,8 +61,8 @@ PRESETS = ("ytvis", "ovis", "paper")
 class TrackerParams:
     """Tracker rules. Defaults = the authors' YouTube-VIS inference; see ``preset()``."""
     style: str = "authors"            # "authors" | "paper" (runtime.tracker_paper)
-    score_thr: float = 0.1            # APPLY_CLS_THRES; new tracks need > 2 * score_thr
-    new_track_score: Optional[float] = None   # override of the derived 2 * score_thr
+    score_thr: float = 0.1            # APPLY_CLS_THRES; new tracks need > new_track_thr = 2 * score_thr
+    new_track_score: Optional[float] = None   # explicit override of new_track_thr (--new-track-score)
     beta1: float = 1.0                # weight of the mask IoU term
     beta2: float = 1.0                # weight of the embedding similarity term
     match_thr: float = 0.6            # pairs with S <= match_thr are not matched
@@ -105,7 +105,8 @@ class TrackerParams:
 
     @property
     def new_track_thr(self) -> float:
-        """Score a detection needs to start a track: ``new_track_score`` or 2 * score_thr."""
+        """Score a detection needs to start a track: ``new_track_score`` or 2 * score_thr (the one
+        place this rule lives; callers set ``score_thr``, or ``new_track_score`` to override it)."""
         return 2.0 * self.score_thr if self.new_track_score is None else float(self.new_track_score)
 
 

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # every module with a __main__ block, run as `python -m MODULE`
 ENTRY_MODULES = [
     "mdqe.demo", "mdqe.train", "mdqe.evaluate", "mdqe.convert", "mdqe.data.synthetic",
-    "mdqe.evaluation.benchmark", "mdqe.engine.predict_split",
+    "mdqe.evaluation.benchmark", "mdqe.engine.predict_split", "mdqe.infer",
     "export.to_onnx", "export.build_engines", "export.to_triton", "export.polygraphy_ref",
     "runtime.infer", "runtime.client", "runtime.batch", "runtime.serving.server",
     "benchmarks.fps", "benchmarks.gpu_suite", "benchmarks.batch_workers", "benchmarks.msda_forms",

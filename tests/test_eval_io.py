@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from mdqe.evaluate import main as evaluate_main
-from mdqe.evaluation import FormatError, encode_mask, evaluate
+from mdqe.evaluation import FormatError, evaluate
+from runtime.rle import encode_rle
 
 
 def _mask(x0, y0, x1, y1, h=20, w=30):
     m = np.zeros((h, w), np.uint8)
     m[y0:y1, x0:x1] = 1
-    return encode_mask(m)
+    return encode_rle(m)
 
 
 @pytest.fixture()

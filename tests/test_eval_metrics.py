@@ -6,7 +6,8 @@ are r = 0.00, 0.01, ..., 1.00 (101 points); IoU thresholds 0.50, 0.55, ..., 0.95
 import numpy as np
 import pytest
 
-from mdqe.evaluation import encode_mask, evaluate, evaluate_detailed, occlusion_score, video_iou, video_iou_dense
+from runtime.rle import encode_rle
+from mdqe.evaluation import evaluate, evaluate_detailed, occlusion_score, video_iou, video_iou_dense
 from mdqe.evaluation.io import load_ground_truth
 
 H, W = 40, 60
@@ -20,7 +21,7 @@ def box_mask(x0, y0, x1, y1, h=H, w=W):
 
 def enc(track):
     """list of [H,W] bool or None -> list of RLE or None (None and empty masks -> None)."""
-    return [encode_mask(m) if m is not None and m.any() else None for m in track]
+    return [encode_rle(m) if m is not None and m.any() else None for m in track]
 
 
 def make_gt(videos, anns, cats=(1,), h=H, w=W, occlusion=None):
@@ -264,7 +265,7 @@ def test_single_frame_videos_agree_with_pycocotools_cocoeval(capsys):
             x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
             m = box_mask(x, y, x + bw, y + bh, h, w)
             cat = int(rng.integers(1, 4))
-            rle = encode_mask(m)
+            rle = encode_rle(m)
             aid = len(coco_gt["annotations"]) + 1
             vis_gt["annotations"].append({"id": aid, "video_id": v, "category_id": cat, "iscrowd": 0,
                                           "segmentations": [rle], "areas": [float(m.sum())]})
@@ -275,14 +276,14 @@ def test_single_frame_videos_agree_with_pycocotools_cocoeval(capsys):
                 dm = box_mask(max(0, x + dx), max(0, y + dy), min(w, x + dx + bw), min(h, y + dy + bh), h, w)
                 dcat = cat if rng.random() < 0.8 else int(rng.integers(1, 4))
                 score = float(np.round(rng.random(), 1))  # coarse scores -> ties
-                vis_res.append({"video_id": v, "category_id": dcat, "score": score, "segmentations": [encode_mask(dm)]})
-                coco_res.append({"image_id": v, "category_id": dcat, "score": score, "segmentation": encode_mask(dm)})
+                vis_res.append({"video_id": v, "category_id": dcat, "score": score, "segmentations": [encode_rle(dm)]})
+                coco_res.append({"image_id": v, "category_id": dcat, "score": score, "segmentation": encode_rle(dm)})
         for _ in range(int(rng.integers(0, 3))):  # false positives
             x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
             fm = box_mask(x, y, x + 20, y + 20, h, w)
             cat, score = int(rng.integers(1, 4)), float(rng.random())
-            vis_res.append({"video_id": v, "category_id": cat, "score": score, "segmentations": [encode_mask(fm)]})
-            coco_res.append({"image_id": v, "category_id": cat, "score": score, "segmentation": encode_mask(fm)})
+            vis_res.append({"video_id": v, "category_id": cat, "score": score, "segmentations": [encode_rle(fm)]})
+            coco_res.append({"image_id": v, "category_id": cat, "score": score, "segmentation": encode_rle(fm)})
     coco = COCO()
     coco.dataset = coco_gt
     coco.createIndex()

@@ -223,7 +223,8 @@ def test_pure_onnx_forms_have_no_custom_nodes(form, tiny_onnx, tiny_gridsample, 
 
 
 def test_trt_builtin_form_node_census(tiny_builtin, tiny_model):
-    from runtime.model_dir import TRT_BUILTIN_PLUGIN, load_model_dir
+    from runtime.contract import TRT_BUILTIN_PLUGIN
+    from runtime.model_dir import load_model_dir
 
     meta = json.loads((tiny_builtin / "export.json").read_text())
     assert meta["msda"] == "trt-builtin"
@@ -397,7 +398,7 @@ def test_publish_is_atomic_per_directory(tmp_path):
 
 
 def test_build_engines_print_only(tiny_plugin, tiny_fp16):
-    from export.build_engines import level_sizes
+    from runtime.contract import level_sizes
 
     def run(model_dir, *extra):
         p = subprocess.run([sys.executable, "export/build_engines.py", "--model", str(model_dir), "--print-only",

@@ -6,7 +6,6 @@ tests/test_export.py and tests/test_export_r50.py."""
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from export.verify import VerificationError, check_graph, check_msda_form
 from mdqe.ops import ms_deform_attn_torch
 from mdqe.ops.export_hooks import export_mode, ms_deform_attn_gather_form
 from runtime.errors import ModelDirError
-from runtime.model_dir import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, OUR_PLUGIN,
-                               TRT_BUILTIN_PLUGIN, load_model_dir, plugin_identity)
+from runtime.contract import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST,
+                              OUR_PLUGIN, TRT_BUILTIN_PLUGIN, plugin_identity)
+from runtime.model_dir import load_model_dir
 
 from test_export_ops import _MiniEncoder, _random_call  # the same small module as the op-level tests
 
@@ -52,18 +52,6 @@ def test_form_names_and_identities_have_one_home():
     assert to_onnx.parse_args(["--config", "tiny", "--weights", "random", "--output", "x"]).msda == "onnx"
     for form in MSDA_FORMS:
         assert to_onnx.parse_args(["--config", "t", "--weights", "r", "--output", "x", "--msda", form]).msda == form
-
-
-def test_cpp_plugin_identity_equals_python_contract():
-    """trt_plugins' constants (name, version, namespace) are the ones runtime.model_dir names."""
-    header = (REPO / "trt_plugins" / "plugin" / "msda_plugin_logic.h").read_text()
-    consts = dict(re.findall(r'constexpr char (k\w+)\[\] = "([^"]*)";', header))
-    assert consts["kPluginName"] == OUR_PLUGIN.op_type
-    assert consts["kPluginVersion"] == OUR_PLUGIN.version
-    assert consts["kPluginNamespace"] == OUR_PLUGIN.namespace
-    cmake = (REPO / "CMakeLists.txt").read_text() + "".join(
-        p.read_text() for p in (REPO / "trt_plugins").rglob("CMakeLists.txt"))
-    assert Path(OUR_PLUGIN.library).stem[3:] in cmake          # libmdqe_trt_plugin.so <- target mdqe_trt_plugin
 
 
 def test_model_dir_accepts_every_form(tmp_path):
@@ -298,7 +286,7 @@ def test_runtime_picks_the_fastest_ort_cpu_form(monkeypatch):
     """The demo's default form: the measured fastest (our kernel behind the Python op) when the
     kernel and onnxruntime-extensions are here, else the fastest plain-ONNX form."""
     from runtime.backends import ort_backend
-    from runtime.model_dir import MSDA_ORT_CPU_FASTEST_PLAIN
+    from runtime.contract import MSDA_ORT_CPU_FASTEST_PLAIN
 
     assert plugin_identity(MSDA_ORT_CPU_FASTEST_PLAIN) is None
     monkeypatch.setattr(ort_backend, "custom_node_support", lambda: None)

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from export.to_onnx import build_model_with_weights, export_model
-from runtime.model_dir import plugin_identity
+from runtime.contract import plugin_identity
 
 from test_export import ATOL, expected_msda_nodes, ort_errors, torch_reference
 

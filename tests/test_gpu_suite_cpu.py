@@ -84,7 +84,7 @@ def test_host_io_on_cpu():
 
 # ----------------------------------------------------------------------------- torch backend, graph path
 def _tiny_backend(**opts):
-    from runtime.backends.torch_backend import TorchBackend
+    from mdqe.backend import TorchBackend
     return TorchBackend(None, spec=gpu_suite.model_spec("tiny"), device="cpu", **opts)
 
 

@@ -156,7 +156,7 @@ def test_model_encoder_and_decoder_capture_in_cuda_graphs(amp):
     import numpy as np
 
     from benchmarks.gpu_suite import model_spec
-    from runtime.backends.torch_backend import TorchBackend
+    from mdqe.backend import TorchBackend
     from runtime.clip_buffer import FeatureRing
     spec = model_spec("tiny")
     eager = TorchBackend(None, spec=spec, device="cuda", msda="cuda", amp=amp)

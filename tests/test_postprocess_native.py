@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from runtime.clip_filter import filter_clip, soft_iou_max
-from runtime.masks import MaskPostprocessor, rle_from_block
+from runtime.masks import MaskPostprocessor
+from runtime.rle import rle_from_block
 from runtime.native import postprocess as npp
 from runtime.preprocess import FrameGeometry
 from runtime.tracker import make_tracker, preset

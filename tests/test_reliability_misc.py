@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from mdqe.evaluate import main as evaluate_main
-from mdqe.evaluation import encode_mask
+from runtime.rle import encode_rle
 
 
 def _mask(x0, y0, x1, y1, h=20, w=30):
     m = np.zeros((h, w), np.uint8)
     m[y0:y1, x0:x1] = 1
-    r = encode_mask(m)
+    r = encode_rle(m)
     return {"size": r["size"], "counts": r["counts"].decode() if isinstance(r["counts"], bytes) else r["counts"]}
 
 
@@ -111,7 +111,7 @@ def test_train_resume_refused_checkpoint(name, needle, bad_checkpoints, tmp_path
 
 @pytest.mark.parametrize("name", ["evil.pt", "garbage.pt"])
 def test_torch_backend_refused_weights(name, bad_checkpoints, tmp_path, capsys):
-    from runtime.infer import main
+    from mdqe.infer import main
     from reliability_utils import export_json, make_model_dir, make_video
     import mdqe
     cfg = json.loads(json.dumps(mdqe.get_config("tiny").to_dict()))

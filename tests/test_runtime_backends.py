@@ -9,9 +9,9 @@ import pytest
 from runtime.backends import create_backend
 from runtime.backends.trt_backend import find_plugin_library, load_plugin_library
 from runtime.errors import BackendUnavailableError, ModelDirError, PluginLibraryError
+from runtime.contract import PreprocessSpec, resized_size
 from runtime.model_dir import load_model_dir
-from runtime.preprocess import geometry_for, Preprocessor, resized_size
-from runtime.model_dir import PreprocessSpec
+from runtime.preprocess import geometry_for, Preprocessor
 
 ENC_OUT = ["memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat", "query_points",
            "query_embed"]

@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from runtime.infer import main
-from runtime.masks import decode_rle
+from runtime.rle import decode_rle
 from runtime.samples import sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,10 +82,12 @@ def test_torch_backend_matches_ort(tiny_onnx):
     from runtime.preprocess import Preprocessor
     from runtime.video import FrameSource
 
+    from mdqe.backend import register
+    register()                              # the torch backend lives in mdqe (python -m mdqe.infer does this)
     ort_b = create_backend("ort", tiny_onnx)
     torch_b = create_backend("torch", tiny_onnx)
     assert "sha256 verified" in torch_b.describe()["weights"]
-    from runtime.model_dir import DECODER_OUTPUTS
+    from runtime.contract import DECODER_OUTPUTS
 
     pre = Preprocessor(ort_b.spec.preprocess)
     ring_o, ring_t = FeatureRing(4), FeatureRing(4)
@@ -115,10 +117,12 @@ def test_runtime_on_padded_video_equals_pytorch_path(tiny_onnx, tmp_path):
     163 to 192 rows, gives the results of the same runtime on the PyTorch model (torch backend)."""
     import numpy as np
 
+    from mdqe.infer import main as mdqe_main     # runtime.infer's main with the torch backend registered
+
     res = {}
     for backend in ("ort", "torch"):
         out = str(tmp_path / backend)
-        rc = main(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", out, "--backend", backend,
+        rc = (mdqe_main if backend == "torch" else main)(["--model", tiny_onnx, "--video", sample_video("bikes.mp4"), "--output", out, "--backend", backend,
                    "--max-frames", "8", "--score-thr", "0.001", "--vis-thr", "0", "--no-progress", "--no-overlay"])
         assert rc == 0
         with open(os.path.join(out, "results.json")) as f:

@@ -11,7 +11,7 @@ from runtime.backends import create_backend
 from runtime.backends.fake import FakeBackend
 from runtime.errors import VideoError
 from runtime.infer import main
-from runtime.masks import decode_rle
+from runtime.rle import decode_rle
 from runtime.pipeline import RunOptions, run_video
 from runtime.samples import sample_video
 

@@ -11,7 +11,8 @@ import pytest
 
 from runtime.backends.fake import FakeBackend, fake_spec
 from runtime.infer import main
-from runtime.masks import MaskPostprocessor, decode_rle
+from runtime.masks import MaskPostprocessor
+from runtime.rle import decode_rle
 from runtime.pipeline import RunOptions, run_video
 from runtime.preprocess import FrameGeometry
 from runtime.samples import make_looped_video, sample_video

@@ -17,8 +17,7 @@ import pytest
 from runtime.backends import create_backend
 from runtime.backends.fake import FakeBackend, fake_spec
 from runtime.errors import ModelDirError
-from runtime.model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,
-                               FORMAT_VERSION)
+from runtime.contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, FORMAT_VERSION
 from runtime.pipeline import RunOptions, run_video
 from runtime.samples import sample_video
 from runtime.tracker import preset

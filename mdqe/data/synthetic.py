@@ -37,6 +37,7 @@ from pycocotools import mask as mask_utils
 from mdqe.config import SYNTHETIC_CLASSES
 from runtime.atomic import write_bytes
 from runtime.cli import add_image_size_args, add_output_arg, add_seed_arg, cli_main, make_parser
+from runtime.rle import encode_rle
 
 from .shapes import background, object_texture, render_object, shape_mask, warp_matrix
 
@@ -146,11 +147,6 @@ def render_video(rng: np.random.Generator, height: int, width: int, num_frames: 
     return RenderedVideo(frames, visible, full_area, [o.category_id for o in objs])
 
 
-def _encode(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("utf-8")}
-
-
 def video_annotations(video: RenderedVideo) -> List[dict]:
     """Per-object annotation dicts (without ids): segmentations, bboxes, areas, occlusion, category_id.
 
@@ -166,7 +162,7 @@ def video_annotations(video: RenderedVideo) -> List[dict]:
             if area < MIN_VISIBLE_PIXELS or video.full_area[k, f] == 0:
                 segs.append(None), boxes.append(None), areas.append(None), occ.append(None)
                 continue
-            rle = _encode(vis)
+            rle = encode_rle(vis)
             segs.append(rle)
             boxes.append([float(v) for v in mask_utils.toBbox({"size": rle["size"], "counts": rle["counts"].encode()})])
             areas.append(float(area))

@@ -5,14 +5,7 @@ import json
 import os
 from typing import List
 
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from runtime.atomic import write_text
 
 
 class JsonlLog:
@@ -50,4 +43,4 @@ class JsonlLog:
 
     def truncate_after(self, iteration: int) -> None:
         keep = [r for r in self.read() if int(r.get("iter", -1)) <= iteration]
-        _atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep), durable=True)

@@ -8,7 +8,7 @@ Every video runs through the runtime's near-online pipeline
 (``runtime.pipeline.run_video``: encoder once per frame, decoder per clip of
 T frames with stride 1, per-clip filtering, the Hungarian clip tracker,
 per-video scores), so the PyTorch path (``--weights``: the model is run
-in-process by the runtime's torch backend) and the exported path
+in-process by the torch backend, mdqe.backend) and the exported path
 (``--model`` with ``--backend ort``) differ only in the backend.
 The output is ``[{video_id, category_id, score, segmentations}, ...]`` for
 ``python -m mdqe.evaluate --gt ... --results RES.json``.
@@ -30,21 +30,13 @@ from runtime.tracker import PRESETS
 
 def torch_spec_from_config(cfg, weights: str):
     """A runtime ModelSpec for running an in-memory PyTorch model (no export directory)."""
-    from runtime.model_dir import ModelSpec, PreprocessSpec
-    pre = PreprocessSpec(color="RGB", mean=tuple(cfg.pixel_mean), std=tuple(cfg.pixel_std),
-                         shorter_side=int(cfg.test_shorter_side), max_size=int(cfg.test_max_size),
-                         size_divisibility=int(cfg.size_divisibility))
-    return ModelSpec(model_dir=os.path.dirname(os.path.abspath(weights)), num_frames=cfg.num_frames,
-                     num_queries=cfg.num_grid_queries, num_classes=cfg.num_classes,
-                     class_names=tuple(cfg.class_names), embed_dim=cfg.embed_dim, mask_stride=4,
-                     preprocess=pre, msda="onnx", dtype="fp32", encoder_file="", decoder_file="",
-                     model_name=cfg.name, config=cfg.to_dict(), weights={"source": os.path.abspath(weights)})
+    from runtime.contract import spec_from_config
+    return spec_from_config(cfg, os.path.dirname(os.path.abspath(weights)), {"source": os.path.abspath(weights)})
 
 
 def make_backend(args):
     if args.weights:
-        from runtime.backends.torch_backend import TorchBackend
-
+        from ..backend import TorchBackend
         from ..checkpoint import load_checkpoint
         from ..config import get_config
         _, ckpt_cfg, _ = load_checkpoint(args.weights)
@@ -53,6 +45,9 @@ def make_backend(args):
             raise UsageError(f"{args.weights} records no config; pass --config")
         return TorchBackend(None, weights=args.weights, device=args.device, spec=torch_spec_from_config(cfg, args.weights))
     from runtime.backends import create_backend
+
+    from ..backend import register
+    register()                      # --model with --backend torch
     opts = {}
     if args.backend == "ort" and args.threads:
         opts["threads"] = args.threads

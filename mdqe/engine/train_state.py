@@ -17,33 +17,19 @@ from typing import Optional
 import numpy as np
 import torch
 
+from runtime.atomic import write_with
+
+from ..checkpoint import save_checkpoint
+
 
 def atomic_torch_save(obj, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temporary file, renamed into place (runtime.atomic)."""
+    write_with(path, lambda tmp: torch.save(obj, tmp), suffix=".pt")
 
 
 def save_model_weights(model: torch.nn.Module, path: str, cfg, extra: Optional[dict] = None) -> None:
-    """Weights as safetensors with the config in the metadata (atomic)."""
-    try:
-        from ..checkpoint import save_checkpoint
-    except ImportError:  # mdqe.checkpoint not there yet: same format, written here
-        save_checkpoint = _save_safetensors
+    """Weights as safetensors with the config in the metadata (atomic: mdqe.checkpoint.save_checkpoint)."""
     save_checkpoint(model, path, cfg, extra=extra)
-
-
-def _save_safetensors(model, path: str, cfg, extra: Optional[dict] = None) -> None:
-    import json
-    from safetensors.torch import save_file
-    sd = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    meta = {"config": json.dumps(cfg.to_dict())}
-    if extra:
-        meta["extra"] = json.dumps(extra)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    save_file(sd, tmp, metadata=meta)
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict:

@@ -10,7 +10,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .rle import encode_mask
+from runtime.rle import encode_rles
 
 
 def make_result(video_id: int, category_id: int, score: float,
@@ -19,7 +19,8 @@ def make_result(video_id: int, category_id: int, score: float,
 
     An all-zero mask is written as null (no detection on that frame).
     """
-    segs = [encode_mask(m) if m is not None and np.any(m) else None for m in masks]
+    rles = iter(encode_rles([m for m in masks if m is not None]))
+    segs = [None if m is None else next(rles) for m in masks]
     return {"video_id": int(video_id), "category_id": int(category_id), "score": float(score),
             "segmentations": segs}
 

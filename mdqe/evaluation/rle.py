@@ -199,15 +199,6 @@ def to_rle(seg: Any, height: int, width: int, where: str) -> Optional[dict]:
     raise FormatError(f"{where}: segmentation must be null, an RLE dict or a polygon list, got {type(seg).__name__}")
 
 
-def encode_mask(mask: np.ndarray) -> dict:
-    """Encode a binary mask [H, W] to compressed RLE with ``counts`` as a utf-8 string (JSON-ready)."""
-    m = np.asfortranarray(np.asarray(mask, dtype=np.uint8))
-    if m.ndim != 2:
-        raise ValueError(f"encode_mask expects a 2-D mask, got shape {m.shape}")
-    rle = mask_utils.encode(m)
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("utf-8")}
-
-
 def decode_rles(rles: Sequence[dict]) -> np.ndarray:
     """[n, H, W] bool masks of n validated RLEs of one size (pycocotools decode).
 

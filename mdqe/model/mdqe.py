@@ -10,6 +10,8 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
+from runtime.contract import LEVEL_TENSORS, PER_FRAME_FEATURES, VALID_HW, level_sizes_from_mask
+
 from ..config import ModelConfig, get_config
 from .backbone import ResNet
 from .decoder import O2IDecoder
@@ -19,19 +21,10 @@ from .mask_head import MaskHead
 from .padding import flat_valid, full_valid_hw, level_valid
 from .query_init import associate, grid_peak_select, grid_select_authors, sample_levels
 
-FRAME_KEYS = ("memory", "mask_features", "query_feat", "query_points", "query_embed")
-# Optional per-frame key: valid_hw [N, 2] int64 (valid height, width of each padded frame); absent = unpadded.
-VALID_KEY = "valid_hw"
-
-
-def level_sizes_from_mask(h, w, num_levels: int):
-    """Level sizes from the stride-4 mask-feature size: level 0 is (h/2, w/2), each next level halves
-    rounding up (3x3 stride-2 convs with padding 1). Works with symbolic sizes while exporting."""
-    sizes = [(h // 2, w // 2)]
-    for _ in range(num_levels - 1):
-        ph, pw = sizes[-1]
-        sizes.append(((ph + 1) // 2, (pw + 1) // 2))
-    return sizes
+# The per-frame features are the exported graphs' tensors (runtime.contract): FRAME_KEYS, plus the
+# optional per-frame valid_hw [N, 2] int64 (valid height, width of each padded frame; absent = unpadded).
+VALID_KEY = VALID_HW
+FRAME_KEYS = tuple(k for k in PER_FRAME_FEATURES if k != VALID_KEY)
 
 
 class MDQE(nn.Module):
@@ -115,7 +108,7 @@ class MDQE(nn.Module):
         output dict of docs/INTERFACES.md section 3 (unbatched, or with a leading B).
         with_aux=False skips the deep-supervision outputs (aux_outputs is then an empty list).
         `sem_logits` is optional: it is only passed through as `init_sem_logits` (absent if not given)."""
-        missing = [k for k in FRAME_KEYS + ("spatial_shapes", "level_start_index") if k not in feats]
+        missing = [k for k in FRAME_KEYS + LEVEL_TENSORS if k not in feats]
         if missing:
             raise KeyError(f"decode_clip: feats lacks {missing}")
         sem_logits = feats.get("sem_logits")

@@ -1,4 +1,4 @@
-"""Input preprocessing shared by the model, training and the torch backend of the runtime.
+"""Input preprocessing shared by the model, training and the torch backend (mdqe.backend).
 
 Resize rule (docs/INTERFACES.md section 5): scale so the shorter side becomes `shorter_side`, unless the
 longer side would then exceed `max_size`, in which case scale so the longer side is `max_size`;
@@ -12,13 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from runtime.contract import resized_size
+
 from ..config import get_config
 
 
 def resize_shape(h: int, w: int, shorter_side: int, max_size: int) -> Tuple[int, int]:
     """(h, w) -> (nh, nw) after the resize rule of docs/INTERFACES.md section 5. One implementation
-    serves training, export and the torch-free runtime: runtime.preprocess.resized_size."""
-    from runtime.preprocess import resized_size
+    serves training, export and the torch-free runtime: runtime.contract.resized_size."""
     return resized_size(h, w, shorter_side, max_size)
 
 

@@ -38,8 +38,8 @@ import warnings
 
 import torch
 
-from runtime.model_dir import (MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, MSDA_TRT_BUILTIN, OUR_PLUGIN,
-                               TRT_BUILTIN_PLUGIN)
+from runtime.contract import (MSDA_FORMS, MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, MSDA_TRT_BUILTIN,
+                              OUR_PLUGIN, TRT_BUILTIN_PLUGIN, check_msda_form)
 
 PLUGIN_OP_TYPE = OUR_PLUGIN.op_type
 PLUGIN_DOMAIN = OUR_PLUGIN.onnx_domain
@@ -65,8 +65,7 @@ def builtin_plugin_version() -> str:
 def export_mode(mode: str, plugin_version: str | None = None):
     """Select the MSDeformAttn form emitted by torch.onnx export inside the block.
     `plugin_version`: only for "trt-builtin" ("2" default, "1" for TensorRT older than 10.11)."""
-    if mode not in MODES:
-        raise ValueError(f"MSDeformAttn export mode must be one of {MODES}, got {mode!r}")
+    check_msda_form(mode, "MSDeformAttn export mode")
     if plugin_version is not None:
         if mode != MSDA_TRT_BUILTIN:
             raise ValueError("plugin_version is an option of the trt-builtin form only")

@@ -17,7 +17,7 @@ from typing import Optional, Dict
 
 import numpy as np
 
-from ..model_dir import ModelSpec
+from ..contract import ModelSpec
 
 
 def valid_hw_or_full(images: np.ndarray, valid_hw: Optional[np.ndarray]) -> np.ndarray:

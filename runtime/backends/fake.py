@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..model_dir import VALID_HW, ModelSpec, PreprocessSpec, load_model_dir
+from ..contract import MSDA_ONNX, VALID_HW, ModelSpec, PreprocessSpec
+from ..model_dir import load_model_dir
 from .base import Backend, valid_hw_or_full
 
 FAKE_CLASSES = ("disc", "square", "triangle", "ring", "cross")
@@ -153,7 +154,7 @@ def fake_spec(num_frames: int = 4, num_queries: int = 64, embed_dim: int = 32,
         model_dir="<fake>", num_frames=num_frames, num_queries=num_queries, num_classes=len(class_names),
         class_names=tuple(class_names), embed_dim=embed_dim, mask_stride=4,
         preprocess=PreprocessSpec(shorter_side=shorter_side, max_size=max_size, size_divisibility=32),
-        msda="onnx", dtype="fp32", encoder_file="", decoder_file="", model_name="fake")
+        msda=MSDA_ONNX, dtype="fp32", encoder_file="", decoder_file="", model_name="fake")
 
 
 class FakeBackend(Backend):

@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, MSDA_ORT_CPU_FASTEST,
-                         MSDA_ORT_CPU_FASTEST_PLAIN, VALID_HW, ModelSpec, check_graph_io, check_tensor_names,
-                         load_model_dir, plugin_identity, require_graph_files)
+from ..contract import (CPU_KERNEL_LIBRARY, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,
+                        MSDA_ORT_CPU_FASTEST, MSDA_ORT_CPU_FASTEST_PLAIN, VALID_HW, ModelSpec, plugin_identity)
+from ..model_dir import check_graph_io, check_tensor_names, load_model_dir, require_graph_files
 from .base import Backend, valid_hw_or_full
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -42,7 +42,7 @@ def custom_node_support() -> Optional[str]:
     try:
         from ..native import msda
         if not msda.is_available():
-            return "the native MSDeformAttn kernel (runtime/native/libmdqe_msda.so) is not built"
+            return f"the native MSDeformAttn kernel (runtime/native/{CPU_KERNEL_LIBRARY}) is not built"
     except ImportError as e:
         return f"runtime.native is unavailable ({e})"
     return None

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelDirError, PluginLibraryError
-from ..model_dir import OUR_PLUGIN, plugin_identity
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW, ModelSpec,
-                         check_tensor_names, load_model_dir)
+from ..contract import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, OUR_PLUGIN, VALID_HW,
+                        ModelSpec, plugin_identity)
+from ..model_dir import check_tensor_names, load_model_dir
 from .base import Backend, valid_hw_or_full
 
 PLUGIN_LIBRARY = OUR_PLUGIN.library

@@ -135,6 +135,8 @@ def run_batch(spec: BatchSpec, on_event: Optional[Callable[..., None]] = None) -
     kind = choose_executor(spec)
     items, dataset = discover_videos(spec.videos, spec.frames_root)
     ns = parse_run_args(spec.run_args)
+    from ..backends import require_backend
+    require_backend(ns.backend)                         # torch: registered by mdqe (not in a runtime-only process)
     if ns.model is not None:
         from ..model_dir import load_model_dir, require_graph_files
         model_spec = load_model_dir(ns.model)           # bad model directory: fail before any worker starts

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-LIB_NAME = "libmdqe_msda.so"
-_ABI_VERSION = 1
+from ..contract import CPU_KERNEL_ABI_VERSION, CPU_KERNEL_LIBRARY
 _lock = threading.Lock()
 _lib = None
 _lib_path = None
@@ -31,7 +30,7 @@ def _candidates():
         return [Path(env)]
     here = Path(__file__).resolve().parent
     repo = here.parent.parent
-    return [here / LIB_NAME, repo / "build" / LIB_NAME]
+    return [here / CPU_KERNEL_LIBRARY, repo / "build" / CPU_KERNEL_LIBRARY]
 
 
 def _load():
@@ -50,8 +49,8 @@ def _load():
                 tried.append(f"{path} ({exc})")
                 continue
             lib.mdqe_msda_abi_version.restype = ctypes.c_int
-            if lib.mdqe_msda_abi_version() != _ABI_VERSION:
-                tried.append(f"{path} (ABI version {lib.mdqe_msda_abi_version()}, need {_ABI_VERSION}: rebuild it)")
+            if lib.mdqe_msda_abi_version() != CPU_KERNEL_ABI_VERSION:
+                tried.append(f"{path} (ABI version {lib.mdqe_msda_abi_version()}, need {CPU_KERNEL_ABI_VERSION}: rebuild it)")
                 continue
             p_f = ctypes.POINTER(ctypes.c_float)
             p_i = ctypes.POINTER(ctypes.c_int64)
@@ -66,7 +65,7 @@ def _load():
             lib.mdqe_msda_default_threads.restype = ctypes.c_int32
             _lib, _lib_path = lib, str(path)
             return _lib
-        _load_error = ("the MSDeformAttn CPU library " + LIB_NAME + " was not found or could not be loaded; tried: "
+        _load_error = ("the MSDeformAttn CPU library " + CPU_KERNEL_LIBRARY + " was not found or could not be loaded; tried: "
                        + "; ".join(tried) + ". Build it with `pip install -e .` (or `cmake -S . -B build && "
                        "cmake --build build --target mdqe_msda`), or point MDQE_MSDA_LIB at the file.")
         return None

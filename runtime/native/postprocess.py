@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from ..contract import POSTPROCESS_ABI_VERSION
 from . import msda
 
-_ABI_VERSION = 1
 _state = {"checked": False, "lib": None, "enabled": os.environ.get("MDQE_POSTPROCESS", "").lower() != "numpy"}
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -39,7 +40,7 @@ def _library():
         lib = msda.load_library()
         if lib is not None and hasattr(lib, "mdqe_pp_abi_version"):
             lib.mdqe_pp_abi_version.restype = ctypes.c_int
-            if lib.mdqe_pp_abi_version() == _ABI_VERSION:
+            if lib.mdqe_pp_abi_version() == POSTPROCESS_ABI_VERSION:
                 for name, args in (
                         ("mdqe_pp_scan_candidates", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P]),
                         ("mdqe_pp_soft_iou_max", [_P, _I, _I, _P, _I, _P, _P, _P, _P]),
@@ -75,6 +76,21 @@ def _check(status: int, name: str) -> None:
         raise ValueError(f"{name} refused its arguments (status {status})")
 
 
+_scratch = threading.local()
+
+
+def scratch(name: str, shape, dtype) -> np.ndarray:
+    """A reusable per-thread buffer of ``shape`` (uninitialised): fresh multi-megabyte arrays per
+    clip cost more in page faults than the kernels that fill them. Valid until the next request of
+    the same ``name`` in this thread."""
+    pool = _scratch.__dict__.setdefault("pool", {})
+    n = int(np.prod(shape))
+    buf = pool.get(name)
+    if buf is None or buf.dtype != np.dtype(dtype) or buf.size < n:
+        buf = pool[name] = np.empty(max(n, 1), dtype)
+    return buf[:n].reshape(shape)
+
+
 def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32)
 
@@ -96,7 +112,8 @@ class ScanResult(NamedTuple):
 
 
 def scan_candidates(masks: np.ndarray, idx, F: int, frame_step: int) -> ScanResult:
-    """See the module docstring; masks [Q,T,h,w] float32 logits, idx the K candidate queries."""
+    """See the module docstring; masks [Q,T,h,w] float32 logits, idx the K candidate queries.
+    soft, hard_index and bits are scratch buffers: valid until this thread's next scan."""
     masks, idx = _f32(masks), _i64(idx)
     Q, T, h, w = masks.shape
     if idx.size and (idx.min() < 0 or idx.max() >= Q):
@@ -104,12 +121,12 @@ def scan_candidates(masks: np.ndarray, idx, F: int, frame_step: int) -> ScanResu
     K = idx.size
     nf = -(-int(F) // int(frame_step))
     P = nf * (h // 2) * (w // 2)
-    soft = np.empty((K, P), np.float32)
+    soft = scratch("scan.soft", (K, P), np.float32)
     nonblank = np.zeros(K, np.uint8)
     qsum, ssum = np.zeros(K, np.float64), np.zeros(K, np.float64)
     qcnt, hcnt = np.zeros(K, np.int64), np.zeros(K, np.int64)
-    bits = np.empty((K, int(F), words_per_map(h, w)), np.uint64)
-    hard = np.empty((K, P), np.int32)
+    bits = scratch("scan.bits", (K, int(F), words_per_map(h, w)), np.uint64)
+    hard = scratch("scan.hard", (K, P), np.int32)
     _check(_library().mdqe_pp_scan_candidates(_ptr(masks), T, h, w, _ptr(idx), K, int(F), int(frame_step),
                                               _ptr(soft), _ptr(nonblank), _ptr(qsum), _ptr(qcnt), _ptr(ssum),
                                               _ptr(hcnt), _ptr(hard), _ptr(bits)), "mdqe_pp_scan_candidates")
@@ -203,7 +220,7 @@ def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.nda
     cap = max(4096, n * 2 * (W + 2) + n * 2)
     offsets = np.zeros(n + 1, np.int64)
     while True:
-        counts = np.empty(cap, np.uint32)
+        counts = scratch("runs.counts", (cap,), np.uint32)
         status = _library().mdqe_pp_mask_runs(_ptr(L), n, h, w, _ptr(r0), _ptr(r1), _ptr(a0), _ptr(a1), H,
                                               _ptr(c0), _ptr(c1), _ptr(b0), _ptr(b1), W, _ptr(counts), cap,
                                               _ptr(offsets))
@@ -212,4 +229,5 @@ def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.nda
             continue
         _check(status, "mdqe_pp_mask_runs")
         break
-    return [counts[offsets[i]:offsets[i + 1]] if offsets[i + 1] > offsets[i] else None for i in range(n)]
+    # (copies: counts is a scratch buffer)
+    return [counts[offsets[i]:offsets[i + 1]].copy() if offsets[i + 1] > offsets[i] else None for i in range(n)]

@@ -30,8 +30,8 @@ import numpy as np
 
 from ..backends.base import Backend, valid_hw_or_full
 from ..clip_filter import FilterParams
-from ..model_dir import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW,
-                         load_model_dir, plugin_identity)
+from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, VALID_HW, plugin_identity
+from ..model_dir import load_model_dir
 from ..pipeline import StreamState
 from ..tracker import TrackerParams, select_pairs
 from . import protocol as P

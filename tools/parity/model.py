@@ -61,7 +61,7 @@ def _our_outputs(model, frames: List[torch.Tensor], padded_hw, points=None) -> D
     """Our path; `points` [T, Q, 2] replaces our grid selection (then the query features and
     embeddings are re-sampled at those points exactly as encode_frames does)."""
     from mdqe.model.query_init import sample_levels
-    from mdqe.model.mdqe import level_sizes_from_mask
+    from runtime.contract import LEVEL_TENSORS, level_sizes_from_mask
 
     T = len(frames)
     H, W = padded_hw
@@ -75,7 +75,7 @@ def _our_outputs(model, frames: List[torch.Tensor], padded_hw, points=None) -> D
         feats["query_points"] = points
         feats["query_feat"] = sample_levels(feats["memory"], sizes, points)
         feats["query_embed"] = model.track_embed(feats["query_feat"])
-    out = model.decode_clip({k: (v.unsqueeze(0) if k not in ("spatial_shapes", "level_start_index") else v)
+    out = model.decode_clip({k: (v.unsqueeze(0) if k not in LEVEL_TENSORS else v)
                              for k, v in feats.items()}, with_aux=False)
     out = {k: (v[0] if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
     C = feats["memory"].shape[-1]

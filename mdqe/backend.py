@@ -1,10 +1,11 @@
-"""PyTorch backend: runs ``model.encode_frames`` / ``model.decode_clip`` of the mdqe package.
+"""The runtime's ``torch`` backend: runs ``model.encode_frames`` / ``model.decode_clip`` of this package.
 
-For parity checks against the exported graphs and for GPUs without
-TensorRT. torch and mdqe are imported only when this backend is created.
-Weights: the ``weights`` option (a checkpoint path), else the path recorded
-in export.json ``weights.source``; random weights of an export are recreated
-from ``weights.seed`` and checked against ``weights.sha256``.
+For parity checks against the exported graphs and for GPUs without TensorRT. It lives in mdqe
+(the runtime below is torch-free) and registers itself with the runtime's backend registry when
+``register()`` is called: ``python -m mdqe.infer`` does that, then runs ``python -m runtime.infer``.
+Weights: the ``weights`` option (a checkpoint path), else the path recorded in export.json
+``weights.source``; random weights of an export are recreated from ``weights.seed`` and checked
+against ``weights.sha256``.
 
 GPU options (docs/gpu.md): ``msda`` ("auto" | "torch" = the grid_sample form |
 "cuda" = our kernel, built beforehand with ``python -m mdqe.ops.native_impls
@@ -15,24 +16,30 @@ one capture per input shape, eager fallback when capture fails; see
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Dict, Optional
 
 import numpy as np
+import torch
 
-from ..errors import BackendUnavailableError, ModelDirError
-from ..model_dir import DECODER_OUTPUTS, VALID_HW, ModelSpec, load_model_dir
-from .base import Backend, valid_hw_or_full
+from runtime.backends import register_backend
+from runtime.backends.base import Backend, valid_hw_or_full
+from runtime.contract import DECODER_OUTPUTS, ENCODER_OUTPUTS, LEVEL_TENSORS, PER_FRAME_FEATURES, VALID_HW, ModelSpec
+from runtime.errors import BackendUnavailableError, ModelDirError
+from runtime.model_dir import load_model_dir
 
+from . import build_model
+from .checkpoint import load_checkpoint, state_dict_sha256
+from .config import get_config
+from .engine.cuda_graphs import GraphedCall
+from .engine.device_io import HostToDevice, to_host
 
-def state_dict_sha256(state) -> str:
-    """Hash of a state dict as export.json records it (mdqe.checkpoint.state_dict_sha256)."""
-    from mdqe.checkpoint import state_dict_sha256 as _sha
-    return _sha(state)
+KIND = "torch"
 
 
 class TorchBackend(Backend):
-    kind = "torch"
+    kind = KIND
 
     def __init__(self, model_dir: str, weights: Optional[str] = None, device: str = "cpu",
                  allow_random: bool = False, spec: Optional[ModelSpec] = None, msda: str = "auto",
@@ -40,24 +47,18 @@ class TorchBackend(Backend):
                  graph_api=None, **_ignored):
         spec = spec or load_model_dir(model_dir)
         super().__init__(spec)
-        try:
-            import torch
-            import mdqe
-        except ImportError as e:
-            raise BackendUnavailableError(f"backend 'torch' needs torch and the mdqe package ({e}); "
-                                          "install with `pip install .[torch]`") from e
         self.torch = torch
         if not spec.config:
             raise ModelDirError(f"{spec.model_dir}/export.json has no 'config' section; the torch backend "
                                 "needs it to build the model")
-        cfg = mdqe.get_config(dict(spec.config))
+        cfg = get_config(dict(spec.config))
         source = weights or spec.weights.get("source")
         if source and source != "random":
             if not os.path.isfile(source):
                 raise ModelDirError(f"weights file not found: {source} (pass --weights PATH)")
-            model = mdqe.build_model(cfg)
+            model = build_model(cfg)
             try:
-                state = self._load_state(source)
+                state, _cfg, _extra = load_checkpoint(source)
             except Exception as e:  # refused (pickled code), corrupt, truncated, not a checkpoint
                 msg = (str(e).splitlines() or [type(e).__name__])[0]
                 raise ModelDirError(f"cannot use weights {source}: {msg}") from None
@@ -70,7 +71,7 @@ class TorchBackend(Backend):
         elif "seed" in spec.weights:
             # random weights are recreated from the export seed and checked against the recorded hash
             torch.manual_seed(int(spec.weights["seed"]))
-            model = mdqe.build_model(cfg)
+            model = build_model(cfg)
             want = spec.weights.get("sha256")
             got = state_dict_sha256(model.state_dict())
             if want and got != want:
@@ -78,7 +79,7 @@ class TorchBackend(Backend):
                                     f"{spec.weights['seed']}: state hash {got[:12]} != {want[:12]}); pass --weights")
             self.weights = f"random (seed {spec.weights['seed']}, sha256 verified)"
         elif allow_random:
-            model = mdqe.build_model(cfg)
+            model = build_model(cfg)
             self.weights = "random (unseeded)"
         else:
             raise ModelDirError("this model was exported with random weights and no seed; the torch backend "
@@ -90,15 +91,13 @@ class TorchBackend(Backend):
         self._setup_fast_path(msda, amp, cuda_graphs, pinned, graph_api)
 
     def _setup_fast_path(self, msda, amp, cuda_graphs, pinned, graph_api) -> None:
-        """MSDA implementation, autocast, CUDA graphs and transfers (all torch code lives in mdqe.engine)."""
-        from mdqe.engine.cuda_graphs import GraphedCall
-        from mdqe.engine.device_io import HostToDevice
+        """MSDA implementation, autocast, CUDA graphs and transfers (the torch helpers live in mdqe.engine)."""
         if msda not in ("auto", "torch", "cuda"):
             raise BackendUnavailableError(f"backend 'torch': msda must be auto, torch or cuda, got {msda!r}")
         if amp not in (None, "fp16"):
             raise BackendUnavailableError(f"backend 'torch': amp must be None or 'fp16', got {amp!r}")
         if msda == "cuda":
-            from mdqe.ops import native_impls
+            from .ops import native_impls
             if self.device.type != "cuda":
                 raise BackendUnavailableError("backend 'torch': msda='cuda' needs device cuda")
             if native_impls.load_cuda_extension() is None:
@@ -115,8 +114,7 @@ class TorchBackend(Backend):
 
     def _context(self):
         """inference mode + the MSDA choice + autocast (no weight cache: it must not outlive a graph capture)."""
-        import contextlib
-        from mdqe.ops import native_impls
+        from .ops import native_impls
         stack = contextlib.ExitStack()
         stack.enter_context(self.torch.inference_mode())
         stack.enter_context(native_impls.native_auto(self.msda != "torch"))
@@ -124,8 +122,7 @@ class TorchBackend(Backend):
             stack.enter_context(self.torch.autocast("cuda", dtype=self.torch.float16, cache_enabled=False))
         return stack
 
-    _ENC_KEYS = ("memory", "spatial_shapes", "level_start_index", "mask_features", "query_feat",
-                 "query_points", "query_embed", VALID_HW)
+    _ENC_KEYS = ENCODER_OUTPUTS + (VALID_HW,)
     _DEC_KEYS = DECODER_OUTPUTS
 
     def _encode_fn(self, images, valid_hw):
@@ -147,27 +144,10 @@ class TorchBackend(Backend):
             out = self.model.decode_clip(feats, with_aux=False)
             return {k: out[k].float() for k in self._DEC_KEYS}
 
-    @staticmethod
-    def _load_state(path: str):
-        try:
-            from mdqe.checkpoint import load_checkpoint
-        except ImportError:
-            load_checkpoint = None
-        if load_checkpoint is not None:
-            state, _cfg, _extra = load_checkpoint(path)
-            return state
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            return load_file(path)
-        import torch
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return obj.get("model", obj) if isinstance(obj, dict) else obj
-
     def _to_torch(self, a: np.ndarray, name: str = "x"):
         return self.h2d.upload(name, a)
 
     def _to_numpy(self, d) -> Dict[str, np.ndarray]:
-        from mdqe.engine.device_io import to_host
         # graph outputs are static tensors overwritten by the next replay: never hand out views of them
         return to_host({k: v for k, v in d.items() if hasattr(v, "detach")}, copy=self._enc_graph is not None)
 
@@ -182,9 +162,8 @@ class TorchBackend(Backend):
         # spatial_shapes / level_start_index stay on the host: the model reads them there without a
         # device synchronisation, and the CUDA kernel gets a cached device copy (mdqe.ops.native_impls)
         self._shapes = tuple(self.torch.from_numpy(np.ascontiguousarray(feats[k]).astype(np.int64))
-                             for k in ("spatial_shapes", "level_start_index"))
-        args = [self._to_torch(feats[k], k) for k in ("memory", "mask_features", "query_feat", "query_points",
-                                                      "query_embed", VALID_HW)]
+                             for k in LEVEL_TENSORS)
+        args = [self._to_torch(feats[k], k) for k in PER_FRAME_FEATURES]
         with self.torch.inference_mode():
             if self._dec_graph is not None:
                 key = tuple(int(v) for t in self._shapes for v in t.reshape(-1).tolist())
@@ -204,3 +183,8 @@ class TorchBackend(Backend):
         return {"backend": "torch", "device": dev, "torch": self.torch.__version__, "weights": self.weights,
                 "msda": self.msda, "amp": self.amp or "off", "cuda_graphs": self._enc_graph is not None,
                 "pinned": self.h2d.pinned}
+
+
+def register() -> None:
+    """Register this backend as the runtime's ``torch`` kind (``create_backend("torch", ...)``)."""
+    register_backend(KIND, TorchBackend)
