@@ -4,7 +4,7 @@
     python -m benchmarks.gpu_suite --dry-run --output DIR              # the same code paths on the CPU
 
 Stages (each writes under --output; each file carries the environment: device, driver, CUDA, torch):
-  build   the torch extension (python -m mdqe.ops.native_impls build-cuda) and, in the background,
+  build   the torch extension (python -m mdqe.ops.msda.build cuda) and, in the background,
           the standalone CMake build (libmdqe_msda + CUDA kernel, for the GPU's architecture) + ctest
   parity  pytest tests/test_msda_cuda.py (fp32/fp16 vs the fp64 reference, borders, outside
           locations, zeroed padded rows, no host sync, graph capture) and
@@ -129,7 +129,7 @@ class Suite:
             return self.args.arch
         if self.dry:
             return "9.0"
-        from mdqe.ops.native_impls import default_cuda_arch
+        from mdqe.ops.msda.build import default_cuda_arch
         return default_cuda_arch()
 
     def cmake_commands(self) -> list:
@@ -137,8 +137,8 @@ class Suite:
         sm = self.arch().replace(".", "")
         cmake = shutil.which("cmake") or "cmake"
         ctest = shutil.which("ctest") or "ctest"
-        from mdqe.ops.native_impls import _cuda_home
-        home = _cuda_home()
+        from mdqe.ops.msda.build import cuda_home
+        home = cuda_home()
         nvcc = [f"-DCMAKE_CUDA_COMPILER={home}/bin/nvcc"] if home else []
         return [[cmake, "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DMDQE_CUDA=ON",
                  f"-DMDQE_CUDA_ARCHS={sm}", "-DMDQE_BUILD_TESTS=ON", *nvcc],
@@ -159,17 +159,17 @@ class Suite:
                                            cwd=str(ROOT))
 
     def stage_build(self) -> dict:
-        from mdqe.ops import native_impls
+        from mdqe.ops.msda import build
         res = {"arch": self.arch(), "torch_ext_dir": str(self.torch_ext_dir()),
                "cmake_commands": [shlex.join(c) for c in self.cmake_commands()],
-               "torch_ext_command": f"python -m mdqe.ops.native_impls build-cuda --build-dir {self.torch_ext_dir()} "
+               "torch_ext_command": f"python -m mdqe.ops.msda.build cuda --build-dir {self.torch_ext_dir()} "
                                     f"--arch {self.arch()}"}
         os.environ["MDQE_CUDA_EXT_DIR"] = str(self.torch_ext_dir())
         if self.dry and not self.args.compile_check:
             res.update(status="ok", mode="planned (dry run; --compile-check compiles both for sm_90 without a GPU)")
             return res
         t = time.perf_counter()
-        lib = native_impls.build_cuda_extension(self.torch_ext_dir(), self.arch(), verbose=False,
+        lib = build.build_cuda_extension(self.torch_ext_dir(), self.arch(), verbose=False,
                                                 compile_only=self.dry)
         res["torch_ext"] = {"path": str(lib), "seconds": round(time.perf_counter() - t, 1),
                             "mode": "objects compiled, link needs a CUDA build of torch" if self.dry else "built+loaded"}

@@ -9,7 +9,7 @@ its 192-pixel test size padded to 32; r50_ytvis21: 384x640, i.e. 360x640 padded)
 ONNX Runtime (CPUExecutionProvider, ``--threads`` intra-op threads, 0 = ORT's default) the way the runtime does:
 the encoder on ONE frame (the runtime encodes each frame once) and the decoder on one clip of T
 cached frame features. plugin / trt-builtin graphs run their MSDeformAttn node as an
-onnxruntime-extensions Python op calling our native CPU kernel (export/ort_custom_ops.py).
+onnxruntime-extensions Python op calling our native CPU kernel (runtime/native/ort_ops.py).
 Forms are timed round-robin in one process (one call of each form in turn), so load changes on a
 shared machine hit all of them alike; printed are medians, the per-frame model time
 ``encoder + decoder / T`` (one decoder call per T frames, the runtime's near-online stride with no
@@ -51,7 +51,7 @@ def _export(config, form, size, work):
 
 
 def _sessions(model_dir, threads):
-    from export.ort_custom_ops import create_session
+    from runtime.native.ort_ops import create_session
     meta = json.loads((Path(model_dir) / "export.json").read_text())
     enc = create_session(Path(model_dir) / meta["encoder"]["file"], intra_op_num_threads=threads)
     dec = create_session(Path(model_dir) / meta["decoder"]["file"], intra_op_num_threads=threads)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from export.ort_custom_ops import fast_output, kernel_name
+    from runtime.native.ort_ops import fast_output, kernel_name
     work = args.work or tempfile.mkdtemp(prefix="msda_forms_")
     rng = np.random.default_rng(args.seed)
     try:

@@ -47,8 +47,8 @@ def _float_types(model) -> Dict[str, int]:
     """name -> onnx elem_type of every typed tensor, after ONNX shape inference."""
     import onnx
 
-    from .ort_custom_ops import _elem_types
-    return _elem_types(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+    from runtime.native.ort_ops import elem_types
+    return elem_types(onnx.shape_inference.infer_shapes(model, strict_mode=False))
 
 
 def convert_graph_fp16(model):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write polygraphy reference files for an exported model directory of any MSDeformAttn form: seeded
 inputs and the ONNX Runtime outputs of both graphs (plugin and trt-builtin nodes run with our CPU
-kernel, see export/ort_custom_ops.py). Torch-free. Then, on the GPU machine:
+kernel, see runtime/native/ort_ops.py). Torch-free. Then, on the GPU machine:
 
     polygraphy run DIR/encoder.onnx --trt --plugins libmdqe_trt_plugin.so \\
         --load-inputs DIR/polygraphy/encoder_inputs.json \\
@@ -39,7 +39,7 @@ def write_reference(model_dir: str, height: Optional[int] = None, width: Optiona
     from polygraphy.comparator import IterationResult, RunResults
     from polygraphy.json import save_json
 
-    from export.ort_custom_ops import create_session
+    from runtime.native.ort_ops import create_session
 
     with open(os.path.join(model_dir, "export.json"), encoding="utf-8") as f:
         meta = json.load(f)

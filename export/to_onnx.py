@@ -10,7 +10,8 @@
 The directory layout and tensor names are docs/INTERFACES.md section 5; docs/export.md walks
 from a checkpoint to TensorRT engines. Exporter: the TorchScript-based ``torch.onnx.export(...,
 dynamo=False)`` for every MSDeformAttn form (tensor-valued level sizes stay dynamic ops in the
-graph; mdqe.ops.export_hooks emits the chosen form; the form names and plugin identities are
+graph; the model's MSDeformAttn modules are set to the chosen form with mdqe.ops.use_msda_impl, whose
+implementations live in mdqe/ops/msda/forms/; the form names and plugin identities are
 runtime.contract's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
 """
 from __future__ import annotations
@@ -187,10 +188,11 @@ def _shape_spec(shape, dyn: Dict[int, str]):
 
 def _export_graph(module, args, path, input_names, output_names, dynamic_axes, opset, msda, plugin_version=None):
     import torch
-    from mdqe.ops.export_hooks import PLUGIN_DOMAIN_VERSION, export_mode
+    from mdqe.ops import use_msda_impl
+    from mdqe.ops.msda.forms import DOMAIN_VERSION
 
     ident = plugin_identity(msda)
-    with export_mode(msda, plugin_version), torch.no_grad(), warnings.catch_warnings():
+    with use_msda_impl(module, msda, plugin_version), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints / legacy exporter notice
         try:
             torch.onnx.export(module, tuple(args), path, dynamo=False, opset_version=opset,
@@ -198,7 +200,7 @@ def _export_graph(module, args, path, input_names, output_names, dynamic_axes, o
                               dynamic_axes={k: v for k, v in dynamic_axes.items()
                                             if k in input_names or k in output_names},
                               do_constant_folding=True,
-                              custom_opsets={ident.onnx_domain: PLUGIN_DOMAIN_VERSION} if ident else None)
+                              custom_opsets={ident.onnx_domain: DOMAIN_VERSION} if ident else None)
         except Exception as e:  # torch.onnx errors (unsupported opset/op) -> one clear line
             raise ExportError(f"torch.onnx.export of {os.path.basename(path)} failed (opset {opset}, "
                               f"msda={msda}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}") from e
@@ -273,7 +275,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
     import torch
     import onnx
     import mdqe  # noqa: F401
-    from mdqe.ops.export_hooks import expected_gridsample_nodes, expected_msda_calls
+    from mdqe.ops.msda.forms import expected_gridsample_nodes, expected_msda_calls
     from . import verify as V
     from .wrappers import (DECODER_DYNAMIC, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_DYNAMIC, ENCODER_INPUTS,
                            ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch)
@@ -364,7 +366,7 @@ def export_model(config: str = "tiny", weights: str = "random", output: str = "o
                  f"{ident.op_type if ident else 'MSDA custom'} nodes, {census.get('GridSample', 0)} GridSample, "
                  f"{census.get('Gather', 0)} Gather", quiet)
         if verify:
-            from .ort_custom_ops import kernel_name
+            from runtime.native.ort_ops import kernel_name
             atol, rtol = (V.FP32_ATOL, 0.0) if dtype == "fp32" else (V.FP16_ATOL, V.FP16_RTOL)
             _log(f"[6/6] ONNX Runtime vs PyTorch (fp32) on the same seeded input; tolerance "
                  f"{'%.0e abs' % atol if dtype == 'fp32' else '%.0e + %.0e * max|ref|' % (atol, rtol)}", quiet)

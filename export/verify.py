@@ -9,7 +9,7 @@ import numpy as np
 from runtime.contract import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
 from runtime.errors import VerificationFailed
 
-from .ort_custom_ops import create_session
+from runtime.native.ort_ops import create_session
 
 # fp16 graphs are compared with the fp32 PyTorch model: |ort - ref| <= FP16_ATOL + FP16_RTOL * max|ref|
 # per output (a scale-aware bound: fp16 has ~3 significant digits; see docs/export.md).

@@ -34,7 +34,7 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, images, valid_hw):
-        from mdqe.ops.export_hooks import level_sizes_hint
+        from mdqe.ops.msda import level_sizes_hint
 
         sizes = level_sizes(images.shape[2], images.shape[3], self.model.cfg.num_feature_levels)
         with level_sizes_hint(sizes):
@@ -58,7 +58,7 @@ class DecoderGraph(nn.Module):
         # decode_clip passes sem_logits through (init_sem_logits, a training output) and never reads
         # it otherwise; a placeholder keeps it out of the graph.
         feats["sem_logits"] = memory.new_zeros(())
-        from mdqe.ops.export_hooks import level_sizes_hint
+        from mdqe.ops.msda import level_sizes_hint
 
         sizes = level_sizes_from_mask(mask_features.shape[2], mask_features.shape[3], self.model.cfg.num_feature_levels)
         with level_sizes_hint(sizes):

@@ -8,8 +8,8 @@ Weights: the ``weights`` option (a checkpoint path), else the path recorded in e
 against ``weights.sha256``.
 
 GPU options (docs/gpu.md): ``msda`` ("auto" | "torch" = the grid_sample form |
-"cuda" = our kernel, built beforehand with ``python -m mdqe.ops.native_impls
-build-cuda``), ``amp`` (None | "fp16": autocast, fp32 accumulation inside
+"cuda" = our kernel, built beforehand with ``python -m mdqe.ops.msda.build
+cuda``), ``amp`` (None | "fp16": autocast, fp32 accumulation inside
 MSDeformAttn), ``cuda_graphs`` (encoder and decoder replayed from CUDA graphs,
 one capture per input shape, eager fallback when capture fails; see
 ``mdqe.engine.cuda_graphs``), ``pinned`` (page-locked, asynchronous uploads).
@@ -97,11 +97,11 @@ class TorchBackend(Backend):
         if amp not in (None, "fp16"):
             raise BackendUnavailableError(f"backend 'torch': amp must be None or 'fp16', got {amp!r}")
         if msda == "cuda":
-            from .ops import native_impls
+            from .ops.msda import native_cuda
             if self.device.type != "cuda":
                 raise BackendUnavailableError("backend 'torch': msda='cuda' needs device cuda")
-            if native_impls.load_cuda_extension() is None:
-                raise BackendUnavailableError(native_impls._cuda_error)
+            if native_cuda.load_cuda_extension() is None:
+                raise BackendUnavailableError(native_cuda.unavailable_reason())
         if amp and self.device.type != "cuda":
             raise BackendUnavailableError("backend 'torch': amp='fp16' needs device cuda")
         if cuda_graphs and self.device.type != "cuda" and graph_api is None:
@@ -114,10 +114,10 @@ class TorchBackend(Backend):
 
     def _context(self):
         """inference mode + the MSDA choice + autocast (no weight cache: it must not outlive a graph capture)."""
-        from .ops import native_impls
+        from .ops import native_auto
         stack = contextlib.ExitStack()
         stack.enter_context(self.torch.inference_mode())
-        stack.enter_context(native_impls.native_auto(self.msda != "torch"))
+        stack.enter_context(native_auto(self.msda != "torch"))
         if self.amp == "fp16":
             stack.enter_context(self.torch.autocast("cuda", dtype=self.torch.float16, cache_enabled=False))
         return stack
@@ -160,7 +160,7 @@ class TorchBackend(Backend):
 
     def decode(self, feats: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         # spatial_shapes / level_start_index stay on the host: the model reads them there without a
-        # device synchronisation, and the CUDA kernel gets a cached device copy (mdqe.ops.native_impls)
+        # device synchronisation, and the CUDA kernel gets a cached device copy (mdqe/ops/msda/native_cuda.py)
         self._shapes = tuple(self.torch.from_numpy(np.ascontiguousarray(feats[k]).astype(np.int64))
                              for k in LEVEL_TENSORS)
         args = [self._to_torch(feats[k], k) for k in PER_FRAME_FEATURES]

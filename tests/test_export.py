@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from export import to_onnx
-from export.ort_custom_ops import create_session
+from runtime.native.ort_ops import create_session
 from export.to_onnx import ExportError, build_model_with_weights, check_state_fits, export_model
 from export.wrappers import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, DecoderGraph, EncoderGraph, run_torch
 from runtime.atomic import file_sha256

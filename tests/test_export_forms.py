@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from export import build_engines
-from export.ort_custom_ops import create_session, fast_output, prepare_for_ort
 from export.verify import VerificationError, check_graph, check_msda_form
-from mdqe.ops import ms_deform_attn_torch
-from mdqe.ops.export_hooks import export_mode, ms_deform_attn_gather_form
+from mdqe.ops import MSDACaller, ms_deform_attn_torch, use_msda_impl
+from mdqe.ops.msda.forms import ms_deform_attn_gather_form, ms_deform_attn_gridsample_form
+from runtime.native.ort_ops import create_session, fast_output, prepare_for_ort
 from runtime.errors import ModelDirError
 from runtime.contract import (FORMAT_VERSION, MSDA_EXPORT_DEFAULT, MSDA_FORMS, MSDA_ORT_CPU_FASTEST,
                               OUR_PLUGIN, TRT_BUILTIN_PLUGIN, plugin_identity)
@@ -83,7 +83,7 @@ def test_gather_form_equals_grid_sample(seed):
 
 
 def _export(module, x, path, mode, plugin_version=None):
-    with export_mode(mode, plugin_version), torch.no_grad(), warnings.catch_warnings():
+    with use_msda_impl(module, mode, plugin_version), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17, input_names=["images"],
                           output_names=["out", "ss"], dynamic_axes={"images": {0: "N", 2: "H", 3: "W"}},
@@ -153,10 +153,10 @@ def test_trt_builtin_plugin_version_1_and_census_errors(mini, tmp_path, mini_gra
     with pytest.raises(VerificationError, match="NVIDIA's plugin takes exactly"):
         check_msda_form(check_graph(m1, "v1"), "v1", "trt-builtin", 1)           # expects "2"
     with pytest.raises(ValueError, match="plugin_version"):
-        with export_mode("trt-builtin", "3"):
+        with use_msda_impl(mini, "trt-builtin", "3"):
             pass
     with pytest.raises(ValueError, match="trt-builtin"):
-        with export_mode("plugin", "1"):
+        with use_msda_impl(mini, "plugin", "1"):
             pass
     # the census tells the forms apart
     with pytest.raises(VerificationError, match="GridSample"):
@@ -339,17 +339,19 @@ def test_exporter_rejects_bad_form_options(tmp_path, capsys):
                             "--plugin-version", "3"])
 
 
-class _Op(torch.nn.Module):
+class _Op(MSDACaller, torch.nn.Module):
+    msda_impl = "torch"
+
     def forward(self, value, spatial_shapes, level_start_index, loc, attn):
         from mdqe.ops import ms_deform_attn
-        return ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn, impl="torch")
+        return ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn, impl=self.msda_impl)
 
 
 @pytest.mark.parametrize("form", MSDA_FORMS)
 def test_bad_samples_contribute_zero_in_every_form(form, tmp_path):
     """mdqe.ops' semantics for bad samples hold in every exported form: a non-finite location, or one
     with no corner inside its map, contributes exactly 0 whatever its weight (even NaN)."""
-    from export.ort_custom_ops import create_session as session
+    from runtime.native.ort_ops import create_session as session
 
     args = list(_random_call(seed=4))
     loc, aw = args[3], args[4]
@@ -364,9 +366,10 @@ def test_bad_samples_contribute_zero_in_every_form(form, tmp_path):
     assert torch.isfinite(ref).all()
     path = tmp_path / "op.onnx"
     names = ["value", "spatial_shapes", "level_start_index", "loc", "attn"]
-    with export_mode(form), torch.no_grad(), warnings.catch_warnings():
+    op = _Op()
+    with use_msda_impl(op, form), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Op(), tuple(args), str(path), dynamo=False, opset_version=17, input_names=names,
+        torch.onnx.export(op, tuple(args), str(path), dynamo=False, opset_version=17, input_names=names,
                           output_names=["out"],
                           custom_opsets={i.onnx_domain: 1 for i in (OUR_PLUGIN, TRT_BUILTIN_PLUGIN)})
     sess = session(path)
@@ -375,8 +378,7 @@ def test_bad_samples_contribute_zero_in_every_form(form, tmp_path):
     assert np.isfinite(out).all(), form
     assert np.abs(out - ref.numpy()).max() < 1e-5, form
     if form in ("onnx", "gridsample"):
-        hook = ms_deform_attn_gather_form if form == "onnx" else __import__(
-            "mdqe.ops.export_hooks", fromlist=["x"]).ms_deform_attn_onnx_form
+        hook = ms_deform_attn_gather_form if form == "onnx" else ms_deform_attn_gridsample_form
         assert (hook(*args) - ref).abs().max().item() < 1e-5
 
 

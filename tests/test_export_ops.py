@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from export.ort_custom_ops import (ORT_DOMAIN, count_plugin_nodes, create_session, ms_deform_attn_numpy,
-                                   prepare_for_ort)
-from mdqe.ops import ms_deform_attn, ms_deform_attn_torch
-from mdqe.ops.export_hooks import active_mode, export_mode, ms_deform_attn_onnx_form
+from mdqe.ops import MSDACaller, ms_deform_attn, ms_deform_attn_torch, use_msda_impl
+from mdqe.ops.msda.forms import ms_deform_attn_gridsample_form
+from runtime.native.msda_numpy import ms_deform_attn_numpy
+from runtime.native.ort_ops import ORT_DOMAIN, count_plugin_nodes, create_session, prepare_for_ort
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,24 +38,45 @@ def test_numpy_reference_and_onnx_form_match_torch():
     got = ms_deform_attn_numpy(*[a.numpy() for a in args])
     assert got.shape == tuple(ref.shape)
     assert np.abs(got - ref.numpy()).max() < 1e-5
-    assert (ms_deform_attn_onnx_form(*args) - ref).abs().max().item() < 1e-6
+    assert (ms_deform_attn_gridsample_form(*args) - ref).abs().max().item() < 1e-6
 
 
-def test_export_mode_context():
-    assert active_mode() is None
-    with export_mode("plugin"):
-        assert active_mode() == "plugin"
-        with export_mode("onnx"):
-            assert active_mode() == "onnx"
-        assert active_mode() == "plugin"
-    assert active_mode() is None
+def test_export_form_selection_is_explicit_and_restored():
+    """use_msda_impl sets the form on the model's MSDeformAttn callers and restores it; nesting works;
+    nothing else (another model, a call passing its own impl=) is affected."""
+    m, other = _MiniEncoder(), _MiniEncoder()
+    assert m.msda_impl == "torch"
+    with use_msda_impl(m, "plugin"):
+        assert m.msda_impl == "plugin"
+        with use_msda_impl(m, "onnx"):
+            assert m.msda_impl == "onnx"
+        assert m.msda_impl == "plugin"
+        assert other.msda_impl == "torch"
+    assert m.msda_impl == "torch"
     with pytest.raises(ValueError, match="plugin"):
-        with export_mode("tensorrt"):
+        with use_msda_impl(m, "tensorrt"):
             pass
+    # an explicit impl= wins inside the block: the torch form is traced, not the plugin node
+    op = _ExplicitTorch()
+    with use_msda_impl(op, "plugin"), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.jit.trace(op, _random_call()).graph
+    kinds = {n.kind() for n in graph.nodes()}
+    assert "aten::grid_sampler" in kinds and not any("MSDA" in k for k in kinds), kinds
 
 
-class _MiniEncoder(nn.Module):
-    """Three levels from strided convs, level sizes/offsets computed from shapes, one MSDA call."""
+class _ExplicitTorch(MSDACaller, nn.Module):
+    """Calls the op with its own impl="torch" whatever msda_impl says."""
+
+    def forward(self, value, spatial_shapes, level_start_index, loc, attn):
+        return ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn, impl="torch")
+
+
+class _MiniEncoder(MSDACaller, nn.Module):
+    """Three levels from strided convs, level sizes/offsets computed from shapes, one MSDA call (the
+    implementation set on the module: the torch form eagerly, the export form inside use_msda_impl)."""
+
+    msda_impl = "torch"
 
     def __init__(self, C=32, M=4, L=3, P=2):
         super().__init__()
@@ -80,11 +101,11 @@ class _MiniEncoder(nn.Module):
         v = self.vp(src).view(N, S, self.M, C // self.M)
         loc = torch.sigmoid(src[..., :2])[:, :, None, None, None, :] + self.off(src).view(N, S, self.M, self.L, self.P, 2) / 8
         aw = self.aw(src).view(N, S, self.M, self.L * self.P).softmax(-1).view(N, S, self.M, self.L, self.P)
-        return ms_deform_attn(v, ss, lsi, loc, aw, impl="torch"), ss
+        return ms_deform_attn(v, ss, lsi, loc, aw, impl=self.msda_impl), ss
 
 
 def _export(module, x, path, mode):
-    with export_mode(mode), torch.no_grad(), warnings.catch_warnings():
+    with use_msda_impl(module, mode), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17, input_names=["images"],
                           output_names=["out", "ss"], dynamic_axes={"images": {0: "N", 2: "H", 3: "W"}},
@@ -167,8 +188,8 @@ def test_fp16_pass_types_plugin_node_and_runs(tmp_path):
     assert err > 0  # really computed in fp16
 
 
-def test_ort_custom_ops_is_torch_free():
-    code = ("import sys; import export.ort_custom_ops, export.verify, export.polygraphy_ref, export.build_engines; "
+def test_ort_ops_is_torch_free():
+    code = ("import sys; import runtime.native.ort_ops, export.verify, export.polygraphy_ref, export.build_engines; "
             "bad = [m for m in ('torch', 'tensorrt') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
@@ -185,7 +206,7 @@ def test_numpy_fallback_kernel_in_ort(tmp_path):
     np.save(tmp_path / "ref.npy", ref.numpy())
     code = (
         "import sys, warnings, numpy as np\n"
-        "from export.ort_custom_ops import create_session, kernel_name\n"
+        "from runtime.native.ort_ops import create_session, kernel_name\n"
         f"d = {str(tmp_path)!r}\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
@@ -200,12 +221,12 @@ def test_numpy_fallback_kernel_in_ort(tmp_path):
 
 @pytest.mark.slow
 def test_plugin_node_with_dynamo_exporter():
-    """export_hooks also serves torch.onnx's torch.export-based exporter (torch.onnx.ops.symbolic);
+    """The custom-node forms also serve torch.onnx's torch.export-based exporter (torch.onnx.ops.symbolic);
     export/to_onnx.py uses the TorchScript-based one."""
     torch.manual_seed(0)
     m = _MiniEncoder().eval()
     dims = ({0: torch.export.Dim("N", min=1, max=64), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
-    with export_mode("plugin"), torch.no_grad(), warnings.catch_warnings():
+    with use_msda_impl(m, "plugin"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(m, (torch.randn(2, 3, 128, 160),), dynamo=True, input_names=["images"],
                                  output_names=["out", "ss"], dynamic_shapes=dims, opset_version=17, verbose=False)

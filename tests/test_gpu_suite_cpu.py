@@ -179,6 +179,6 @@ def test_bad_input_exit_2(tmp_path, capsys):
                     or shutil.which("ninja") is None, reason="needs nvcc and ninja")
 def test_compile_check_builds_extension_objects_for_sm90(tmp_path):
     """Without a GPU: the torch extension's two objects compile for sm_90 (the link needs libtorch_cuda)."""
-    from mdqe.ops import native_impls
-    out = native_impls.build_cuda_extension(tmp_path, "9.0", compile_only=True)
+    from mdqe.ops.msda.build import build_cuda_extension
+    out = build_cuda_extension(tmp_path, "9.0", compile_only=True)
     assert (out / "msda_cuda.cuda.o").stat().st_size > 0 and (out / "msda_torch_cuda.o").stat().st_size > 0

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdqe.ops import ms_deform_attn, ms_deform_attn_torch
-from msda_reference import bilinear_zero_pad, ms_deform_attn_reference
+from mdqe.ops.msda.reference import bilinear_zero_pad, ms_deform_attn_reference
 
 
 def _inputs(seed, N=2, M=2, D=3, Lq=5, P=3, shapes=((4, 6), (3, 2), (1, 5)), lo=-0.3, hi=1.3):

@@ -1,8 +1,8 @@
 """MSDeformAttn impl="cuda".
 
-On a GPU (built extension: `python -m mdqe.ops.native_impls build-cuda`, or MDQE_CUDA_EXT_DIR):
+On a GPU (built extension: `python -m mdqe.ops.msda.build cuda`, or MDQE_CUDA_EXT_DIR):
 parity against the float64 reference (the grid_sample form evaluated in float64 on the CPU, itself
-checked against the loop reference in tests/msda_reference.py): fp32 within 1e-5 abs, fp16 (fp32
+checked against the loop reference in mdqe/ops/msda/reference.py): fp32 within 1e-5 abs, fp16 (fp32
 accumulation; reference on the same fp16-rounded inputs) within 1e-2 of max|ref|; locations outside [0, 1] and exactly on borders; zeroed
 (padded) value rows; L=1, P=1, a 1x1 level, the TCA layout; CPU-resident index tensors; no host
 synchronisation (torch.cuda.set_sync_debug_mode("error")); capture in a CUDA graph.
@@ -10,17 +10,13 @@ synchronisation (torch.cuda.set_sync_debug_mode("error")); capture in a CUDA gra
 Everywhere (no GPU needed): the dispatch logic with a fake extension on "meta" tensors, which hold
 no values, so any read of an index tensor's values would raise; the explicit build/load step.
 """
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-from mdqe.ops import ms_deform_attn, ms_deform_attn_torch, native_impls
-from mdqe.ops.ms_deform_attn import check_shapes
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from msda_reference import ms_deform_attn_reference  # noqa: E402
+from mdqe.ops import ms_deform_attn, ms_deform_attn_torch, native_auto
+from mdqe.ops.msda import build, dispatch, native_cuda
+from mdqe.ops.msda.checks import check_shapes
+from mdqe.ops.msda.reference import ms_deform_attn_reference
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -191,14 +187,14 @@ class FakeExt:
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """impl='cuda' on 'meta' tensors (no values to read) with a fake extension."""
-    native_impls._reset_cuda_state()
+    native_cuda._reset_cuda_state()
     ext = FakeExt()
-    monkeypatch.setattr(native_impls, "_cuda_ext", ext)
-    monkeypatch.setattr(native_impls, "_on_gpu", lambda t: t.device.type == "meta")
-    monkeypatch.setattr(native_impls, "_stream_handle", lambda device: 1234)
-    monkeypatch.setattr(native_impls, "_capturing", lambda: False)
+    monkeypatch.setattr(native_cuda, "_cuda_ext", ext)
+    monkeypatch.setattr(native_cuda, "_on_gpu", lambda t: t.device.type == "meta")
+    monkeypatch.setattr(native_cuda, "_stream_handle", lambda device: 1234)
+    monkeypatch.setattr(native_cuda, "_capturing", lambda: False)
     yield ext
-    native_impls._reset_cuda_state()
+    native_cuda._reset_cuda_state()
 
 
 def _meta(args, dtype=torch.float32, index_device="meta"):
@@ -237,7 +233,7 @@ def test_cpu_index_tensors_are_checked_and_cached(fake_cuda):
 
 def test_new_cpu_index_content_during_capture_is_refused(fake_cuda, monkeypatch):
     args = _meta(_inputs(**CASES["4 levels"]), index_device="cpu")
-    monkeypatch.setattr(native_impls, "_capturing", lambda: True)
+    monkeypatch.setattr(native_cuda, "_capturing", lambda: True)
     with pytest.raises(RuntimeError, match="first seen during CUDA-graph capture"):
         ms_deform_attn(*args, impl="cuda")
 
@@ -245,8 +241,8 @@ def test_new_cpu_index_content_during_capture_is_refused(fake_cuda, monkeypatch)
 def test_native_auto_off_and_grad_fall_back_to_torch(fake_cuda, monkeypatch):
     args = _meta(_inputs(**CASES["4 levels"]))
     seen = []
-    monkeypatch.setitem(sys.modules["mdqe.ops.ms_deform_attn"]._IMPLS, "torch", lambda *a: seen.append("torch"))
-    with torch.no_grad(), native_impls.native_auto(False):
+    monkeypatch.setitem(dispatch._IMPLS, "torch", lambda *a: seen.append("torch"))
+    with torch.no_grad(), native_auto(False):
         ms_deform_attn(*args)
     assert seen == ["torch"] and not fake_cuda.calls
     with torch.no_grad():
@@ -259,32 +255,32 @@ def test_native_auto_off_and_grad_fall_back_to_torch(fake_cuda, monkeypatch):
 
 # ----------------------------------------------------------------------------- build / load step
 def test_load_without_build_names_the_build_command(tmp_path, monkeypatch):
-    native_impls._reset_cuda_state()
+    native_cuda._reset_cuda_state()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert native_impls.load_cuda_extension(tmp_path) is None
-    assert "build-cuda" in native_impls._cuda_error and "not built" in native_impls._cuda_error
-    native_impls._reset_cuda_state()
-    lib = tmp_path / f"{native_impls.CUDA_EXT_NAME}.so"
+    assert native_cuda.load_cuda_extension(tmp_path) is None
+    assert "python -m mdqe.ops.msda.build cuda" in native_cuda._cuda_error and "not built" in native_cuda._cuda_error
+    native_cuda._reset_cuda_state()
+    lib = tmp_path / f"{native_cuda.CUDA_EXT_NAME}.so"
     lib.write_bytes(b"")
     import os
     os.utime(lib, (1, 1))                                 # older than the sources
-    assert native_impls.load_cuda_extension(tmp_path) is None
-    assert "older than" in native_impls._cuda_error
-    native_impls._reset_cuda_state()
+    assert native_cuda.load_cuda_extension(tmp_path) is None
+    assert "older than" in native_cuda._cuda_error
+    native_cuda._reset_cuda_state()
 
 
 def test_auto_never_builds(monkeypatch, tmp_path):
-    native_impls._reset_cuda_state()
+    native_cuda._reset_cuda_state()
     monkeypatch.setenv("MDQE_CUDA_EXT_DIR", str(tmp_path))
-    monkeypatch.setattr(native_impls, "_on_gpu", lambda t: t.device.type == "meta")
-    monkeypatch.setattr(native_impls, "build_cuda_extension", lambda *a, **k: pytest.fail("built on a call"))
+    monkeypatch.setattr(native_cuda, "_on_gpu", lambda t: t.device.type == "meta")
+    monkeypatch.setattr(build, "build_cuda_extension", lambda *a, **k: pytest.fail("built on a call"))
     args = _meta(_inputs(**CASES["4 levels"]))
     with pytest.warns(RuntimeWarning, match="unavailable"):
-        assert native_impls._choose_cuda(args[0], args[3], args[4]) is False
-    native_impls._reset_cuda_state()
+        assert native_cuda.auto_serves(args[0], args[3], args[4]) is False
+    native_cuda._reset_cuda_state()
 
 
 def test_build_cli_bad_input_exit_2(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(native_impls, "_cuda_home", lambda: None)
-    assert native_impls.main(["build-cuda", "--build-dir", str(tmp_path), "--arch", "9.0"]) == 2
+    monkeypatch.setattr(build, "cuda_home", lambda: None)
+    assert build.main(["cuda", "--build-dir", str(tmp_path), "--arch", "9.0"]) == 2
     assert "nvcc" in capsys.readouterr().err

@@ -1,13 +1,10 @@
-"""mdqe.ops.ms_deform_attn dispatch to the native kernels (mdqe/ops/native_impls.py)."""
-import importlib
+"""mdqe.ops.ms_deform_attn dispatch to the native kernels (mdqe/ops/msda/native_cpu.py, native_cuda.py)."""
 
 import pytest
 import torch
 
-from mdqe.ops import available_impls, ms_deform_attn, ms_deform_attn_torch, native_impls
-
-# The module itself (mdqe.ops re-exports a function of the same name).
-msda_mod = importlib.import_module("mdqe.ops.ms_deform_attn")
+from mdqe.ops import available_impls, ms_deform_attn, ms_deform_attn_torch
+from mdqe.ops.msda import dispatch, native_cpu
 
 
 def _inputs(requires_grad=False, dtype=torch.float32):
@@ -25,12 +22,12 @@ def _inputs(requires_grad=False, dtype=torch.float32):
 
 def _spy(monkeypatch):
     calls = []
-    real = native_impls.ms_deform_attn_cpu
+    real = native_cpu.ms_deform_attn_cpu
 
     def spy(*a):
         calls.append(1)
         return real(*a)
-    monkeypatch.setitem(msda_mod._IMPLS, "cpu", spy)
+    monkeypatch.setitem(dispatch._IMPLS, "cpu", spy)
     return calls
 
 

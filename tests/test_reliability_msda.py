@@ -2,7 +2,7 @@
 implementation (the torch form, the C++ CPU kernel via ctypes and via mdqe.ops impl="cpu"), and
 level_start_index validated the same way everywhere.
 
-Rule (mdqe/ops/ms_deform_attn.py, msda_core.h): a sample whose location is not finite, or whose four
+Rule (mdqe/ops/msda/__init__.py, msda_core.h): a sample whose location is not finite, or whose four
 bilinear corners all lie outside its level, contributes exactly 0 whatever its attention weight (even
 NaN or inf); the other samples of the query are unaffected.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdqe.ops.ms_deform_attn import ms_deform_attn, ms_deform_attn_torch
+from mdqe.ops.msda import ms_deform_attn, ms_deform_attn_torch
 from runtime.native import msda as native
 
 SHAPES = torch.tensor([[4, 5], [2, 3]])
@@ -115,10 +115,9 @@ def test_level_start_index_rejected_everywhere(name, fn, starts):
 
 def test_level_start_index_check_reads_no_device_values():
     """The dispatcher's check only reads CPU tensors: on other devices it returns without .tolist()/item."""
-    import importlib
-    mod = importlib.import_module("mdqe.ops.ms_deform_attn")
+    from mdqe.ops.msda import check_level_start_index
 
     class Fake:
         device = torch.device("meta")
 
-    mod.check_level_start_index(Fake(), Fake())   # would raise AttributeError if it read values
+    check_level_start_index(Fake(), Fake())   # would raise AttributeError if it read values

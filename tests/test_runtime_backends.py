@@ -99,7 +99,7 @@ def test_graph_with_other_tensor_names(tmp_path):
 
 
 def test_plugin_graph_without_custom_op_module(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "export.ort_custom_ops", None)
+    monkeypatch.setitem(sys.modules, "runtime.native.ort_ops", None)
     with pytest.raises(PluginLibraryError, match="plugin-form graph.*--msda onnx"):
         create_backend("ort", make_dir(tmp_path, export_json(msda="plugin")))
 

@@ -1,4 +1,5 @@
-"""Multi-scale deformable attention layers (authors' variant), all calling `mdqe.ops.ms_deform_attn`.
+"""Multi-scale deformable attention layers (authors' variant), all calling `mdqe.ops.ms_deform_attn`
+with the implementation chosen on the module (`msda_impl`, see mdqe/ops/msda/selection.py).
 
 Sampling locations are `ref_xy + offsets / offset_scale` in normalised coordinates (offsets are not
 divided by each level's size as in Deformable DETR). Two offset modes:
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import ms_deform_attn
+from ..ops import MSDACaller, ms_deform_attn
 from .padding import zero_padded
 
 
@@ -28,12 +29,13 @@ def _direction_pattern(n_heads: int, n_levels: int, n_points: int, scale: float)
     return d.view(n_heads, 1, 1, 2).expand(n_heads, n_levels, n_points, 2) * k / n_points * scale
 
 
-class MSDeformAttn(nn.Module):
+class MSDeformAttn(MSDACaller, nn.Module):
     """Deformable attention over `n_levels` maps (feature levels, or frames for TCA).
 
     Parameters: value_proj, output_proj [C->C], attention_weights [C -> M*L*P],
     and sampling_offsets [C -> M*L*P*2] ("free") or sampling_grid_offsets [C -> M*L*P*2] plus the
-    fixed buffer sampling_offsets [1,1,M,L,P,2] ("box").
+    fixed buffer sampling_offsets [1,1,M,L,P,2] ("box"). `msda_impl` ("auto" unless set by
+    `mdqe.ops.use_msda_impl`) is the implementation its MSDeformAttn calls use.
     """
 
     def __init__(self, d_model: int, n_heads: int, n_levels: int, n_points: int,
@@ -95,7 +97,7 @@ class MSDeformAttn(nn.Module):
         B, S, C = memory.shape
         value = zero_padded(self.value_proj(memory), valid).view(B, S, self.n_heads, C // self.n_heads)
         loc, attn = self._locations_and_weights(query, ref)
-        out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+        out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn, impl=self.msda_impl)
         return self.output_proj(out)
 
     def forward_temporal(self, query: torch.Tensor, ref: torch.Tensor, memory: torch.Tensor,
@@ -125,6 +127,6 @@ class MSDeformAttn(nn.Module):
             v = v.view(B, T * n, M, C // M)
             shapes = spatial_shapes[lvl:lvl + 1].expand(T, 2)
             starts = frame_idx * (spatial_shapes[lvl, 0] * spatial_shapes[lvl, 1])
-            outs.append(ms_deform_attn(v, shapes, starts, loc, attn))
+            outs.append(ms_deform_attn(v, shapes, starts, loc, attn, impl=self.msda_impl))
             start = start + n
         return self.output_proj(torch.stack(outs, 0).mean(0))

@@ -8,11 +8,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def exporting() -> bool:
-    """True while torch.jit tracing, torch.onnx export or torch.compile/export runs (skip eager-only checks)."""
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
-
-
 class MLP(nn.Module):
     """`num_layers` Linear layers with GELU between them. [..., in_dim] -> [..., out_dim]."""
 

@@ -13,10 +13,11 @@ import torch.nn as nn
 from runtime.contract import LEVEL_TENSORS, PER_FRAME_FEATURES, VALID_HW, level_sizes_from_mask
 
 from ..config import ModelConfig, get_config
+from ..tracing import exporting
 from .backbone import ResNet
 from .decoder import O2IDecoder
 from .encoder import DeformableEncoder, InputProjection
-from .layers import MLP, exporting
+from .layers import MLP
 from .mask_head import MaskHead
 from .padding import flat_valid, full_valid_hw, level_valid
 from .query_init import associate, grid_peak_select, grid_select_authors, sample_levels

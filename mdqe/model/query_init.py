@@ -21,7 +21,7 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .layers import exporting
+from ..tracing import exporting
 
 
 def _cell_membership(size, n: int, like: torch.Tensor) -> torch.Tensor:

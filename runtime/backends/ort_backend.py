@@ -4,7 +4,7 @@ Providers: CPU by default; ``providers="auto"`` picks CUDA when the
 installed onnxruntime has it, then CPU; TensorRT's EP only when asked for
 by name (``providers=["TensorrtExecutionProvider", ...]``). Plugin-form
 and trt-builtin graphs (export.json ``"msda": "plugin"`` / ``"trt-builtin"``) run
-through the onnxruntime-extensions Python ops of ``export/ort_custom_ops.py``
+through the onnxruntime-extensions Python ops of ``runtime/native/ort_ops.py``
 (torch-free; the MSDeformAttn node then runs our native CPU kernel). The pure-ONNX
 forms ("onnx", "gridsample") run in plain ONNX Runtime.
 """
@@ -122,11 +122,11 @@ class OrtBackend(Backend):
             ident = plugin_identity(self.spec.msda)
             if ident is not None:
                 try:
-                    from export.ort_custom_ops import create_session
+                    from ..native.ort_ops import create_session
                 except ImportError as e:
                     raise PluginLibraryError(
                         f"{path} is a {self.spec.msda}-form graph ({ident.op_type} nodes); running it in ONNX Runtime "
-                        f"needs onnx, onnxruntime-extensions and export/ort_custom_ops.py ({e}). "
+                        f"needs onnx and onnxruntime-extensions ({e}). "
                         "Re-export with --msda onnx for plain ONNX Runtime.") from e
                 try:
                     return create_session(path, providers=self.providers, sess_options=so)

@@ -88,7 +88,7 @@ class GraphModel:
         if int(params.get("threads") or 0):
             so.intra_op_num_threads = int(params["threads"])
         if plugin_identity(spec.msda) is not None:           # plugin / trt-builtin custom nodes
-            from export.ort_custom_ops import create_session    # as runtime.backends.ort_backend does
+            from ..native.ort_ops import create_session         # as runtime.backends.ort_backend does
             self.session = create_session(path, providers=providers, sess_options=so)
         else:
             self.session = ort.InferenceSession(path, sess_options=so, providers=providers)

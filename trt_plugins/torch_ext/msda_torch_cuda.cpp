@@ -1,5 +1,5 @@
-// PyTorch binding of the MSDeformAttn CUDA kernel, JIT-built by mdqe/ops/native_impls.py
-// (torch.utils.cpp_extension.load) on a machine with a GPU and nvcc. Inference only (no backward).
+// PyTorch binding of the MSDeformAttn CUDA kernel, built explicitly by `python -m mdqe.ops.msda.build cuda`
+// (mdqe/ops/msda/build.py, torch.utils.cpp_extension.load) on a machine with nvcc. Inference only (no backward).
 // The caller passes the CUDA stream (torch.cuda.current_stream(device).cuda_stream), so this file
 // needs only torch's core headers (it compiles against a CPU build of torch too).
 #include <c10/core/DeviceGuard.h>

@@ -3,7 +3,8 @@
 Contract (docs/INTERFACES.md section 2): bilinear sampling with align_corners=False, i.e. the
 continuous pixel coordinate of a normalised location `loc` on a map of width W is `loc * W - 0.5`;
 the four neighbouring pixels are weighted bilinearly, and a neighbour outside the map contributes 0.
-Reusable by every implementation's tests: `from msda_reference import ms_deform_attn_reference`.
+Numpy only (no torch). Reusable by every implementation's tests:
+`from mdqe.ops.msda.reference import ms_deform_attn_reference`.
 """
 from __future__ import annotations
 

@@ -3,10 +3,12 @@
 The exported ``--msda plugin`` graphs carry one node per MSDeformAttn call in domain ``mdqe``
 with op_type ``MDQEMSDeformAttn`` (what the TensorRT ONNX parser maps to our plugin); the
 ``--msda trt-builtin`` graphs carry NVIDIA's ``MultiscaleDeformableAttnPlugin_TRT`` nodes
-(domain ``trt.plugins``, output ``[N, Lq, M, D]``). Identities: ``runtime.model_dir``. ONNX
+(domain ``trt.plugins``, output ``[N, Lq, M, D]``). Identities: ``runtime.contract``. ONNX
 Runtime pip wheels cannot load C custom ops without headers, so both run here as
 onnxruntime-extensions Python ops that call the native CPU kernel
 (``runtime/native/msda.py: ms_deform_attn_cpu``) - the same numbers for both node kinds.
+Used at run time by ``runtime.backends.ort_backend`` and ``runtime.serving.python_models``, and by
+the exporter's verification (``export/verify.py``).
 onnxruntime-extensions serves Python ops only in its own domain ``ai.onnx.contrib``;
 :func:`prepare_for_ort` therefore rewrites the domain of the custom nodes in an in-memory copy
 (the file on disk keeps the domain that TensorRT sees). onnxruntime-extensions Python ops cannot take float16 tensors, so in that
@@ -15,7 +17,7 @@ numbers as the plugin's fp16 contract (fp16 in/out, fp32 accumulation).
 
 Runtime usage (no torch)::
 
-    from export.ort_custom_ops import create_session
+    from runtime.native.ort_ops import create_session
     sess = create_session("DIR/decoder.onnx", providers=["CPUExecutionProvider"])
     outs = sess.run(None, feeds)
 
@@ -23,8 +25,8 @@ Runtime usage (no torch)::
 accepts a path or an ``onnx.ModelProto`` and works for plugin-form and onnx-form graphs alike
 (onnx-form graphs are passed through untouched).
 
-If the native kernel library is not built, a numpy reference kernel is used instead, with a
-``RuntimeWarning`` (correct, but slow: a Python loop over levels).
+If the native kernel library is not built, the numpy kernel ``runtime.native.msda_numpy`` is used
+instead, with a ``RuntimeWarning`` (correct, but slow: a Python loop over levels).
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from runtime.contract import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+from ..contract import OUR_PLUGIN, TRT_BUILTIN_PLUGIN
+from .msda_numpy import ms_deform_attn_numpy
 
 PLUGIN_OP_TYPE = OUR_PLUGIN.op_type
 PLUGIN_DOMAIN = OUR_PLUGIN.onnx_domain
@@ -54,53 +57,12 @@ _KERNEL_NAME = None
 
 
 # ----------------------------------------------------------------------------------------------
-# kernels
+# kernel: the native CPU library, else the numpy fallback (runtime/native/msda_numpy.py)
 # ----------------------------------------------------------------------------------------------
-def ms_deform_attn_numpy(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Reference MSDeformAttn in numpy (slow path). Shapes as in docs/INTERFACES.md section 2;
-    bilinear sampling, align_corners=False (pixel = loc * size - 0.5), zero padding.
-    Computes in float32 (float64 accumulation per level) and returns float32 [N, Lq, M*D]."""
-    value = np.asarray(value, dtype=np.float32)
-    loc = np.asarray(sampling_locations, dtype=np.float32)
-    aw = np.asarray(attention_weights, dtype=np.float32)
-    shapes = np.asarray(spatial_shapes).astype(np.int64)
-    starts = np.asarray(level_start_index).astype(np.int64)
-    N, S, M, D = value.shape
-    _, Lq, _, L, P, _ = loc.shape
-    out = np.zeros((N, Lq, M, D), dtype=np.float64)
-    n_idx = np.arange(N)[:, None, None, None]
-    m_idx = np.arange(M)[None, None, :, None]
-    for lvl in range(L):
-        h, w = int(shapes[lvl, 0]), int(shapes[lvl, 1])
-        s0 = int(starts[lvl])
-        v = value[:, s0:s0 + h * w].reshape(N, h, w, M, D)
-        x = loc[:, :, :, lvl, :, 0].astype(np.float64) * w - 0.5          # [N, Lq, M, P]
-        y = loc[:, :, :, lvl, :, 1].astype(np.float64) * h - 0.5
-        x0, y0 = np.floor(x), np.floor(y)
-        fx, fy = x - x0, y - y0
-        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-        a = aw[:, :, :, lvl, :].astype(np.float64)                          # [N, Lq, M, P]
-        for dy, dx, cw in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            xc, yc = np.clip(xi, 0, w - 1), np.clip(yi, 0, h - 1)
-            g = v[n_idx, yc, xc, m_idx]                                      # [N, Lq, M, P, D]
-            wgt = np.where(inside, cw * a, 0.0)[..., None]
-            out += (g * wgt).sum(axis=3)
-    return out.reshape(N, Lq, M * D).astype(np.float32)
-
-
 def _native_kernel():
-    try:
-        from runtime.native import msda  # torch-free ctypes binding (kernels work)
-    except ImportError:
+    from . import msda  # torch-free ctypes binding
+    if not msda.is_available():
         return None
-    try:
-        if not msda.is_available():
-            return None
-    except Exception:  # a broken library must not hide behind the fallback silently
-        raise
     return msda.ms_deform_attn_cpu
 
 
@@ -205,7 +167,7 @@ def fast_output() -> bool:
     return _FAST_OUTPUT
 
 
-def _elem_types(model) -> dict:
+def elem_types(model) -> dict:
     """name -> onnx elem_type for graph inputs, initializers and value_info (best effort)."""
     types = {}
     g = model.graph
@@ -240,10 +202,10 @@ def prepare_for_ort(model):
     if count_plugin_nodes(model) == 0:
         return model
     m = copy.deepcopy(model)
-    types = _elem_types(m)
+    types = elem_types(m)
     if any(n.input[0] not in types for n in m.graph.node if (n.domain, n.op_type) in CUSTOM_NODES):
         try:
-            types = _elem_types(onnx.shape_inference.infer_shapes(m))
+            types = elem_types(onnx.shape_inference.infer_shapes(m))
         except Exception:
             pass
     new_nodes = []
