@@ -1,4 +1,4 @@
-"""Which MSDeformAttn export form runs fastest in ONNX Runtime on the CPU (issue 10).
+"""Which MSDeformAttn export form runs fastest in ONNX Runtime on the CPU.
 
     python -m benchmarks.msda_forms [--configs tiny r50_ytvis21] [--forms onnx gridsample plugin trt-builtin]
                                     [--repeats 5] [--threads 0] [--work DIR] [--report benchmarks/results/msda_forms.json]

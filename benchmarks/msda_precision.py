@@ -1,4 +1,4 @@
-"""MSDeformAttn precision study: which fp16 path to pick (issue 10).
+"""MSDeformAttn precision study: which fp16 path to pick.
 
     python -m benchmarks.msda_precision [--e2e-size 192x352] [--no-e2e] [--report benchmarks/results/msda_precision.json]
 

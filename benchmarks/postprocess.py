@@ -1,4 +1,4 @@
-"""CPU cost of the runtime's post-processing per clip at R50 360p sizes (issue 13 item 2).
+"""CPU cost of the runtime's post-processing per clip at R50 360p sizes.
 
     python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--report results.json]
 

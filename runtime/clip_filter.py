@@ -1,4 +1,4 @@
-"""Per-clip filtering of decoder outputs (shared DESIGN.md sections 4 and 7).
+"""Per-clip filtering of decoder outputs (what differs from the paper's text: docs/fidelity.md).
 
 Default (``style="authors"``): what the authors' ``MDQE.inference_clip``
 (mdqe/mdqe.py) computes, in numpy:

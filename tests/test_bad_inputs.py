@@ -1,4 +1,4 @@
-"""Issue 15: every CLI x missing, empty, corrupt and wrongly typed inputs.
+"""Every CLI x missing, empty, corrupt and wrongly typed inputs.
 
 Each case asserts: the exit code (2 = bad input), exactly one line carrying ``error:`` that names
 the problem, no traceback, and that the files already in the output folder are unchanged.

@@ -1,4 +1,4 @@
-"""Whole-model ONNX export tests on the `tiny` config (issue 4); the r50 ones are in
+"""Whole-model ONNX export tests on the `tiny` config; the r50 ones are in
 tests/test_export_r50.py. One export per form, shared through module-scoped fixtures."""
 from __future__ import annotations
 

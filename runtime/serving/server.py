@@ -7,7 +7,7 @@
 Exit status (runtime/cli.py): 0 the server stopped cleanly (Ctrl-C / SIGTERM), 1 it exited with an
 error, 2 it could not be started.
 
-How the bundled server is started (shared DESIGN.md section 9): its ``backends/`` folder is copied
+How the bundled server is started (docs/serving.md): its ``backends/`` folder is copied
 to a private folder and the Python-backend stub for this interpreter's version is put into
 ``backends/python/``; ``LD_LIBRARY_PATH`` gets the wheel's ``nvidia_pytriton.libs`` and this
 Python's library folder; this interpreter's ``bin`` goes first on ``PATH`` (the stub runs models
