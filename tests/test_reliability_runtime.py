@@ -153,7 +153,7 @@ def test_second_run_into_the_same_folder_is_refused(assets, tmp_path, capsys):
     assert _infer(assets["model"], assets["video"], out) == 0
 
 
-# items 3 and 6: signals, leftovers, early stops
+# signals, leftovers, early stops
 def _popen_infer(video, out, *extra):
     env = dict(os.environ, OPENCV_FFMPEG_LOGLEVEL="-8")
     return subprocess.Popen([sys.executable, "-m", "runtime.infer", "--backend", "fake", "--video", video, "--output",
