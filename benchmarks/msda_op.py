@@ -2,7 +2,7 @@
 shapes of MDQE R50 at 360p (input 360x640 padded to 384x640; levels 48x80, 24x40, 12x20, 6x10,
 S=5100; M=8 heads, D=32, P=4 points).
 
-    python -m benchmarks.msda_op [--repeats 10] [--threads 0] [--json benchmarks/results/x.json]
+    python -m benchmarks.msda_op [--repeats 10] [--threads 0] [--report benchmarks/results/x.json]
     python -m benchmarks.msda_op --device cuda   # GPU: impl="cuda" vs grid_sample, fp32 and fp16, both
                                                  # against the fp64 grid_sample form; writes
                                                  # benchmarks/results/msda_op_cuda_<gpu>.json
@@ -15,19 +15,20 @@ this process, alternately; printed are median times, their ratio and the max abs
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import re
 import statistics
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mdqe.ops import ms_deform_attn, ms_deform_attn_torch
+from runtime.atomic import write_json
+from runtime.cli import add_device_arg, add_report_arg, add_seed_arg, add_threads_arg, cli_main, make_parser
+from runtime.errors import BackendUnavailableError
 from runtime.native import msda
 
 LEVELS = [(48, 80), (24, 40), (12, 20), (6, 10)]
@@ -142,7 +143,8 @@ def run_device(args, rng, device="cuda", tiny=False):
     (value, locations and weights in that dtype), each against the float64 grid_sample form on the same
     device. Times: medians of `args.repeats`, the forms alternating case by case."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda needs a CUDA build of torch and a GPU (torch.cuda.is_available() is False)")
+        raise BackendUnavailableError("--device cuda needs a CUDA build of torch and a GPU "
+                                      "(torch.cuda.is_available() is False)")
     kernel = "cuda" if device == "cuda" else "cpu"
     from benchmarks.gpu_env import environment
     env = environment(device)
@@ -187,37 +189,42 @@ def run_cuda(args, rng):
     return run_device(args, rng, "cuda", tiny=getattr(args, "tiny", False))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+def build_parser():
+    ap = make_parser("python -m benchmarks.msda_op", __doc__.split("\n\n")[0])
+    add_device_arg(ap, help="cpu: our CPU kernel vs grid_sample; cuda: our CUDA kernel vs grid_sample")
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="CPU kernel threads (0 = all CPUs of the process)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_threads_arg(ap, help="CPU kernel threads (0 = all CPUs of the process)")
+    add_seed_arg(ap)
     ap.add_argument("--tiny", action="store_true", help="small shapes (dry run of the --device cuda code path)")
     ap.add_argument("--kernel-vs-grid-sample", action="store_true",
                     help="with --device cpu: the --device cuda comparison (fp32 + bf16, fp64 reference) on the CPU")
-    ap.add_argument("--json", help="also write the results to this JSON file (cuda: default "
-                                   "benchmarks/results/msda_op_cuda_<gpu>.json)")
-    args = ap.parse_args(argv)
+    add_report_arg(ap, help="also write the results to this JSON file (cuda: default msda_op_cuda_<gpu>.json in "
+                            "the current folder)")
+    return ap
 
+
+@cli_main
+def main(argv=None) -> int:
+    """Prints the study as it goes; ``--report`` also writes it as JSON."""
+    args = build_parser().parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    if args.device == "cuda":
+    if args.device.startswith("cuda"):
+        if ":" in args.device and torch.cuda.is_available():
+            torch.cuda.set_device(int(args.device.split(":", 1)[1]))
         report = run_cuda(args, rng)
     elif args.kernel_vs_grid_sample:
         report = run_device(args, rng, "cpu", tiny=args.tiny)
     else:
         report = run_cpu(args, rng)
-    path = args.json
-    if path is None and args.device == "cuda":
+    path = args.report
+    if path is None and args.device.startswith("cuda"):
         slug = re.sub(r"[^A-Za-z0-9]+", "_", report["environment"]["device"]).strip("_").lower()
-        path = str(Path(__file__).resolve().parent / "results" / f"msda_op_cuda_{slug}.json")
+        path = f"msda_op_cuda_{slug}.json"
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(path, report, indent=2)
         print(f"wrote {path}")
-    return report
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

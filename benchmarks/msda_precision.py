@@ -1,6 +1,6 @@
-"""MSDeformAttn precision study: which fp16 path to pick (issue 10).
+"""MSDeformAttn precision study: which fp16 path to pick.
 
-    python -m benchmarks.msda_precision [--e2e-size 192x352] [--no-e2e] [--json benchmarks/results/msda_precision.json]
+    python -m benchmarks.msda_precision [--e2e-size 192x352] [--no-e2e] [--report benchmarks/results/msda_precision.json]
 
 Part 1, the op on the shapes of MDQE R50 at 360p (input 360x640 padded to 384x640; levels 48x80,
 24x40, 12x20, 6x10, S=5100; M=8 heads, D=32, P=4 points) with trained-like inputs, against an
@@ -36,12 +36,14 @@ outputs are compared with the run whose MSDeformAttn is the fp64 reference: clas
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
+import sys
 import time
 
 import numpy as np
+
+from runtime.cli import add_report_arg, add_seed_arg, add_threads_arg, cli_main, make_parser, parse_hw
 
 LEVELS = [(48, 80), (24, 40), (12, 20), (6, 10)]
 M, D, P, T, QUERIES = 8, 32, 4, 4, 196
@@ -306,15 +308,23 @@ def e2e_study(size, seed=0, threads=0):
     return rows
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--e2e-size", default="192x352", help="HxW (valid size) of the end-to-end run; frames are zero-padded to multiples of 32")
+def build_parser():
+    ap = make_parser("python -m benchmarks.msda_precision", __doc__.split("\n\n")[0])
+    add_seed_arg(ap)
+    ap.add_argument("--e2e-size", default=(192, 352), type=parse_hw, metavar="HxW",
+                    help="HxW (valid size) of the end-to-end run; frames are zero-padded to multiples of 32 "
+                         "(default 192x352)")
     ap.add_argument("--no-e2e", action="store_true", help="only the op-level study")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for the end-to-end run (0 = default)")
-    ap.add_argument("--json", help="also write the results to this JSON file")
-    args = ap.parse_args(argv)
-    h, w = (int(x) for x in args.e2e_size.lower().split("x"))
+    add_threads_arg(ap, help="torch threads for the end-to-end run")
+    add_report_arg(ap)
+    return ap
+
+
+@cli_main
+def main(argv=None) -> int:
+    """Prints the study as it goes; ``--report`` also writes it as JSON."""
+    args = build_parser().parse_args(argv)
+    h, w = args.e2e_size
 
     print(f"MSDeformAttn precision vs fp64 | {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__} | "
           f"R50 360p shapes, trained-like inputs, seed {args.seed}")
@@ -337,12 +347,12 @@ def main(argv=None):
             print(f"{vname:12s} {r['class_score_max_abs']:12.2e} {r['top_class_changed']:13d} {r['box_max_abs']:10.2e} "
                   f"{r['mask_logit_max_abs']:11.2e} {r['mask_sign_flips']:>10d} / {r['mask_pixels']}")
         report["e2e"] = {"size": [h, w], **e2e}
-    if args.json:
+    if args.report:
         from runtime.atomic import write_json
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
-    return report
+        write_json(args.report, report)
+        print(f"wrote {args.report}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

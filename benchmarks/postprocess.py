@@ -1,6 +1,6 @@
-"""CPU cost of the runtime's post-processing per clip at R50 360p sizes (issue 13 item 2).
+"""CPU cost of the runtime's post-processing per clip at R50 360p sizes.
 
-    python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--output results.json]
+    python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--report results.json]
 
 Synthetic decoder outputs shaped like the R50 model's at 360p: input 384x640 (a 360x640
 video), stride-4 mask logits 96x160, Q = 196 queries, C = 40 classes, T = 4, raw clip queries
@@ -33,8 +33,6 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -42,6 +40,7 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from runtime.cli import EXIT_VERIFY, add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
 from runtime.clip_filter import filter_clip  # noqa: E402
 from runtime.masks import MaskPostprocessor  # noqa: E402
 from runtime.native import postprocess as native_pp  # noqa: E402
@@ -147,14 +146,15 @@ def run(impl: str, clips, warmup: int):
     return res, log
 
 
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.postprocess", description=__doc__.split("\n")[0])
+    ap = make_parser("python -m benchmarks.postprocess", __doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    add_seed_arg(ap)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="cpu: process CPU time (robust on a shared machine); wall: perf_counter")
-    ap.add_argument("--output", help="write the numbers as JSON here")
+    add_report_arg(ap)
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = args.clock
@@ -187,11 +187,11 @@ def main(argv=None) -> int:
           f"track masks/frame, median total {res['new']['total_median']:.3f} ms; "
           f"old: {res['old']['detections_per_clip']:.1f} detections/clip, {res['old']['tracks_per_frame']:.1f} track masks/frame")
     print("native kernels and numpy: " + ("same track ids and RLEs on every clip" if same else "RESULTS DIFFER"))
-    if args.output:
+    if args.report:
         from runtime.atomic import write_json
-        write_json(args.output, res, indent=1)
-    return 0 if same else 3
+        write_json(args.report, res, indent=1)
+    return 0 if same else EXIT_VERIFY
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,14 +1,14 @@
 """Soak benchmark (not a CI test): many frames through the runtime at a small size, watching for leaks.
 
-    python -m benchmarks.soak [--frames 10000] [--backend fake|ort] [--model DIR] [--size 64]
-                              [--output benchmarks/results/soak]
+    python -m benchmarks.soak [--frames 10000] [--backend fake|ort] [--model DIR] [--side 64]
+                              [--output soak_report]     (the committed report: benchmarks/results/soak)
 
-A synthetic MJPG video of ``--frames`` frames (``--size`` x ``--size`` pixels, moving squares) is
+A synthetic MJPG video of ``--frames`` frames (``--side`` x ``--side`` pixels, moving squares) is
 written to a private temporary folder and run through ``runtime.pipeline.run_video`` in this process
 (decode, preprocess, encoder per frame, decoder per clip, tracker, RLE spool, overlay video,
 results.json, timing.json). ``--backend fake`` (default) runs the numpy stand-in of the model, so
 the soak measures the runtime itself; ``--backend ort --model DIR`` runs an exported model through
-ONNX Runtime, with the export's preprocessing changed to ``--size`` (its graphs take any size that
+ONNX Runtime, with the export's preprocessing changed to ``--side`` (its graphs take any size that
 is a multiple of 32 and at least 8 x the query grid: 64 for ``tiny``).
 
 Recorded (``soak_report.json`` / ``.md`` under ``--output``): resident memory sampled every 0.25 s of
@@ -19,7 +19,6 @@ leftovers in the run's output folder (spool, temporaries) after.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -29,6 +28,9 @@ import sys
 import tempfile
 import threading
 import time
+
+from runtime.cli import add_backend_arg, add_model_arg, add_output_arg, add_threads_arg, cli_main, error, make_parser
+from runtime.errors import UsageError
 
 
 def _rss_mb() -> float:
@@ -48,7 +50,7 @@ def _write_video(path: str, frames: int, size: int) -> None:
     import numpy as np
     wr = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (size, size))
     if not wr.isOpened():
-        raise SystemExit(f"error: OpenCV cannot write {path}")
+        raise OSError(f"OpenCV cannot write {path}")
     rng = np.random.RandomState(0)
     base = (rng.rand(size, size, 3) * 40 + 20).astype(np.uint8)
     for i in range(frames):
@@ -77,13 +79,13 @@ class _Sampler(threading.Thread):
 def _backend(args, work: str):
     from runtime.backends import create_backend
     if args.backend == "fake":
-        return create_backend("fake", None, shorter_side=args.size, max_size=args.size)
+        return create_backend("fake", None, shorter_side=args.side, max_size=args.side)
     if not args.model:
-        raise SystemExit("error: --backend ort needs --model DIR")
+        raise UsageError("--backend ort needs --model DIR")
     from runtime.model_dir import load_model_dir
     spec = load_model_dir(args.model)
     meta = dict(spec.raw)
-    meta["preprocess"] = dict(meta["preprocess"], shorter_side=args.size, max_size=args.size)
+    meta["preprocess"] = dict(meta["preprocess"], shorter_side=args.side, max_size=args.side)
     small = os.path.join(work, "model")
     os.makedirs(small)
     for f in (spec.encoder_file, spec.decoder_file):
@@ -93,22 +95,22 @@ def _backend(args, work: str):
     return create_backend("ort", small, threads=args.threads)
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
+    p = make_parser("python -m benchmarks.soak", __doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=10000)
-    p.add_argument("--size", type=int, default=64, help="video side in pixels (also the model input side)")
-    p.add_argument("--backend", choices=("fake", "ort"), default="fake")
-    p.add_argument("--model", default=None, help="exported model directory (--backend ort)")
-    p.add_argument("--threads", type=int, default=1, help="ort intra-op threads")
+    p.add_argument("--side", type=int, default=64, help="square video side in pixels (also the model input side)")
+    add_backend_arg(p, default="fake", choices=("fake", "ort"))
+    add_model_arg(p, help="exported model directory (--backend ort)")
+    add_threads_arg(p, default=1, help="ort intra-op threads")
     p.add_argument("--score-thr", type=float, default=0.1)
-    p.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "soak"))
+    add_output_arg(p, required=False, default="soak_report",
+                   help="report folder (default: soak_report/ in the current folder)")
     args = p.parse_args(argv)
-    if args.frames < 1 or args.size < 32:
-        print("error: --frames must be >= 1 and --size >= 32", file=sys.stderr)
-        return 2
+    if args.frames < 1 or args.side < 32:
+        return error("--frames must be >= 1 and --side >= 32")
 
     from runtime.clip_filter import FilterParams
-    from runtime.errors import RuntimeErrorBase
     from runtime.pipeline import RunOptions, run_video
 
     work = tempfile.mkdtemp(prefix="mdqe-soak-")
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
     try:
         video = os.path.join(work, "soak.avi")
         t0 = time.perf_counter()
-        _write_video(video, args.frames, args.size)
+        _write_video(video, args.frames, args.side)
         video_s = time.perf_counter() - t0
         backend = _backend(args, work)
         run_dir = os.path.join(work, "run")
@@ -128,11 +130,7 @@ def main(argv=None) -> int:
         sampler = _Sampler()
         sampler.start()
         t0 = time.perf_counter()
-        try:
-            timing = run_video(video, run_dir, backend, opts)
-        except RuntimeErrorBase as e:
-            print(f"error: {e}", file=sys.stderr)
-            return e.exit_code
+        timing = run_video(video, run_dir, backend, opts)       # RuntimeErrorBase: one line, its exit code
         wall = time.perf_counter() - t0
         sampler.stop.set()
         sampler.join()
@@ -150,7 +148,7 @@ def main(argv=None) -> int:
             "command": "python -m benchmarks.soak " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
             "python": platform.python_version(),
-            "backend": timing["backend"], "frames": timing["frames"], "size": [args.size, args.size],
+            "backend": timing["backend"], "frames": timing["frames"], "size": [args.side, args.side],
             "input_size": timing["input_size"], "clip_length": timing["clip_length"],
             "wall_s": round(wall, 2), "fps": timing["fps"], "video_write_s": round(video_s, 2),
             "tracks": timing["tracks"], "results_entries": timing["results_entries"],
@@ -178,7 +176,7 @@ def main(argv=None) -> int:
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}, Python {report['python']}; backend: {report['backend']}",
         "",
-        f"{report['frames']} frames of {args.size}x{args.size} (model input {report['input_size']}), clip length "
+        f"{report['frames']} frames of {args.side}x{args.side} (model input {report['input_size']}), clip length "
         f"{report['clip_length']}: {report['wall_s']} s, {report['fps']} FPS; {report['tracks']} tracks, "
         f"{report['results_entries']} results entries, results.json {report['results_json_mb']} MB, "
         f"{report['overlay_frames']} overlay frames.",

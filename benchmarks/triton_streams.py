@@ -18,7 +18,6 @@ machine and its load; the report states both.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -32,15 +31,15 @@ from typing import List
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.fps import cpu_description
+from runtime.atomic import write_json, write_text
+from runtime.cli import (EXIT_FAILED, add_image_size_args, add_model_arg, add_output_arg, add_threads_arg, cli_main,
+                         error, make_parser)
+from runtime.timing import StageStats
 
-from benchmarks.fps import cpu_description  # noqa: E402
-from runtime.atomic import write_json, write_text  # noqa: E402
-from runtime.timing import StageStats  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the folder holding the packages
 
 
 def _videos(folder: str, n: int, frames: int, h: int, w: int) -> List[str]:
@@ -62,17 +61,19 @@ def _pct(samples_ms: List[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(samples_ms), q)), 2)
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.triton_streams", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="exported model directory (default: export the tiny checkpoint)")
+    p = make_parser("python -m benchmarks.triton_streams", __doc__.split("\n\n")[0])
+    add_model_arg(p, help="exported model directory (default: export the tiny checkpoint)")
     p.add_argument("--frames", type=int, default=24, help="frames per video")
-    p.add_argument("--height", type=int, default=192)
-    p.add_argument("--width", type=int, default=256)
+    add_image_size_args(p, height=192, width=256, help="video")
     p.add_argument("--streams", default="1,2,4", help="concurrent stream counts to measure")
     p.add_argument("--score-thr", type=float, default=0.05)
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads, both sides (0 = default)")
+    add_threads_arg(p, help="ONNX Runtime intra-op threads, both sides")
     p.add_argument("--machine", default=None, help="machine description for the report")
-    p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "cpu_triton"))
+    add_output_arg(p, required=False, default="triton_streams_report",
+                   help="report folder (default: triton_streams_report/ in the current folder; the committed "
+                        "report is benchmarks/results/cpu_triton)")
     args = p.parse_args(argv)
     counts = [int(s) for s in args.streams.split(",")]
     import tritonclient.grpc as grpcclient
@@ -89,9 +90,9 @@ def main(argv=None) -> int:
     model = args.model
     if model is None:
         model = os.path.join(work, "tiny")
-        subprocess.run([sys.executable, os.path.join(ROOT, "export", "to_onnx.py"), "--config", "checkpoint",
+        subprocess.run([sys.executable, "-m", "export.to_onnx", "--config", "checkpoint",
                         "--weights", os.path.join(ROOT, "weights", "tiny_synthetic.safetensors"), "--output", model,
-                        "--msda", "onnx", "--no-verify", "--quiet"], check=True, cwd=ROOT)
+                        "--msda", "onnx", "--no-verify", "--no-progress"], check=True, cwd=ROOT)
     videos = _videos(os.path.join(work, "videos"), max(counts), args.frames, args.height, args.width)
 
     # --- runtime.infer (in-process run_video, the same code path as the CLI) ---------------------
@@ -114,8 +115,8 @@ def main(argv=None) -> int:
 
     # --- Triton ------------------------------------------------------------------------------------
     repo = os.path.join(work, "repo")
-    rc = to_triton(["--model", model, "--output", repo, "--backend", "python", "--score-thr", str(args.score_thr),
-                    "--threads", str(args.threads)])
+    rc = to_triton(["--model", model, "--output", repo, "--triton-backend", "python",
+                    "--score-thr", str(args.score_thr), "--threads", str(args.threads)])
     if rc != 0:
         return rc
     rows = []
@@ -151,8 +152,7 @@ def main(argv=None) -> int:
                 t.join()
             wall = time.perf_counter() - t0
             if errors:
-                print("errors:", errors, file=sys.stderr)
-                return 1
+                return error(f"stream errors: {errors}", EXIT_FAILED)
             lat = [1e3 * x for st in stats for x in st.samples]
             same = all(json.load(open(os.path.join(work, f"s{s}_{k}", "results.json")))
                        == json.load(open(os.path.join(work, f"ref{k}", "results.json"))) for k in range(s))

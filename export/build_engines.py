@@ -6,32 +6,38 @@
 
 Optimization profiles: the encoder's frame batch N and resolution H x W, the decoder's S (memory
 tokens) and h x w (mask features) derived from the same resolution range; T is fixed by the graph.
-Precision: an fp16-typed export (``--dtype fp16``) is built as a strongly typed network (TensorRT
-11 only builds those; TensorRT 10 with STRONGLY_TYPED); an fp32 export is built in fp32, or with
+Precision: an fp16-typed export (``export/to_onnx.py --precision fp16``) is built as a strongly
+typed network (TensorRT 11 only builds those; TensorRT 10 with STRONGLY_TYPED); an fp32 export is built in fp32, or with
 the fp16 builder flag on TensorRT 10 (``--fp16``). The equivalent trtexec command lines for
 TensorRT 10 and 11 are printed either way (docs/export.md).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):  # run as a script: make the repository importable (runtime.model_dir)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:
+    # `python export/build_engines.py` puts export/, not the folder holding the packages, first on
+    # sys.path: put that folder there instead and run this file as the module export.build_engines.
+    import runpy
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("export.build_engines", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)   # not reached: the module's own __main__ block exits
 
+from runtime.cli import add_model_arg, add_plugin_lib_arg, add_precision_arg, cli_main, make_parser  # noqa: E402
 from runtime.contract import (MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_TRT_BUILTIN, OUR_PLUGIN,  # noqa: E402
                               TRT_BUILTIN_PLUGIN, TRT_PLUGIN_STATIC_LIBRARY, level_sizes, plugin_identity)
+from runtime.errors import RuntimeErrorBase  # noqa: E402
 
 PLUGIN_LIB_NAME = OUR_PLUGIN.library                       # getCreators(): --dynamicPlugins / loadLibrary
 STATIC_PLUGIN_LIB_NAME = TRT_PLUGIN_STATIC_LIBRARY           # registers itself when loaded: --staticPlugins
 
 
-class BuildError(RuntimeError):
-    pass
+class BuildError(RuntimeErrorBase, RuntimeError):
+    """The model directory, the plugin library or TensorRT cannot build the engines (exit 2)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +188,7 @@ def describe_precision(meta: dict, trt_major: int, fp16_flag: bool) -> str:
         return "strongly typed network from the fp16-typed graph (fp32 kept where the export put it)"
     if trt_major >= 11:
         return ("strongly typed network from an fp32 graph = fp32 engine "
-                "(export with --dtype fp16 for fp16 on TensorRT 11)")
+                "(export with --precision fp16 for fp16 on TensorRT 11)")
     return "fp32 graph, fp16 builder flag (--fp16)" if fp16_flag else "fp32 graph, fp32 engine"
 
 
@@ -300,21 +306,25 @@ def build_engine(trt, onnx_path: str, prof: Dict[str, tuple], out_path: str, str
 # CLI
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]] = None):
-    p = argparse.ArgumentParser(prog="python export/build_engines.py",
-                                description="Build TensorRT engines for an exported MDQE model directory.")
-    p.add_argument("--model", required=True, help="directory written by export/to_onnx.py")
-    p.add_argument("--plugin-lib", help=f"path of {PLUGIN_LIB_NAME} (needed for --msda plugin exports only; "
-                                        "trt-builtin uses libnvinfer_plugin, the onnx/gridsample forms no plugin)")
+    p = make_parser("python export/build_engines.py",
+                    "Build TensorRT engines for an exported MDQE model directory.",
+                    also=("python -m export.build_engines", "mdqe-build-engines"))
+    add_model_arg(p, required=True)
+    add_plugin_lib_arg(p, help=f"path of {PLUGIN_LIB_NAME} (needed for --msda plugin exports only; "
+                               "trt-builtin uses libnvinfer_plugin, the onnx/gridsample forms no plugin)")
     p.add_argument("--engine-dir", help="where to write encoder.plan / decoder.plan (default MODEL/engines)")
-    p.add_argument("--min-size", type=parse_size, help="smallest HxW (default: 8*grid, padded)")
-    p.add_argument("--opt-size", type=parse_size, help="HxW to optimise for (default: export_size)")
-    p.add_argument("--max-size", type=parse_size, help="largest HxW (default: max_size x max_size, padded)")
-    p.add_argument("--min-frames", type=int, default=1, help="encoder frame batch: min (default 1)")
-    p.add_argument("--opt-frames", type=int, help="encoder frame batch: opt (default T)")
-    p.add_argument("--max-frames", type=int, help="encoder frame batch: max (default T)")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
-                   help="fp32 exports on TensorRT 10: fp16 sets the fp16 builder flag (trtexec --fp16; default); "
-                        "fp16-typed exports and TensorRT 11 always build the precision written in the graph")
+    g = p.add_argument_group("optimization profile (TensorRT min/opt/max shapes)")
+    g.add_argument("--profile-min-size", type=parse_size, metavar="HxW", help="smallest HxW (default: 8*grid, padded)")
+    g.add_argument("--profile-opt-size", type=parse_size, metavar="HxW",
+                   help="HxW to optimise for (default: export_size)")
+    g.add_argument("--profile-max-size", type=parse_size, metavar="HxW",
+                   help="largest HxW (default: max_size x max_size, padded)")
+    g.add_argument("--profile-min-frames", type=int, default=1, help="encoder frame batch: min (default 1)")
+    g.add_argument("--profile-opt-frames", type=int, help="encoder frame batch: opt (default T)")
+    g.add_argument("--profile-max-frames", type=int, help="encoder frame batch: max (default T)")
+    add_precision_arg(p, default="fp16",
+                      help="fp32 exports on TensorRT 10: fp16 sets the fp16 builder flag (trtexec --fp16); "
+                           "fp16-typed exports and TensorRT 11 always build the precision written in the graph")
     p.add_argument("--workspace-mb", type=int, default=4096)
     p.add_argument("--trt-version", type=int, choices=(10, 11),
                    help="for --print-only: which trtexec to print for (default: both)")
@@ -324,49 +334,47 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Exit 0, 2 (BuildError: bad model directory, plugin library, TensorRT missing); runtime/cli.py."""
     args = parse_args(argv)
-    try:
-        meta = load_meta(args.model)
-        profs = profiles(meta, args.min_size, args.opt_size, args.max_size, args.min_frames, args.opt_frames,
-                         args.max_frames)
-        engine_dir = args.engine_dir or os.path.join(args.model, "engines")
-        fp16_flag = args.precision == "fp16"
-        majors = [args.trt_version] if args.trt_version else [10, 11]
-        for major in majors:
-            print(f"# TensorRT {major}: " + describe_precision(meta, major, fp16_flag))
-            print("# " + describe_form(meta))
-            for cmd in trtexec_commands(args.model, meta, profs, args.plugin_lib, engine_dir, major, fp16_flag,
-                                        args.static_plugins):
-                print(format_command(cmd))
-        print("# compare TensorRT with ONNX Runtime (reference files: python export/polygraphy_ref.py --model "
-              f"{args.model})")
-        for line in polygraphy_commands(args.model, meta, args.plugin_lib, majors[-1], fp16_flag):
-            print(line)
-        if args.print_only:
-            return 0
-        trt = import_tensorrt()
-        major = int(trt.__version__.split(".")[0])
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")   # NVIDIA's plugins (trt-builtin form)
-        if _needs_plugin_library(meta):
-            if not args.plugin_lib:
-                raise BuildError(f"this export uses the {OUR_PLUGIN.op_type} plugin: pass --plugin-lib "
-                                 f"PATH/{PLUGIN_LIB_NAME}")
-            load_plugin_library(trt, args.plugin_lib, logger)
-        elif _form(meta) == MSDA_TRT_BUILTIN:
-            check_builtin_creator(trt, meta)
-        strongly = major >= 11 or meta.get("dtype") == "fp16"
-        for graph in ("encoder", "decoder"):
-            out = os.path.join(engine_dir, f"{graph}.plan")
-            print(f"building {out} with TensorRT {trt.__version__}: {describe_precision(meta, major, fp16_flag)}",
-                  flush=True)
-            build_engine(trt, os.path.join(args.model, meta[graph]["file"]), profs[graph], out, strongly,
-                         fp16_flag and not strongly, args.workspace_mb, logger)
-        print(f"engines written to {engine_dir}")
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    meta = load_meta(args.model)
+    profs = profiles(meta, args.profile_min_size, args.profile_opt_size, args.profile_max_size,
+                     args.profile_min_frames, args.profile_opt_frames, args.profile_max_frames)
+    engine_dir = args.engine_dir or os.path.join(args.model, "engines")
+    fp16_flag = args.precision == "fp16"
+    majors = [args.trt_version] if args.trt_version else [10, 11]
+    for major in majors:
+        print(f"# TensorRT {major}: " + describe_precision(meta, major, fp16_flag))
+        print("# " + describe_form(meta))
+        for cmd in trtexec_commands(args.model, meta, profs, args.plugin_lib, engine_dir, major, fp16_flag,
+                                    args.static_plugins):
+            print(format_command(cmd))
+    print("# compare TensorRT with ONNX Runtime (reference files: python export/polygraphy_ref.py --model "
+          f"{args.model})")
+    for line in polygraphy_commands(args.model, meta, args.plugin_lib, majors[-1], fp16_flag):
+        print(line)
+    if args.print_only:
+        return 0
+    trt = import_tensorrt()
+    major = int(trt.__version__.split(".")[0])
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")   # NVIDIA's plugins (trt-builtin form)
+    if _needs_plugin_library(meta):
+        if not args.plugin_lib:
+            raise BuildError(f"this export uses the {OUR_PLUGIN.op_type} plugin: pass --plugin-lib "
+                             f"PATH/{PLUGIN_LIB_NAME}")
+        load_plugin_library(trt, args.plugin_lib, logger)
+    elif _form(meta) == MSDA_TRT_BUILTIN:
+        check_builtin_creator(trt, meta)
+    strongly = major >= 11 or meta.get("dtype") == "fp16"
+    for graph in ("encoder", "decoder"):
+        out = os.path.join(engine_dir, f"{graph}.plan")
+        print(f"building {out} with TensorRT {trt.__version__}: {describe_precision(meta, major, fp16_flag)}",
+              flush=True)
+        build_engine(trt, os.path.join(args.model, meta[graph]["file"]), profs[graph], out, strongly,
+                     fp16_flag and not strongly, args.workspace_mb, logger)
+    print(f"engines written to {engine_dir}")
     return 0
 
 

@@ -14,17 +14,23 @@ values (random ones would not).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:
+    # `python export/polygraphy_ref.py` puts export/, not the folder holding the packages, first on
+    # sys.path: put that folder there instead and run this file as the module export.polygraphy_ref.
+    import runpy
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("export.polygraphy_ref", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)   # not reached: the module's own __main__ block exits
 
 import numpy as np  # noqa: E402
 
+from runtime.cli import (add_image_size_args, add_model_arg, add_output_arg, add_seed_arg, cli_main,  # noqa: E402
+                         error, make_parser)
 from runtime.contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, VALID_HW  # noqa: E402
 
 
@@ -65,20 +71,19 @@ def write_reference(model_dir: str, height: Optional[int] = None, width: Optiona
     return files
 
 
+@cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python export/polygraphy_ref.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="directory written by export/to_onnx.py")
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default MODEL/polygraphy)")
+    p = make_parser("python -m export.polygraphy_ref", __doc__.split("\n\n")[0], also=("mdqe-polygraphy-ref",))
+    add_model_arg(p, required=True)
+    add_image_size_args(p, help="input (default: the export size)")
+    add_seed_arg(p)
+    add_output_arg(p, required=False, help="output folder (default MODEL/polygraphy)")
     a = p.parse_args(argv)
     if (a.height is None) != (a.width is None):
         p.error("--height and --width go together")
     if not os.path.isfile(os.path.join(a.model, "export.json")):
-        print(f"error: {a.model} holds no export.json", file=sys.stderr)
-        return 2
-    for graph, (i, o) in write_reference(a.model, a.height, a.width, a.seed, a.out).items():
+        return error(f"{a.model} holds no export.json")
+    for graph, (i, o) in write_reference(a.model, a.height, a.width, a.seed, a.output).items():
         print(f"{graph}: {i} {o}")
     return 0
 

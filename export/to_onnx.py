@@ -3,7 +3,7 @@
 
     python export/to_onnx.py --config tiny --weights random --output out/tiny_onnx
     python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50 \
-        --msda plugin --dtype fp16 --height 384 --width 640
+        --msda plugin --precision fp16 --height 384 --width 640
     python export/to_onnx.py --config r50_ytvis21 --weights ckpt.safetensors --output out/r50_nv \
         --msda trt-builtin [--plugin-version 1]     # NVIDIA's MultiscaleDeformableAttnPlugin_TRT
 
@@ -16,8 +16,6 @@ runtime.contract's MSDA_FORMS / OUR_PLUGIN / TRT_BUILTIN_PLUGIN).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -28,22 +26,29 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
+if __name__ == "__main__" and not __package__:
+    # `python export/to_onnx.py` (the documented command) puts export/, not the folder holding the
+    # packages, first on sys.path: put that folder there instead and run this file as the module
+    # export.to_onnx (what `python -m export.to_onnx` and the mdqe-export script run).
+    import runpy
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("export.to_onnx", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)   # not reached: the module's own __main__ block exits
 
 from runtime.atomic import file_sha256, publish_dir  # noqa: E402
+from runtime.cli import (add_precision_arg, add_progress_arg, add_seed_arg, add_threads_arg,  # noqa: E402
+                         cli_main, make_parser, positive_int)
 from runtime.contract import (FORMAT_VERSION, IMAGES, MASK_STRIDE, MSDA_EXPORT_DEFAULT, MSDA_FORMS,  # noqa: E402
                               MSDA_GRIDSAMPLE, MSDA_TRT_BUILTIN, OUR_PLUGIN, TRT_BUILTIN_PLUGIN, VALID_HW,
                               check_msda_form, level_strides, plugin_identity, preprocess_meta)
+from runtime.errors import RuntimeErrorBase  # noqa: E402
 DEFAULT_OPSET = 17
 MIN_OPSET = 16          # GridSample
 GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (DESIGN.md section 3)
 
 
-class ExportError(RuntimeError):
-    """A user-facing export failure (bad argument, checkpoint/config mismatch, unwritable output...)."""
+class ExportError(RuntimeErrorBase, RuntimeError):
+    """A user-facing export failure (bad argument, checkpoint/config mismatch, unwritable output...): exit 2."""
 
 
 def _log(msg: str, quiet: bool = False) -> None:
@@ -393,7 +398,7 @@ def trace_decoder(plan: ExportPlan, ref: TorchReference, path: str, opset: int, 
 
 def postprocess_graphs(plan: ExportPlan, paths: Sequence[str], msda: str, dtype: str, quiet: bool) -> None:
     """Rewrite the exported graph files in place: pure-ONNX forms lose unused custom opset imports;
-    --dtype fp16 types them in mixed precision (export.fp16.convert_graph_fp16 with the policy read
+    --precision fp16 types them in mixed precision (export.fp16.convert_graph_fp16 with the policy read
     from the model's fp16 marks, export.fp16.Fp16Policy)."""
     import onnx
 
@@ -639,9 +644,9 @@ def _exporter_info() -> dict:
 # CLI
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]] = None):
-    p = argparse.ArgumentParser(
-        prog="python export/to_onnx.py",
-        description="Export MDQE to verified encoder/decoder ONNX graphs + export.json (docs/export.md).")
+    p = make_parser("python export/to_onnx.py",
+                    "Export MDQE to verified encoder/decoder ONNX graphs + export.json (docs/export.md).",
+                    also=("python -m export.to_onnx", "mdqe-export"))
     p.add_argument("--config", required=True,
                    help="preset name (tiny, r50_ytvis21, r50_ovis), or 'checkpoint' for the config stored in --weights")
     p.add_argument("--weights", required=True, help="checkpoint (.safetensors from mdqe.checkpoint, or .pth) or 'random'")
@@ -653,38 +658,34 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--plugin-version", choices=TRT_BUILTIN_PLUGIN.versions, default=None,
                    help="--msda trt-builtin: plugin_version of the nodes, 2 (default; IPluginV3, TensorRT >= 10.11) "
                         "or 1 (IPluginV2DynamicExt, TensorRT 8.4 .. 10.x, e.g. JetPack 6's 10.3)")
-    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16: mixed-precision typed graph for TensorRT 11 strongly typed networks")
-    p.add_argument("--height", type=int, help="export/verification height (multiple of 32; graphs stay dynamic)")
-    p.add_argument("--width", type=int, help="export/verification width (multiple of 32)")
+    add_precision_arg(p, help="graph precision; fp16: mixed-precision typed graph for TensorRT 11 strongly typed "
+                              "networks")
+    p.add_argument("--height", type=positive_int,
+                   help="export/verification height (multiple of 32; graphs stay dynamic)")
+    p.add_argument("--width", type=positive_int, help="export/verification width (multiple of 32)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the ONNX Runtime vs PyTorch comparison (checker/structure checks still run)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights and of the verification input")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch/ONNX Runtime (0 = default)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_seed_arg(p, help="seed of random weights and of the verification input")
+    add_threads_arg(p, help="CPU threads for PyTorch/ONNX Runtime")
+    add_progress_arg(p)
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Exit 0, 2 (ExportError: bad input), 3 (VerificationError: nothing written); runtime/cli.py."""
     args = parse_args(argv)
     from .verify import VerificationError
     try:
         export_model(config=args.config, weights=args.weights, output=args.output, msda=args.msda,
-                     dtype=args.dtype, height=args.height, width=args.width, opset=args.opset,
-                     verify=args.verify, seed=args.seed, quiet=args.quiet, threads=args.threads,
+                     dtype=args.precision, height=args.height, width=args.width, opset=args.opset,
+                     verify=args.verify, seed=args.seed, quiet=args.no_progress, threads=args.threads,
                      plugin_version=args.plugin_version)
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except VerificationError as e:
-        print(f"verification failed, nothing written: {e}", file=sys.stderr)
-        return 3
+        raise VerificationError(f"verification failed, nothing written: {e}") from e
     return 0
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):
-        __package__ = "export"  # noqa: A001  (relative imports when run as a script)
-        import export  # noqa: F401
     sys.exit(main())

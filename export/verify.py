@@ -7,6 +7,7 @@ from typing import Dict, Iterable, Mapping, Optional
 import numpy as np
 
 from runtime.contract import MSDA_GRIDSAMPLE, MSDA_ONNX, MSDA_PLUGIN, plugin_identity
+from runtime.errors import VerificationFailed
 
 from runtime.native.ort_ops import create_session
 
@@ -26,8 +27,8 @@ REF_ERR_FACTOR = 3.0
 MIN_MARGIN = 2.0
 
 
-class VerificationError(RuntimeError):
-    """An exported graph failed a check (structure or numerical tolerance)."""
+class VerificationError(VerificationFailed, RuntimeError):
+    """An exported graph failed a check (structure or numerical tolerance): exit 3."""
 
 
 def check_graph(model, name: str) -> "onnx.ModelProto":  # noqa: F821

@@ -18,6 +18,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from runtime.errors import RuntimeErrorBase
+
 from .config import ModelConfig, get_config
 
 FORMAT = "mdqe-checkpoint-1"
@@ -31,8 +33,8 @@ _NUMPY_SAFE = (
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read safely or does not fit the model."""
+class CheckpointError(RuntimeErrorBase, RuntimeError):
+    """A checkpoint that cannot be read safely or does not fit the model (bad input: exit 2)."""
 
 
 def _state_of(model_or_state) -> Dict[str, torch.Tensor]:

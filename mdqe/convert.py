@@ -10,7 +10,6 @@ our model with no source keep a fresh (seeded) initialisation, recorded in the f
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -18,6 +17,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
+
+from runtime.cli import add_report_arg, add_seed_arg, cli_main, make_parser
 
 from .checkpoint import CheckpointError, safe_torch_load, save_checkpoint
 from .config import get_config
@@ -130,20 +131,17 @@ def _write_json_atomic(obj, path: str) -> None:
     write_json(path, obj, indent=1)
 
 
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = make_parser("python -m mdqe.convert", __doc__.split("\n")[0], also=("mdqe-convert",))
     ap.add_argument("src", help="authors' checkpoint (.pth, detectron2 pickle)")
     ap.add_argument("dst", help="output .safetensors")
     ap.add_argument("--config", default="r50_ytvis21", help="preset of the target model")
-    ap.add_argument("--seed", type=int, default=0, help="seed for keys without a source")
+    add_seed_arg(ap, help="seed for keys without a source")
     ap.add_argument("--strict", action="store_true", help="fail if any key is unmatched")
-    ap.add_argument("--report", help="also write the report as JSON here")
+    add_report_arg(ap, help="also write the report as JSON to this file")
     args = ap.parse_args(argv)
-    try:
-        report = convert_file(args.src, args.dst, args.config, args.seed, args.strict)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report = convert_file(args.src, args.dst, args.config, args.seed, args.strict)   # CheckpointError: exit 2
     print(f"mapped {report['mapped']} tensors -> {args.dst}")
     print(f"unmatched source keys ({len(report['unmatched_source'])}):")
     for u in report["unmatched_source"]:

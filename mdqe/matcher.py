@@ -5,7 +5,7 @@ authors' code trains with), :class:`HungarianMatcher` the paper-style
 one-to-one option (``SetCriterion(style="paper")``, ``--criterion paper``).
 
 **DynamicKMatcher** (the authors' ``HungarianMatcher`` in its default,
-one-to-many mode; DESIGN.md section 7). Cost per (query q, instance k)::
+one-to-many mode; docs/fidelity.md). Cost per (query q, instance k)::
 
     C = 1 * (-sigmoid(logit[q, class_k]))
       + 2 * (L1(q, k) + 1 - GIoU_video(q, k))
@@ -42,7 +42,7 @@ frames where it is per frame:
       + w_dice * dice_cost(mask over all T frames)
 
 with the weights ``matcher_cls``, ``matcher_box``, ``matcher_dice`` of
-:class:`mdqe.config.LossWeights` (DESIGN.md: 1, 2, 4). The GIoU term uses
+:class:`mdqe.config.LossWeights` (the authors' config: 1, 2, 4). The GIoU term uses
 the box weight (the authors' config names no separate GIoU cost weight).
 Assignment: ``scipy.optimize.linear_sum_assignment`` (minimise).
 """

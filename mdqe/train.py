@@ -28,6 +28,9 @@ import numpy as np
 import torch
 
 from runtime.atomic import write_json
+from runtime.cli import (add_device_arg, add_output_arg, add_progress_arg, add_seed_arg, add_threads_arg,
+                         cli_main, make_parser)
+from runtime.errors import UsageError
 
 from .config import get_config
 from .engine.batching import targets_to
@@ -39,14 +42,13 @@ from .losses import SetCriterion
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mdqe.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser("python -m mdqe.train", __doc__, also=("mdqe-train",))
     p.add_argument("--config", default="tiny", help="preset name (mdqe.config.PRESETS) or a config JSON file")
     p.add_argument("--data", required=True, help="dataset root in YouTube-VIS layout (annotations/, JPEGImages/)")
     p.add_argument("--split", default="train", help="annotation file annotations/<split>.json (default train)")
     p.add_argument("--val-data", default=None, help="optional dataset root whose clips give a validation loss")
     p.add_argument("--val-split", default=None, help="split of --val-data (default: the only/first one)")
-    p.add_argument("--output", required=True, help="output directory")
+    add_output_arg(p)
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--batch", type=int, default=2, help="clips per process and iteration")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -62,17 +64,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "default); paper: Hungarian one-to-one, paper-style losses (docs/training.md)")
     p.add_argument("--resume", default=None, help="state_<iter>.pt to continue from")
     p.add_argument("--init", default=None, help="initial weights (safetensors/.pth via mdqe.checkpoint)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed_arg(p)
     p.add_argument("--short-side", type=int, default=None, help="training clip shorter side (default: config test size)")
-    p.add_argument("--max-size", type=int, default=None, help="training clip longer-side limit (default: config)")
+    p.add_argument("--max-long-side", type=int, default=None,
+                   help="training clip longer-side limit (default: config)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--val-every", type=int, default=0, help="validation-loss period (0: only at the end)")
     p.add_argument("--val-clips", type=int, default=8)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes per training process")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave the default)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true")
+    add_threads_arg(p, help="torch intra-op threads")
+    add_device_arg(p, help="PyTorch device (under torchrun: cuda = each process's LOCAL_RANK GPU)")
+    add_progress_arg(p)
     a = p.parse_args(argv)
     try:
         a.steps = [int(s) for s in a.steps.split(",") if s.strip()]
@@ -95,7 +98,7 @@ def build_dataset(root: str, split: Optional[str], cfg, args, train: bool):
     """The project's clip dataset (mdqe.data) over a YouTube-VIS-layout root."""
     from .data.datasets import build_clip_dataset
     return build_clip_dataset(root, cfg, split=split, train=train, short_side=args.short_side,
-                              max_size=args.max_size)
+                              max_size=args.max_long_side)
 
 
 class ShardedInfiniteSampler:
@@ -164,8 +167,7 @@ def validation_loss(model, criterion, dataset, n_clips: int, device) -> dict:
 
 def _fail(msg: str) -> None:
     """A one-line error on bad input (a refused or unfitting checkpoint, ...): exit status 2."""
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+    raise UsageError(msg)
 
 
 @dataclass
@@ -380,6 +382,7 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+@cli_main
 def main(argv: Optional[List[str]] = None) -> int:
     return train(parse_args(argv))
 

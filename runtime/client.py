@@ -1,6 +1,7 @@
 """Stream a video to the Triton ``mdqe_video`` model and write what ``runtime.infer`` writes.
 
     python -m runtime.client --url 127.0.0.1:8001 --video PATH --output DIR [--stream-id N] [options]
+    mdqe-client ...                       (the same, as a console script)
 
 One stream = one sequence (``--stream-id``, the correlation id; default: a random one). Frames
 are sent one per request (FRAME, FRAME_INDEX; START with the first, END with an empty flush
@@ -9,8 +10,8 @@ frame after the last), and the instances of each frame that became final come ba
 results.json (YouTube-VIS, the same entries as ``runtime.infer`` with the pipeline options the
 repository was generated with), overlay.mp4, masks/ with --save-pngs, and timing.json with the
 per-frame round-trip latencies. Ctrl-C once stops reading (e.g. a camera), ends the stream and
-still writes the outputs of the frames sent; a second Ctrl-C aborts. Errors: one line, exit status 2 (bad video, server unreachable,
-a request the server refuses).
+still writes the outputs of the frames sent; a second Ctrl-C aborts. Errors: one line, exit status 2
+(bad video, server unreachable, a request the server refuses; runtime/cli.py).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .atomic import write_json
+from .cli import add_max_frames_arg, add_output_arg, add_video_arg, cli_main, make_parser
 from .errors import RuntimeErrorBase
 from .rle import decode_rle
 from .serving import protocol as P
@@ -219,13 +221,14 @@ def stream_video(client, source, output_dir: str, stream_id: int, opts: Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.client", description=__doc__.split("\n\n")[0])
+    p = make_parser("python -m runtime.client", __doc__.split("\n\n")[0], also=("mdqe-client",))
     p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address host:port")
-    p.add_argument("--model", default=P.VIDEO_MODEL, help="the stateful video model's name")
-    p.add_argument("--video", required=True, help="video file, folder of frames, or camera index")
-    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--model-name", default=P.VIDEO_MODEL,
+                   help=f"name of the stateful video model in the server's repository (default {P.VIDEO_MODEL})")
+    add_video_arg(p)
+    add_output_arg(p)
     p.add_argument("--stream-id", type=int, default=None, help="correlation id of this stream (default random)")
-    p.add_argument("--max-frames", type=int, default=None)
+    add_max_frames_arg(p)
     p.add_argument("--video-id", type=int, default=1)
     p.add_argument("--save-pngs", action="store_true")
     p.add_argument("--no-overlay", action="store_true")
@@ -234,24 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    src = FrameSource(args.video, max_frames=args.max_frames)
+    grpcclient, exc = _grpc()
+    client = grpcclient.InferenceServerClient(args.url)
     try:
-        src = FrameSource(args.video, max_frames=args.max_frames)
-        grpcclient, exc = _grpc()
-        client = grpcclient.InferenceServerClient(args.url)
-        try:
-            if not client.is_model_ready(args.model):
-                raise ServingError(f"model {args.model} is not ready on {args.url}")
-        except exc as e:
-            raise ServingError(f"cannot reach Triton at {args.url}: {e}") from e
-        sid = args.stream_id if args.stream_id is not None else random.randint(1, 2 ** 62)
-        timing = stream_video(client, src, args.output, sid,
-                              ClientOptions(model=args.model, save_pngs=args.save_pngs, overlay=not args.no_overlay,
-                                            video_id=args.video_id, vis_thr=args.vis_thr, timeout_s=args.timeout))
-    except RuntimeErrorBase as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        if not client.is_model_ready(args.model_name):
+            raise ServingError(f"model {args.model_name} is not ready on {args.url}")
+    except exc as e:
+        raise ServingError(f"cannot reach Triton at {args.url}: {e}") from e
+    sid = args.stream_id if args.stream_id is not None else random.randint(1, 2 ** 62)
+    timing = stream_video(client, src, args.output, sid,
+                          ClientOptions(model=args.model_name, save_pngs=args.save_pngs, overlay=not args.no_overlay,
+                                        video_id=args.video_id, vis_thr=args.vis_thr, timeout_s=args.timeout))
     print(json.dumps({k: timing[k] for k in ("frames", "fps", "results_entries", "latency_ms")}))
     return 0
 

@@ -1,4 +1,4 @@
-"""Per-clip filtering of decoder outputs (shared DESIGN.md sections 4 and 7).
+"""Per-clip filtering of decoder outputs (what differs from the paper's text: docs/fidelity.md).
 
 Default (``style="authors"``): what the authors' ``MDQE.inference_clip``
 (mdqe/mdqe.py) computes, in numpy:
@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .errors import RuntimeErrorBase
 from .native import postprocess as native_pp
 
 
@@ -97,8 +98,8 @@ class ClipDetections:
         return self.scores.max(axis=1) if len(self) else np.zeros(0, np.float32)
 
 
-class ParamError(ValueError):
-    """An out-of-range post-processing / tracker option; the message names the CLI flag."""
+class ParamError(RuntimeErrorBase, ValueError):
+    """An out-of-range post-processing / tracker option; the message names the CLI flag (exit 2)."""
 
 
 def _flag(name: str) -> str:

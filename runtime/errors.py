@@ -1,4 +1,7 @@
-"""Error types of the runtime. Each names the problem so the CLI can print it as is."""
+"""Error types of the project. Each names the problem so the CLI can print it as is; its
+``exit_code`` is the command's exit status (runtime/cli.py). The error types of mdqe/, export/ and
+tools/ derive from ``RuntimeErrorBase`` (or ``VerificationFailed``) so every command maps them the
+same way."""
 
 
 class RuntimeErrorBase(Exception):
@@ -7,6 +10,16 @@ class RuntimeErrorBase(Exception):
     ``exit_code``: the CLI's exit status for it (2 = bad input the user can fix)."""
 
     exit_code = 2
+
+
+class UsageError(RuntimeErrorBase):
+    """A bad command-line value or combination of flags (exit 2)."""
+
+
+class VerificationFailed(RuntimeErrorBase):
+    """A check of the results failed (an export differs from PyTorch, NaN/inf, a parity check): exit 3."""
+
+    exit_code = 3
 
 
 class VideoError(RuntimeErrorBase):
@@ -30,7 +43,5 @@ class OutputError(RuntimeErrorBase):
     files, another run writing there)."""
 
 
-class NonFiniteError(RuntimeErrorBase):
+class NonFiniteError(VerificationFailed):
     """A model stage produced NaN or infinite values (broken weights or export): verification failed."""
-
-    exit_code = 3

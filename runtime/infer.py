@@ -2,10 +2,11 @@
 
     python -m runtime.infer --model DIR --video PATH --output DIR [--backend ort|trt|fake]
     python -m mdqe.infer    ... the same options, and --backend torch (the PyTorch model; needs torch)
+    mdqe-infer ...          the console script of python -m mdqe.infer
 
 Writes OUTPUT/results.json (YouTube-VIS results), OUTPUT/overlay.mp4,
 OUTPUT/timing.json and, with --save-pngs, OUTPUT/masks/track_<id>/<frame>.png.
-Exit status (docs/runtime.md, "Reliability"):
+Exit status (runtime/cli.py; docs/runtime.md, "Reliability"):
   0    the whole video was processed;
   2    bad input the user can fix (missing/corrupt video, unreachable stream, incompatible model
        directory, unwritable --output, missing plugin library, unavailable backend): one line;
@@ -31,9 +32,13 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-from .clip_filter import ParamError, check_number  # noqa: E402
+from .cli import (EXIT_BAD_INPUT, EXIT_OK, EXIT_SIGNAL, EXIT_STOPPED_EARLY, EXIT_VERIFY,  # noqa: E402,F401
+                  add_backend_arg, add_device_arg, add_max_frames_arg, add_model_arg, add_output_arg,
+                  add_plugin_lib_arg, add_progress_arg, add_providers_arg, add_threads_arg, add_video_arg,
+                  cli_main, make_parser)
+from .clip_filter import check_number  # noqa: E402
 from .contract import TRT_PLUGIN_LIBRARY  # noqa: E402
-from .errors import RuntimeErrorBase  # noqa: E402
+from .errors import RuntimeErrorBase, UsageError  # noqa: E402
 from .output_dir import check_output_dir  # noqa: E402
 from .tracker import PRESETS, preset, preset_for_model  # noqa: E402
 
@@ -91,25 +96,18 @@ def add_postprocess_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
-                                   "optional for --backend fake")
-    p.add_argument("--video", required=True, help="video file, folder of frames, or camera index")
-    p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--backend", default="ort", choices=("ort", "trt", "torch", "fake"))
-    p.add_argument("--providers", default=None,
-                   help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
-    p.add_argument("--threads", type=int, default=0, help="ort: intra-op threads (0 = ONNX Runtime default)")
-    p.add_argument("--plugin-lib", default=None, help=f"trt: path of {TRT_PLUGIN_LIBRARY}")
-    p.add_argument("--engine-dir", default=None, help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
-    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
-    p.add_argument("--device", default="cpu", help="torch: cpu or cuda[:i]")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p = make_parser("python -m runtime.infer", __doc__.split("\n\n")[0], show_defaults=True,
+                    also=("python -m mdqe.infer (adds --backend torch)", "mdqe-infer"))
+    add_model_arg(p, help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
+                          "optional for --backend fake")
+    add_video_arg(p)
+    add_output_arg(p)
+    add_backend_args(p)
+    add_max_frames_arg(p, help="stop after N frames")
     p.add_argument("--video-id", type=int, default=1, help="video_id written in results.json")
     p.add_argument("--save-pngs", action="store_true", help="also write per-instance mask PNGs")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arg(p)
     g = p.add_argument_group("network streams (rtsp://, http(s)://, any URL OpenCV/FFmpeg opens)")
     g.add_argument("--reconnect-delays", default="0.5,1,2", type=_delays,
                    help="a dropped stream is reopened once after each of these delays (seconds); then the run "
@@ -163,6 +161,19 @@ def options_from_args(args, spec=None):
         min_pair_score=args.min_pair_score, min_pairs=args.min_pairs)
 
 
+def add_backend_args(p) -> None:
+    """The flags ``backend_from_args`` reads: --backend and each backend's options (--providers,
+    --threads, --plugin-lib, --engine-dir, --weights, --device); runtime.infer, benchmarks.fps."""
+    add_backend_arg(p)
+    add_providers_arg(p, help="ort: 'cpu' (default), 'auto' (CUDA if present), or a comma list, e.g. 'tensorrt,cuda'")
+    add_threads_arg(p, help="ort: intra-op threads")
+    add_plugin_lib_arg(p, help=f"trt: path of {TRT_PLUGIN_LIBRARY}")
+    p.add_argument("--engine-dir", default=None,
+                   help="trt: folder with encoder.plan / decoder.plan (default MODEL/engines, then MODEL)")
+    p.add_argument("--weights", default=None, help="torch: checkpoint (default: export.json weights.source)")
+    add_device_arg(p, help="torch: PyTorch device")
+
+
 def backend_from_args(args):
     from .backends import create_backend
     if args.backend == "ort":
@@ -174,10 +185,6 @@ def backend_from_args(args):
     return create_backend("fake", args.model)
 
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_STOPPED_EARLY = 0, 2, 3, 4
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
-
-
 def exit_status(timing: dict) -> int:
     """The exit status of a finished run (see the module doc)."""
     if timing.get("signal") in EXIT_SIGNAL:      # a signal is reported even when it came after the last frame
@@ -185,16 +192,12 @@ def exit_status(timing: dict) -> int:
     return EXIT_STOPPED_EARLY if timing.get("stopped_early") else EXIT_OK
 
 
+@cli_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.model is None and args.backend != "fake":
-        print("error: --model DIR is required (except with --backend fake)", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        options = options_from_args(args)           # bad options: one line, exit 2, before any work
-    except ParamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UsageError("--model DIR is required (except with --backend fake)")
+    options = options_from_args(args)               # bad options (ParamError): one line, exit 2, before any work
     try:
         from .backends import require_backend
         require_backend(args.backend)                                  # torch: registered by mdqe.infer
@@ -211,9 +214,6 @@ def main(argv=None) -> int:
             timing = run_video(source, args.output, backend, options)
         finally:
             backend.close()
-    except RuntimeErrorBase as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt as e:
         name = str(e) if str(e) in EXIT_SIGNAL else "SIGINT"
         print(f"interrupted ({name}): aborted, no outputs written", file=sys.stderr)

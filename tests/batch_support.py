@@ -18,7 +18,7 @@ NUM_VIDEOS, FRAMES, HEIGHT, WIDTH = 4, 8, 96, 160
 def export_tiny(out: str) -> str:
     r = subprocess.run([sys.executable, os.path.join(ROOT, "export", "to_onnx.py"), "--config", "checkpoint",
                         "--weights", os.path.join(ROOT, "weights", "tiny_synthetic.safetensors"), "--output", out,
-                        "--msda", "onnx", "--height", "96", "--width", "160", "--no-verify", "--quiet",
+                        "--msda", "onnx", "--height", "96", "--width", "160", "--no-verify", "--no-progress",
                         "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out

@@ -1,4 +1,4 @@
-"""Helpers of the reliability tests (issue 15): small model directories whose graphs are built with
+"""Helpers of the reliability tests (bad inputs, damaged files, failing stages): small model directories whose graphs are built with
 onnx.helper (constant outputs, < 0.1 s, run by ONNX Runtime), small videos, and a CLI runner that
 checks the error contract (exit code, one line naming the problem, no traceback, outputs untouched).
 """

@@ -1,4 +1,4 @@
-"""Issue 15: every CLI x missing, empty, corrupt and wrongly typed inputs.
+"""Every CLI x missing, empty, corrupt and wrongly typed inputs.
 
 Each case asserts: the exit code (2 = bad input), exactly one line carrying ``error:`` that names
 the problem, no traceback, and that the files already in the output folder are unchanged.
@@ -97,7 +97,7 @@ def _argv(cli, f, out, **kw):
     if cli == "to_onnx":
         a = {"--config": "tiny", "--weights": "random"}
         a.update(kw)
-        return [x for k, v in a.items() for x in (k, v)] + ["--output", out, "--quiet", "--no-verify"]
+        return [x for k, v in a.items() for x in (k, v)] + ["--output", out, "--no-progress", "--no-verify"]
     if cli == "build_engines":
         return ["--model", kw.get("--model", f["model"]), "--print-only", "--engine-dir", out]
     if cli == "evaluate":
@@ -112,7 +112,7 @@ def _argv(cli, f, out, **kw):
     if cli == "fps":
         a = {"--model": f["model"], "--video": f["video"]}
         a.update(kw)
-        return [x for k, v in a.items() for x in (k, v)] + ["--output", out, "--warmup-frames", "0", "--quiet"]
+        return [x for k, v in a.items() for x in (k, v)] + ["--output", out, "--warmup-frames", "0", "--no-progress"]
     if cli == "demo":
         a = {"--video": f["video"]}
         a.update(kw)

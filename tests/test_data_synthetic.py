@@ -106,7 +106,7 @@ def test_occlusion_happens_across_a_small_set():
 
 
 def test_cli_writes_train_and_val_splits(tmp_path, capsys):
-    assert synthetic.main(["--out", str(tmp_path), "--videos", "2", "--frames", "3", "--height", "64",
+    assert synthetic.main(["--output", str(tmp_path), "--videos", "2", "--frames", "3", "--height", "64",
                            "--width", "96", "--seed", "1", "--val-videos", "1"]) == 0
     train = json.load(open(tmp_path / "annotations" / "train.json"))
     val = json.load(open(tmp_path / "annotations" / "val.json"))

@@ -1,4 +1,4 @@
-"""Whole-model ONNX export tests on the `tiny` config (issue 4); the r50 ones are in
+"""Whole-model ONNX export tests on the `tiny` config; the r50 ones are in
 tests/test_export_r50.py. One export per form, shared through module-scoped fixtures."""
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def tiny_builtin(tmp_path_factory):
     """NVIDIA's MultiscaleDeformableAttnPlugin_TRT nodes, through the CLI with verification on."""
     out = tmp_path_factory.mktemp("exp") / "tiny_builtin"
     rc = to_onnx.main(["--config", "tiny", "--weights", "random", "--output", str(out), "--height", str(H),
-                       "--width", str(W), "--seed", "0", "--msda", "trt-builtin", "--quiet"])
+                       "--width", str(W), "--seed", "0", "--msda", "trt-builtin", "--no-progress"])
     assert rc == 0
     return out
 
@@ -294,7 +294,7 @@ def test_fp16_export(tiny_fp16, tiny_model, references):
 def test_cli_errors(tmp_path, capsys):
     def run(*extra, out=None):
         return to_onnx.main(["--config", "tiny", "--weights", "random", "--output", str(out or tmp_path / "o"),
-                             "--no-verify", "--quiet", *extra])
+                             "--no-verify", "--no-progress", *extra])
     assert run("--height", "130", "--width", "160") == 2
     assert "multiple of 32" in capsys.readouterr().err
     assert run("--height", "128") == 2
@@ -358,7 +358,7 @@ def test_checkpoint_loading(tmp_path, capsys, tiny_model):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     assert build_model_with_weights("checkpoint", str(path), seed=0)[1] == model.cfg
     # a checkpoint of another config
-    rc = to_onnx.main(["--config", "r50_ytvis21", "--weights", str(path), "--output", str(tmp_path / "o"), "--quiet"])
+    rc = to_onnx.main(["--config", "r50_ytvis21", "--weights", str(path), "--output", str(tmp_path / "o"), "--no-progress"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "'tiny'" in err and "num_classes" in err and "--config checkpoint" in err
@@ -367,13 +367,13 @@ def test_checkpoint_loading(tmp_path, capsys, tiny_model):
     bad["head.extra"] = torch.zeros(2)
     torch.save(bad, tmp_path / "bad.pth")
     rc = to_onnx.main(["--config", "tiny", "--weights", str(tmp_path / "bad.pth"), "--output", str(tmp_path / "o"),
-                       "--quiet"])
+                       "--no-progress"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "missing keys" in err and "cls_embed.layers.0.weight" in err and "head.extra" in err
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert to_onnx.main(["--config", "tiny", "--weights", str(tmp_path / "junk.pth"), "--output",
-                         str(tmp_path / "o"), "--quiet"]) == 2
+                         str(tmp_path / "o"), "--no-progress"]) == 2
     assert "cannot load checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -405,7 +405,7 @@ def test_build_engines_print_only(tiny_plugin, tiny_fp16):
                             "--plugin-lib", "/opt/mdqe/libmdqe_trt_plugin.so", *extra],
                            cwd=REPO, capture_output=True, text=True)
         return p.returncode, p.stdout, p.stderr
-    rc, out, err = run(tiny_plugin, "--opt-size", "128x160", "--max-size", "384x384")
+    rc, out, err = run(tiny_plugin, "--profile-opt-size", "128x160", "--profile-max-size", "384x384")
     assert rc == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("trtexec")]
     assert len(lines) == 4                                       # 2 graphs x TensorRT 10 / 11
@@ -430,7 +430,7 @@ def test_build_engines_print_only(tiny_plugin, tiny_fp16):
     lines = [ln for ln in out.splitlines() if ln.startswith("trtexec")]
     assert len(lines) == 2 and all("--stronglyTyped" in ln and "--fp16" not in ln for ln in lines)
     # bad profile, missing directory
-    rc, _, err = run(tiny_plugin, "--min-size", "100x160")
+    rc, _, err = run(tiny_plugin, "--profile-min-size", "100x160")
     assert rc == 2 and "multiples of 32" in err
     rc, _, err = run(REPO / "nonexistent")
     assert rc == 2 and "model directory not found" in err   # runtime.model_dir, the one validation

@@ -1,4 +1,4 @@
-"""The four MSDeformAttn export forms (issue 10): names and plugin identities from their one home
+"""The four MSDeformAttn export forms: names and plugin identities from their one home
 (runtime.model_dir), the Gather form's semantics, NVIDIA's MultiscaleDeformableAttnPlugin_TRT node
 contract, ONNX Runtime execution of every form, the fast Python-op output path, and the printed
 trtexec / polygraphy lines per form. Op level (a small module), fast; whole-model exports are in

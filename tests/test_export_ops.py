@@ -1,4 +1,4 @@
-"""Op-level export tests (issue 4): MSDeformAttn's ONNX forms (all four: tests/test_export_forms.py) on a small module, the numpy
+"""Op-level export tests: MSDeformAttn's ONNX forms (all four: tests/test_export_forms.py) on a small module, the numpy
 reference kernel, the ONNX Runtime custom-op bridge, and the fp16 typing pass. No MDQE model."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""r50_ytvis21 export (issues 4, 10): one export per MSDeformAttn form (all four) at a small resolution, shared by
+"""r50_ytvis21 export: one export per MSDeformAttn form (all four) at a small resolution, shared by
 module-scoped fixtures. Slow (~2 min per export on the 2-core CI machine) but part of CI."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 15 item 5: one semantics for bad sampling locations in every CPU-runnable MSDeformAttn
+"""One semantics for bad sampling locations in every CPU-runnable MSDeformAttn
 implementation (the torch form, the C++ CPU kernel via ctypes and via mdqe.ops impl="cpu"), and
 level_start_index validated the same way everywhere.
 

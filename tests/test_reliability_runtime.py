@@ -1,5 +1,4 @@
-"""Issue 15, runtime defects: one test per item (1, 2, 3, 4 run time, 6, 11), each failing on the
-code before the fix. Models are small constant-output ONNX graphs (tests/reliability_utils.py) run
+"""Runtime defects: one test per defect, each failing on the code before its fix. Models are small constant-output ONNX graphs (tests/reliability_utils.py) run
 by ONNX Runtime, or the fake backend; videos are small MJPG AVIs.
 """
 import json
@@ -43,7 +42,7 @@ def _meta(**changes):
 
 _DEL = object()
 
-# item 1: export.json trusted without checks -> crash deep in the run, ORT traceback, or wrong results
+# export.json trusted without checks -> crash deep in the run, ORT traceback, or wrong results
 BAD_EXPORTS = {
     "num_classes": (dict(num_classes=5, class_names=list("abcde"), decoder__outputs=_DEL), {}, "num_classes"),
     "num_frames": (dict(num_frames=3, decoder__inputs=_DEL, decoder__outputs=_DEL), {}, "num_frames"),
@@ -82,7 +81,7 @@ def test_export_json_errors_in_every_entry_point(tmp_path):
         assert_clean_error(run_cli(args), 2, "encoder must be a JSON object")
 
 
-# item 2: --output validated before any work
+# --output validated before any work
 def test_output_is_a_file(assets, tmp_path, capsys):
     f = tmp_path / "taken"
     f.write_text("mine")
@@ -154,7 +153,7 @@ def test_second_run_into_the_same_folder_is_refused(assets, tmp_path, capsys):
     assert _infer(assets["model"], assets["video"], out) == 0
 
 
-# items 3 and 6: signals, leftovers, early stops
+# signals, leftovers, early stops
 def _popen_infer(video, out, *extra):
     env = dict(os.environ, OPENCV_FFMPEG_LOGLEVEL="-8")
     return subprocess.Popen([sys.executable, "-m", "runtime.infer", "--backend", "fake", "--video", video, "--output",
@@ -254,7 +253,7 @@ def test_failed_rerun_keeps_the_older_outputs(assets, tmp_path):
     assert snapshot(str(out)) == before
 
 
-# item 4 (run time): NaN model outputs
+# NaN model outputs
 @pytest.mark.parametrize("name,stage", [("pred_masks", "decoder"), ("memory", "encoder")])
 def test_non_finite_outputs_exit_3_naming_the_stage(name, stage, assets, tmp_path, capsys):
     model = make_model_dir(str(tmp_path / "m"), nan_in=name)
@@ -265,7 +264,7 @@ def test_non_finite_outputs_exit_3_naming_the_stage(name, stage, assets, tmp_pat
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-# item 11: a 1x1 video and the overlay writer
+# a 1x1 video and the overlay writer
 def test_1x1_video_hints_no_overlay(tmp_path, capsys):
     import cv2
     folder = tmp_path / "tiny"

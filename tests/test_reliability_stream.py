@@ -1,4 +1,4 @@
-"""Issue 15 item 13: network streams as video sources, with a bounded reconnect and the results of
+"""Network streams as video sources, with a bounded reconnect and the results of
 the frames so far kept when a stream drops for good.
 
 The streams come from an HTTP server started by each test on 127.0.0.1 (a thread of the test

@@ -7,7 +7,7 @@ from benchmarks.fps import main
 
 def test_fps_report_files(tmp_path):
     out = str(tmp_path / "rep")
-    assert main(["--backend", "fake", "--max-frames", "10", "--warmup-frames", "2", "--quiet", "--output", out]) == 0
+    assert main(["--backend", "fake", "--max-frames", "10", "--warmup-frames", "2", "--no-progress", "--output", out]) == 0
     rep = json.load(open(os.path.join(out, "fps_report.json")))
     assert rep["timing"]["frames"] == rep["timing"]["encoder_frames"] == 10
     assert rep["paper"]["fps"] == 37.8 and rep["fps"] > 0

@@ -24,7 +24,7 @@ def tiny_onnx(tmp_path_factory):
     pytest.importorskip("torch")
     out = str(tmp_path_factory.mktemp("tiny_onnx"))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "export", "to_onnx.py"), "--config", "tiny",
-                        "--weights", "random", "--output", out, "--msda", "onnx", "--no-verify", "--quiet",
+                        "--weights", "random", "--output", out, "--msda", "onnx", "--no-verify", "--no-progress",
                         "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out

@@ -1,4 +1,4 @@
-"""Issue 15 items 8 and 9: empty frames are null; tracker options are validated (one line, exit 2).
+"""Empty frames are null; tracker options are validated (one line, exit 2).
 
 Also the default mask output = the authors' aligned bilinear x4 + crop + NEAREST resize (checked
 against the same operations in torch) and its RLE = pycocotools'.

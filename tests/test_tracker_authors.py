@@ -1,4 +1,4 @@
-"""The default tracker = the authors' OverTracker results (DESIGN.md section 7), behaviour by behaviour.
+"""The default tracker = the authors' OverTracker results (docs/fidelity.md), behaviour by behaviour.
 
 Hand-built clip detections (runtime.clip_filter.ClipDetections) drive runtime.tracker.ClipTracker;
 expected values are computed here from the rules. The paper-style tracker: test_tracker_paper.py.

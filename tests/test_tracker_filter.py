@@ -1,4 +1,4 @@
-"""Per-clip filtering, the authors' rules (MDQE.inference_clip; DESIGN.md section 7), one by one.
+"""Per-clip filtering, the authors' rules (MDQE.inference_clip; docs/fidelity.md), one by one.
 
 The paper-style filter (``--preset paper``) is tested in test_tracker_filter_paper.py.
 """

@@ -28,7 +28,7 @@ def test_torchrun_two_process_training(tiny_dataset, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "mdqe.train", "--config", "tiny", "--data", tiny_dataset, "--output", str(out),
            "--iters", "8", "--batch", "1", "--lr", "1e-3", "--backbone-lr-mult", "1", "--clip-grad", "1.0",
-           "--short-side", "64", "--max-size", "96", "--log-every", "1", "--ckpt-every", "4",
+           "--short-side", "64", "--max-long-side", "96", "--log-every", "1", "--ckpt-every", "4",
            "--threads", "1", "--seed", "0", "--no-progress",
            # validation runs on rank 0 only: it must not enter collective calls
            "--val-data", tiny_dataset, "--val-split", "train", "--val-every", "4", "--val-clips", "1"]

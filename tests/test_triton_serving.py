@@ -59,13 +59,13 @@ def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("triton")
     model = str(root / "tiny")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "export", "to_onnx.py"), "--config", "checkpoint",
-                        "--weights", WEIGHTS, "--output", model, "--msda", "onnx", "--no-verify", "--quiet",
+                        "--weights", WEIGHTS, "--output", model, "--msda", "onnx", "--no-verify", "--no-progress",
                         "--threads", "1", "--height", "128", "--width", "128"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     repo = str(root / "repo")
     r = subprocess.run([sys.executable, "-m", "export.to_triton", "--model", model, "--output", repo,
-                        "--backend", "python", "--score-thr", SCORE_THR, "--stream-idle-s", str(IDLE_S),
+                        "--triton-backend", "python", "--score-thr", SCORE_THR, "--stream-idle-s", str(IDLE_S),
                         "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     videos, refs = [], []
@@ -168,7 +168,7 @@ def test_onnxruntime_and_tensorrt_repositories(work, tmp_path, capsys):
         r.stderr = capsys.readouterr().err
         return r
 
-    r = gen(work["model"], str(tmp_path / "ort"), "--backend", "onnxruntime")
+    r = gen(work["model"], str(tmp_path / "ort"), "--triton-backend", "onnxruntime")
     assert r.returncode == 0, r.stderr
     c = text_format.Parse((tmp_path / "ort" / "mdqe_encoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert c.platform == "onnxruntime_onnx" and (tmp_path / "ort" / "mdqe_encoder" / "1" / "model.onnx").is_file()
@@ -180,17 +180,17 @@ def test_onnxruntime_and_tensorrt_repositories(work, tmp_path, capsys):
     (plug / "export.json").write_text(json.dumps(meta))
     for f in ("encoder.onnx", "decoder.onnx"):
         os.symlink(os.path.join(work["model"], f), plug / f)
-    r = gen(str(plug), str(tmp_path / "ort2"), "--backend", "onnxruntime")
+    r = gen(str(plug), str(tmp_path / "ort2"), "--triton-backend", "onnxruntime")
     assert r.returncode == 2 and "plugin-form graphs" in r.stderr and not (tmp_path / "ort2").exists()
 
-    r = gen(str(plug), str(tmp_path / "trt0"), "--backend", "tensorrt")
+    r = gen(str(plug), str(tmp_path / "trt0"), "--triton-backend", "tensorrt")
     assert r.returncode == 2 and "no TensorRT engine encoder.plan" in r.stderr
     (plug / "engines").mkdir()
     for g in ("encoder", "decoder"):
         (plug / "engines" / f"{g}.plan").write_bytes(b"engine bytes " + g.encode())
-    r = gen(str(plug), str(tmp_path / "trt1"), "--backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin.so")
+    r = gen(str(plug), str(tmp_path / "trt1"), "--triton-backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin.so")
     assert r.returncode == 2 and "registers nothing on load" in r.stderr     # Triton only dlopen()s plugins
-    r = gen(str(plug), str(tmp_path / "trt"), "--backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin_static.so",
+    r = gen(str(plug), str(tmp_path / "trt"), "--triton-backend", "tensorrt", "--plugin-lib", "/opt/libmdqe_trt_plugin_static.so",
             "--decoder-inputs", "memory,mask_features,query_feat,query_points,query_embed")
     assert r.returncode == 0, r.stderr
     c = text_format.Parse((tmp_path / "trt" / "mdqe_decoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())

@@ -1,6 +1,6 @@
 """Synthetic occluded-video dataset in the YouTube-VIS format with OVIS-style occlusion labels.
 
-    python -m mdqe.data.synthetic --out DIR [--videos N] [--frames F] [--height H --width W]
+    python -m mdqe.data.synthetic --output DIR [--videos N] [--frames F] [--height H --width W]
                                   [--seed S] [--split-name NAME] [--val-videos M]
 
 writes ``DIR/JPEGImages/<split>_<i:04d>/<t:05d>.jpg`` and ``DIR/annotations/<split>.json``
@@ -24,7 +24,6 @@ Deterministic: the same arguments give byte-identical JSON and images
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -37,6 +36,7 @@ from pycocotools import mask as mask_utils
 
 from mdqe.config import SYNTHETIC_CLASSES
 from runtime.atomic import write_bytes
+from runtime.cli import add_image_size_args, add_output_arg, add_seed_arg, cli_main, make_parser
 from runtime.rle import encode_rle
 
 from .shapes import background, object_texture, render_object, shape_mask, warp_matrix
@@ -229,27 +229,27 @@ def make_splits(out_dir: str, train_videos: int = 64, val_videos: int = 16, seed
             "val": generate_split(out_dir, val_videos, seed=seed + 1, split="val", **kw)}
 
 
+@cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mdqe.data.synthetic",
-                                 description="Write a synthetic occluded-video dataset (YouTube-VIS format).")
-    ap.add_argument("--out", required=True)
+    ap = make_parser("python -m mdqe.data.synthetic",
+                     "Write a synthetic occluded-video dataset (YouTube-VIS format).", also=("mdqe-synthetic",))
+    add_output_arg(ap, help="dataset root to write (annotations/, JPEGImages/)")
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--frames", type=int, default=None,
                     help=f"frames per video (default: random in {DEFAULT_FRAMES[0]}..{DEFAULT_FRAMES[1]})")
-    ap.add_argument("--height", type=int, default=192)
-    ap.add_argument("--width", type=int, default=320)
-    ap.add_argument("--seed", type=int, default=0)
+    add_image_size_args(ap, height=192, width=320, help="frame")
+    add_seed_arg(ap)
     ap.add_argument("--split-name", default="train")
     ap.add_argument("--val-videos", type=int, default=0,
                     help="also write a held-out 'val' split with this many videos (seed + 1)")
     args = ap.parse_args(argv)
     kw = dict(num_frames=args.frames, height=args.height, width=args.width)
-    path = generate_split(args.out, args.videos, seed=args.seed, split=args.split_name, **kw)
+    path = generate_split(args.output, args.videos, seed=args.seed, split=args.split_name, **kw)
     print(f"wrote {path}")
     if args.val_videos > 0:
         if args.split_name == "val":
             ap.error("--val-videos needs a --split-name other than 'val'")
-        path = generate_split(args.out, args.val_videos, seed=args.seed + 1, split="val", **kw)
+        path = generate_split(args.output, args.val_videos, seed=args.seed + 1, split="val", **kw)
         print(f"wrote {path}")
     return 0
 

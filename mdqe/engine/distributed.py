@@ -29,14 +29,22 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group torchrun describes (or run alone). device: auto|cpu|cuda."""
+def init_distributed(device: str = "cpu") -> DistInfo:
+    """Join the process group torchrun describes (or run alone). device: cpu, cuda or cuda:N (the
+    CLI vocabulary, runtime/cli.py; cuda:N in a single process only: under torchrun each process
+    takes the GPU of its LOCAL_RANK)."""
+    from runtime.errors import BackendUnavailableError, UsageError
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    use_cuda = device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
+        raise BackendUnavailableError(f"--device {device} requested but CUDA is not available")
+    if device.startswith("cuda:"):
+        if world > 1:
+            raise UsageError(f"--device {device}: under torchrun pass --device cuda (each process takes the GPU "
+                             "of its LOCAL_RANK)")
+        local = int(device.split(":", 1)[1])
     if use_cuda:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)

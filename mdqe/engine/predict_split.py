@@ -1,7 +1,7 @@
 """Predict a whole YouTube-VIS-layout split and write one results JSON.
 
     python -m mdqe.engine.predict_split --gt DIR/annotations/val.json --output RES.json \
-        (--weights CKPT [--config NAME] | --model-dir EXPORT_DIR --backend ort|trt|torch) \
+        (--weights CKPT [--config NAME] | --model EXPORT_DIR --backend ort|trt|torch) \
         [--images DIR/JPEGImages] [--max-videos N] [--threads N]
 
 Every video runs through the runtime's near-online pipeline
@@ -9,19 +9,23 @@ Every video runs through the runtime's near-online pipeline
 T frames with stride 1, per-clip filtering, the Hungarian clip tracker,
 per-video scores), so the PyTorch path (``--weights``: the model is run
 in-process by the torch backend, mdqe.backend) and the exported path
-(``--model-dir`` with ``--backend ort``) differ only in the backend.
+(``--model`` with ``--backend ort``) differ only in the backend.
 The output is ``[{video_id, category_id, score, segmentations}, ...]`` for
 ``python -m mdqe.evaluate --gt ... --results RES.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
 from typing import List, Optional
+
+from runtime.cli import (add_backend_arg, add_device_arg, add_model_arg, add_output_arg, add_progress_arg,
+                         add_threads_arg, cli_main, make_parser)
+from runtime.errors import UsageError
+from runtime.tracker import PRESETS
 
 
 def torch_spec_from_config(cfg, weights: str):
@@ -38,16 +42,16 @@ def make_backend(args):
         _, ckpt_cfg, _ = load_checkpoint(args.weights)
         cfg = get_config(args.config) if args.config else ckpt_cfg
         if cfg is None:
-            raise SystemExit(f"{args.weights} records no config; pass --config")
+            raise UsageError(f"{args.weights} records no config; pass --config")
         return TorchBackend(None, weights=args.weights, device=args.device, spec=torch_spec_from_config(cfg, args.weights))
     from runtime.backends import create_backend
 
     from ..backend import register
-    register()                      # --model-dir with --backend torch
+    register()                      # --model with --backend torch
     opts = {}
     if args.backend == "ort" and args.threads:
         opts["threads"] = args.threads
-    return create_backend(args.backend, args.model_dir, **opts)
+    return create_backend(args.backend, args.model, **opts)
 
 
 def video_frame_dir(images_root: str, video: dict) -> str:
@@ -98,25 +102,25 @@ def predict_split(gt_path: str, images_root: str, backend, max_videos: Optional[
     return results
 
 
+@cli_main
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mdqe.engine.predict_split", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = make_parser("python -m mdqe.engine.predict_split", __doc__, also=("mdqe-predict",))
     ap.add_argument("--gt", required=True, help="annotation JSON of the split (its videos are predicted)")
     ap.add_argument("--images", default=None, help="frame root (default: <gt dir>/../JPEGImages)")
-    ap.add_argument("--output", required=True, help="results JSON to write")
+    add_output_arg(ap, help="results JSON file to write")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="PyTorch checkpoint (mdqe.checkpoint format): the PyTorch path")
-    src.add_argument("--model-dir", help="exported model directory (INTERFACES.md section 5)")
-    ap.add_argument("--backend", default="ort", choices=["ort", "trt", "torch"], help="with --model-dir")
+    add_model_arg(src)
+    add_backend_arg(ap, choices=("ort", "trt", "torch"), help="runtime backend with --model (default ort)")
     ap.add_argument("--config", default=None, help="with --weights: override the config stored in the checkpoint")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch / ORT intra-op threads (0: default)")
+    add_device_arg(ap, help="with --weights: PyTorch device")
+    add_threads_arg(ap, help="torch / ORT intra-op threads")
     ap.add_argument("--max-videos", type=int, default=None)
     ap.add_argument("--score-thr", type=float, default=None,
                     help="clip score threshold (runtime default 0.1; new tracks need twice it)")
-    ap.add_argument("--preset", default="auto", choices=("auto", "ytvis", "ovis", "paper"),
+    ap.add_argument("--preset", default="auto", choices=("auto",) + PRESETS,
                     help="runtime post-processing preset (auto: the authors' preset for the model, as runtime.infer)")
-    ap.add_argument("--no-progress", action="store_true")
+    add_progress_arg(ap)
     args = ap.parse_args(argv)
     if args.threads:
         try:

@@ -9,7 +9,6 @@ loading and RLE validation included) and deleted.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from typing import List, Optional
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from runtime.cli import add_image_size_args, add_seed_arg, cli_main, make_parser
 
 from .results import write_json_atomic
 from .ytvis_eval import evaluate
@@ -63,13 +64,13 @@ def make_case(videos: int, frames: int, height: int, width: int, seed: int = 0, 
     return gt, res
 
 
+@cli_main
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mdqe.evaluation.benchmark", description=__doc__.split("\n\n")[0])
+    ap = make_parser("python -m mdqe.evaluation.benchmark", __doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=302)
     ap.add_argument("--frames", type=int, default=30)
-    ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--seed", type=int, default=0)
+    add_image_size_args(ap, height=720, width=1280, help="frame")
+    add_seed_arg(ap)
     a = ap.parse_args(argv)
     gt, res = make_case(a.videos, a.frames, a.height, a.width, a.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Load and validate YouTube-VIS / OVIS ground truth and results (torch-free).
 
-Ground truth (DESIGN.md section 5)::
+Ground truth (docs/data_eval.md)::
 
     {"videos": [{"id", "width", "height", "length", "file_names"}...],
      "annotations": [{"id", "video_id", "category_id", "iscrowd",

@@ -6,7 +6,7 @@
     and, when every ground-truth annotation has per-frame ``occlusion`` labels,
     AP_so, AP_mo, AP_ho, AR_so, AR_mo, AR_ho  (OVIS occlusion bins)
 
-Semantics (official YouTube-VIS / OVIS evaluation, DESIGN.md section 5):
+Semantics (official YouTube-VIS / OVIS evaluation, docs/data_eval.md):
 video mask IoU; IoU thresholds .50:.05:.95; 101 recall points; at most
 1/10/100 detections per video and category; area ranges on the mean area
 over non-empty frames: all, small [0, 128^2], medium [128^2, 256^2], large

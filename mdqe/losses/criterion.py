@@ -4,7 +4,7 @@ Two styles, chosen with ``SetCriterion(cfg, style=...)`` (CLI: ``--criterion``):
 
 ``style="authors"`` (default): the loss values of the authors' criterion
 (``mdqe/models/criterion.py`` + ``matcher.py`` of MinghanLi/MDQE_CVPR2023;
-DESIGN.md section 7; measured equal by ``tools/parity/criterion.py``)::
+docs/fidelity.md; measured equal by ``tools/parity/criterion.py``)::
 
     L = 2 L_cls + 2 L_L1 + 2 L_GIoU + 4 L_BCE + 4 L_Dice     (last layer and every aux layer)
       + 2 L_init-sem + 0.5 L_init-reid + 0.5 L_init-reid-aux

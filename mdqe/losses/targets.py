@@ -1,4 +1,4 @@
-"""Training targets as the authors' code prepares them (DESIGN.md section 7, "Training").
+"""Training targets as the authors' code prepares them (docs/fidelity.md, criterion).
 
 * :func:`prepare_target` turns one clip's target dict of the project's data
   format (INTERFACES.md section 4: ``boxes`` (cx,cy,w,h), ``masks`` bool,

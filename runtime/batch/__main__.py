@@ -1,8 +1,10 @@
 """Command line of runtime.batch (see runtime/batch/__init__.py and docs/batch.md).
 
-Exit status: 0 every video finished; 2 bad input (model, videos, output folder, cluster) or some
-videos failed (each listed with its error in OUT/summary.json; the others finished); 130 Ctrl-C
-(finished videos are kept; rerun the same command to do the rest).
+    python -m runtime.batch --model DIR --videos FOLDER|GT.json|LIST.txt --output DIR   (or mdqe-batch)
+
+Exit status (runtime/cli.py): 0 every video finished; 2 bad input (model, videos, output folder,
+cluster) or some videos failed (each listed with its error in OUT/summary.json; the others
+finished); 130 Ctrl-C (finished videos are kept; rerun the same command to do the rest).
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ import sys
 from typing import List, Optional
 
 from . import BatchInputError, BatchSpec, run_batch
-from ..errors import RuntimeErrorBase
+from ..cli import EXIT_BAD_INPUT, EXIT_SIGNAL, add_output_arg, add_progress_arg, cli_main, make_parser
 from .runner import EXECUTORS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m runtime.batch", allow_abbrev=False, add_help=False,
+    p = make_parser(
+        "python -m runtime.batch", also=("mdqe-batch",), allow_abbrev=False, add_help=False,
         description="Run MDQE on many videos with a pool of workers (Ray actors or local processes).",
         epilog="Every other option is a per-video option of python -m runtime.infer (--model, --backend, "
                "--providers, --threads, --score-thr, --no-overlay, --save-pngs, ...; listed below).")
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", required=True,
                    help="dataset (annotations/*.json + JPEGImages/, or the annotation JSON), a folder of video "
                         "files / frame folders, or a text file with one path per line")
-    p.add_argument("--output", required=True, help="output folder (reruns resume in it)")
+    add_output_arg(p, help="output folder (reruns resume in it)")
     p.add_argument("--workers", type=int, default=2, help="workers (each loads the model once)")
     p.add_argument("--address", default=None,
                    help="join an existing Ray cluster ('auto' or HOST:PORT); default: a local Ray cluster")
@@ -40,40 +42,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames-root", default=None, help="dataset input: folder the file_names are relative to")
     p.add_argument("--evaluate", nargs="?", const="", default=None, metavar="GT.json",
                    help="score OUT/results.json with the evaluator (no value: the --videos dataset)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arg(p)
     return p
 
 
+@cli_main
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if "-h" in argv or "--help" in argv:
         from ..infer import build_parser as infer_parser
-        print(parser.format_help())
+        head, _, exit_codes = parser.format_help().partition("exit status:")
+        print(head)
         print("per-video options (python -m runtime.infer; its --video, --output and --video-id are set "
               "by runtime.batch for each video):")
-        print(infer_parser().format_help().split("options:", 1)[-1])
+        per_video = infer_parser().format_help().split("options:", 1)[-1]
+        print(per_video[:per_video.index("also runs as:")].rstrip() + "\n")
+        print("exit status:" + exit_codes)
         return 0
     args, run_args = parser.parse_known_args(argv)
+    evaluate = args.evaluate
+    if evaluate == "":
+        from .inputs import discover_videos
+        _, dataset = discover_videos(args.videos, args.frames_root)
+        if dataset is None:
+            raise BatchInputError("--evaluate without a value needs a dataset as --videos")
+        evaluate = dataset
+    spec = BatchSpec(videos=args.videos, output=args.output, run_args=run_args, workers=args.workers,
+                     executor=args.executor, address=args.address, cpus_per_worker=args.cpus_per_worker,
+                     gpus_per_worker=args.gpus_per_worker, max_retries=args.max_retries,
+                     frames_root=args.frames_root, evaluate=evaluate, progress=not args.no_progress)
     try:
-        evaluate = args.evaluate
-        if evaluate == "":
-            from .inputs import discover_videos
-            _, dataset = discover_videos(args.videos, args.frames_root)
-            if dataset is None:
-                raise BatchInputError("--evaluate without a value needs a dataset as --videos")
-            evaluate = dataset
-        spec = BatchSpec(videos=args.videos, output=args.output, run_args=run_args, workers=args.workers,
-                         executor=args.executor, address=args.address, cpus_per_worker=args.cpus_per_worker,
-                         gpus_per_worker=args.gpus_per_worker, max_retries=args.max_retries,
-                         frames_root=args.frames_root, evaluate=evaluate, progress=not args.no_progress)
-        summary = run_batch(spec)
-    except RuntimeErrorBase as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        summary = run_batch(spec)                   # RuntimeErrorBase: one line, exit 2 (cli_main)
     except KeyboardInterrupt:
         print("interrupted: finished videos are kept; rerun the same command to do the rest", file=sys.stderr)
-        return 130
+        return EXIT_SIGNAL["SIGINT"]
     for w in summary["per_worker"]:
         print(f"worker {w['worker']} ({', '.join(map(str, w['hosts']))}): {w['videos']} videos, {w['frames']} frames, "
               f"{w['fps']} FPS while busy, {w['restarts']} restarts", file=sys.stderr)
@@ -88,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if summary["failed"]:
         print(f"error: {summary['failed']} of {summary['videos']} videos failed (errors in {summary['summary']})",
               file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0
 
 

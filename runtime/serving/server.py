@@ -2,8 +2,12 @@
 (Python backend included) or any other one given by path.
 
     python -m runtime.serving.server --repo REPO [--grpc-port P] [--http-port P] [--metrics-port P]
+    mdqe-serve ...                        (the same, as a console script)
 
-How the bundled server is started (shared DESIGN.md section 9): its ``backends/`` folder is copied
+Exit status (runtime/cli.py): 0 the server stopped cleanly (Ctrl-C / SIGTERM), 1 it exited with an
+error, 2 it could not be started.
+
+How the bundled server is started (docs/serving.md): its ``backends/`` folder is copied
 to a private folder and the Python-backend stub for this interpreter's version is put into
 ``backends/python/``; ``LD_LIBRARY_PATH`` gets the wheel's ``nvidia_pytriton.libs`` and this
 Python's library folder; this interpreter's ``bin`` goes first on ``PATH`` (the stub runs models
@@ -15,7 +19,6 @@ period.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import importlib.util
@@ -32,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ..cli import EXIT_FAILED, EXIT_OK, cli_main, make_parser
 from ..errors import BackendUnavailableError, RuntimeErrorBase
 
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # holds runtime/
@@ -227,8 +231,9 @@ class TritonServer:
         self.stop()
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m runtime.serving.server", description=__doc__.split("\n\n")[0])
+    p = make_parser("python -m runtime.serving.server", __doc__.split("\n\n")[0], also=("mdqe-serve",))
     p.add_argument("--repo", required=True, help="model repository (export/to_triton.py --output)")
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
@@ -238,13 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--log", default=None, help="server log file (default: a temporary folder)")
     p.add_argument("extra", nargs="*", help="more tritonserver arguments after --")
     args = p.parse_args(argv)
-    try:
-        srv = TritonServer(args.repo, args.grpc_port, args.http_port, args.metrics_port, args.tritonserver,
-                           args.backend_directory, args.extra, args.log)
-        srv.start()
-    except RuntimeErrorBase as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    srv = TritonServer(args.repo, args.grpc_port, args.http_port, args.metrics_port, args.tritonserver,
+                       args.backend_directory, args.extra, args.log)
+    srv.start()                                     # ServerError: one line, exit 2
     print(f"ready: grpc {srv.grpc_url}  http {srv.http_url}  metrics {srv.metrics_url}  log {srv.log_path}",
           flush=True)
     try:
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
         pass
     finally:
         rc = srv.stop()
-    return 0 if rc in (0, None, -signal.SIGTERM) else 1
+    return EXIT_OK if rc in (0, None, -signal.SIGTERM) else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -38,13 +38,15 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from runtime.errors import RuntimeErrorBase
+
 PACKAGE = "authors_mdqe"
 _REQUIRED = ("mdqe/models/transformer_dec.py", "mdqe/models/transformer_enc.py", "mdqe/mdqe.py",
              "mdqe/tracking/OverTracker.py", "mdqe/models/criterion.py", "configs/R50_ytvis21.yaml")
 
 
-class AuthorsEnvError(RuntimeError):
-    """The given path is not a usable checkout of the authors' repository."""
+class AuthorsEnvError(RuntimeErrorBase, RuntimeError):
+    """The given path is not a usable checkout of the authors' repository (exit 2)."""
 
 
 # ----------------------------------------------------------------------------- stubs

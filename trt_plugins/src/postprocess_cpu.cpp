@@ -41,43 +41,29 @@ inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
 constexpr int kLanes = 8;
 
-// sigmoid of src[0], src[2], ..., src[2 * (n - 1)] into dst; adds their sum
-// (the even values are gathered first: a plain copy, then a contiguous sigmoid, vectorise better)
-MDQE_PP_CLONES void sigmoid_row_even(const float* src, int64_t n, float* dst, double* sum) {
-    for (int64_t x = 0; x < n; ++x) dst[x] = src[2 * x];
-    for (int64_t x = 0; x < n; ++x) dst[x] = sigmoid_f32(dst[x]);
+// x <- sigmoid(x) over n contiguous values; adds their sum
+MDQE_PP_CLONES void sigmoid_inplace(float* x, int64_t n, double* sum) {
+    for (int64_t i = 0; i < n; ++i) x[i] = sigmoid_f32(x[i]);
     float acc[kLanes] = {0};
-    int64_t x = 0;
-    for (; x + kLanes <= n; x += kLanes)
-        for (int l = 0; l < kLanes; ++l) acc[l] += dst[x + l];
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l];
     double s = 0.0;
     for (int l = 0; l < kLanes; ++l) s += acc[l];
-    for (; x < n; ++x) s += dst[x];
+    for (; i < n; ++i) s += x[i];
     *sum += s;
 }
 
-MDQE_PP_CLONES int32_t count_positive(const float* row, int64_t n) {
-    int32_t c = 0;
-    for (int64_t x = 0; x < n; ++x) c += row[x] > 0.0f;
-    return c;
-}
-
-// quality terms of one row that has positives: sigmoid of its positive logits, those > 0.5
-// (branch-free compaction, then a vectorised sigmoid and masked sums in double lanes)
-MDQE_PP_CLONES void quality_row(const float* row, int64_t n, float* buf, float* sig, double* sum, int64_t* count) {
-    int64_t m = 0;
-    for (int64_t x = 0; x < n; ++x) {
-        buf[m] = row[x];
-        m += row[x] > 0.0f;
-    }
-    for (int64_t i = 0; i < m; ++i) sig[i] = sigmoid_f32(buf[i]);
+// sigmoid of n logits (overwritten); adds the sum and the number of those > 0.5 (mask quality)
+MDQE_PP_CLONES void sigmoid_quality(float* x, int64_t n, double* sum, int64_t* count) {
+    for (int64_t i = 0; i < n; ++i) x[i] = sigmoid_f32(x[i]);
     double acc[kLanes] = {0};
     int32_t cnt[kLanes] = {0};
     int64_t i = 0;
-    for (; i + kLanes <= m; i += kLanes)
+    for (; i + kLanes <= n; i += kLanes)
         for (int l = 0; l < kLanes; ++l) {
-            const bool on = sig[i + l] > 0.5f;
-            acc[l] += on ? static_cast<double>(sig[i + l]) : 0.0;
+            const bool on = x[i + l] > 0.5f;
+            acc[l] += on ? static_cast<double>(x[i + l]) : 0.0;
             cnt[l] += on;
         }
     double s = 0.0;
@@ -86,13 +72,23 @@ MDQE_PP_CLONES void quality_row(const float* row, int64_t n, float* buf, float* 
         s += acc[l];
         c += cnt[l];
     }
-    for (; i < m; ++i)
-        if (sig[i] > 0.5f) {
-            s += sig[i];
+    for (; i < n; ++i)
+        if (x[i] > 0.5f) {
+            s += x[i];
             ++c;
         }
     *sum += s;
     *count += c;
+}
+
+MDQE_PP_CLONES void copy_even(const float* src, int64_t n, float* dst) {
+    for (int64_t x = 0; x < n; ++x) dst[x] = src[2 * x];
+}
+
+MDQE_PP_CLONES int32_t count_positive(const float* row, int64_t n) {
+    int32_t c = 0;
+    for (int64_t x = 0; x < n; ++x) c += row[x] > 0.0f;
+    return c;
 }
 
 // bits (x > 0) of n values into words (LSB first); returns the number of set bits
@@ -130,38 +126,47 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
         !hard_index)
         return MDQE_PP_ERR_BAD_ARGUMENT;
     const int64_t h2 = h / 2, w2 = w / 2, nf = (F + frame_step - 1) / frame_step;
-    const int64_t P = nf * h2 * w2;
-    std::vector<float> buf(static_cast<size_t>(std::max<int64_t>(w, 1))), sig(buf.size());
-    const int64_t rw = (w + 63) / 64;
+    const int64_t P = nf * h2 * w2, rw = (w + 63) / 64;
+    std::vector<float> positives(static_cast<size_t>(std::max<int64_t>(h * w, 1)));
+    std::vector<uint64_t> row_bits(static_cast<size_t>(h * rw));
+    std::vector<uint8_t> row_positive(static_cast<size_t>(std::max<int64_t>(h, 1)));
     for (int64_t k = 0; k < K; ++k) {
         const float* v = masks + idx[k] * T * h * w;
         double qs = 0.0, ss = 0.0;
         int64_t qc = 0, hc = 0;
         bool any = false;
-        float* out = soft + k * P;
         int32_t* hard = hard_index + k * P;
         for (int64_t f = 0; f < F; ++f) {
             const bool sampled = f % frame_step == 0;
+            float* out = soft + k * P + (f / frame_step) * h2 * w2;
+            uint64_t* fbits = bits ? bits + (k * F + f) * h * rw : row_bits.data();
+            int64_t np = 0;
+            // rows: blank test, bit set, the positive logits (by their bits), the NMS sample
             for (int64_t y = 0; y < h; ++y) {
                 const float* row = v + (f * h + y) * w;
-                uint64_t* rbits = bits ? bits + ((k * F + f) * h + y) * rw : nullptr;
-                const bool positive = count_positive(row, w) > 0;
-                if (positive) {
+                uint64_t* rb = fbits + y * rw;
+                row_positive[y] = count_positive(row, w) > 0;
+                if (row_positive[y]) {
                     any = true;
-                    quality_row(row, w, buf.data(), sig.data(), &qs, &qc);
-                    if (rbits) pack_positive(row, w, rbits);
-                } else if (rbits) {
-                    std::fill(rbits, rbits + rw, uint64_t{0});
+                    pack_positive(row, w, rb);
+                    for (int64_t q = 0; q < rw; ++q)
+                        for (uint64_t word = rb[q]; word; word &= word - 1)
+                            positives[np++] = row[q * 64 + __builtin_ctzll(word)];
+                } else {
+                    std::fill(rb, rb + rw, uint64_t{0});
                 }
-                if (sampled && y % 2 == 0 && y / 2 < h2) {
-                    const int64_t base = ((f / frame_step) * h2 + y / 2) * w2;
-                    sigmoid_row_even(row, w2, out + base, &ss);
-                    // soft > 0.5 needs a positive logit (exp_f32(t) >= 1 for t >= 0): rows without
-                    // one have no hard pixel
-                    if (positive)
-                        for (int64_t x = 0; x < w2; ++x)
-                            if (out[base + x] > 0.5f) hard[hc++] = static_cast<int32_t>(base + x);
-                }
+                if (sampled && y % 2 == 0 && y / 2 < h2) copy_even(row, w2, out + (y / 2) * w2);
+            }
+            sigmoid_quality(positives.data(), np, &qs, &qc);
+            if (!sampled) continue;
+            sigmoid_inplace(out, h2 * w2, &ss);
+            // soft > 0.5 needs a positive logit (exp_f32(t) >= 1 for t >= 0): only rows with one
+            for (int64_t y2 = 0; y2 < h2; ++y2) {
+                if (!row_positive[2 * y2]) continue;
+                const float* o = out + y2 * w2;
+                const int32_t base = static_cast<int32_t>((f / frame_step) * h2 * w2 + y2 * w2);
+                for (int64_t x = 0; x < w2; ++x)
+                    if (o[x] > 0.5f) hard[hc++] = base + static_cast<int32_t>(x);
             }
         }
         nonblank[k] = any ? 1 : 0;

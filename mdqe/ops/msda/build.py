@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from runtime.cli import EPILOG, cli_main, error, make_parser
+
 from . import native_cuda
 from .native_cuda import CUDA_EXT_NAME, CUDA_INCLUDE, CUDA_SOURCES, cuda_ext_dir
 
@@ -84,13 +86,15 @@ def build_cuda_extension(build_dir=None, arch=None, verbose: bool = False, compi
     return out / f"{CUDA_EXT_NAME}.so"
 
 
+@cli_main
 def main(argv=None) -> int:
     """CLI: `python -m mdqe.ops.msda.build cuda [--build-dir DIR] [--arch 9.0] [--compile-only] [--verbose]`."""
-    ap = argparse.ArgumentParser(prog="python -m mdqe.ops.msda.build",
-                                 description="Build the native MSDeformAttn kernels' torch bindings "
-                                             "(exit 0 built, 2 cannot build).")
+    ap = make_parser("python -m mdqe.ops.msda.build",
+                     "Build the native MSDeformAttn kernels' torch bindings (exit 0 built, 2 cannot build).",
+                     also=("mdqe-msda-build",))
     sub = ap.add_subparsers(dest="target", required=True)
-    b = sub.add_parser("cuda", help="the CUDA extension of impl='cuda' (torch.utils.cpp_extension, ninja, nvcc)")
+    b = sub.add_parser("cuda", help="the CUDA extension of impl='cuda' (torch.utils.cpp_extension, ninja, nvcc)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--build-dir", default=None, help="default: env MDQE_CUDA_EXT_DIR or ~/.cache/mdqe/torch_ext/...")
     b.add_argument("--arch", default=None, help="TORCH_CUDA_ARCH_LIST, e.g. 9.0 (default: the visible GPU's)")
     b.add_argument("--compile-only", action="store_true",
@@ -101,8 +105,7 @@ def main(argv=None) -> int:
     try:
         path = build_cuda_extension(args.build_dir, args.arch, args.verbose, args.compile_only)
     except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc))
     print(f"built {path} in {time.perf_counter() - t0:.1f} s")
     return 0
 

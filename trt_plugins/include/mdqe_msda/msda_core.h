@@ -1,7 +1,7 @@
 // MSDeformAttn bilinear-sampling core, shared by the CPU kernel, the CUDA kernel and the
 // TensorRT plugin (one definition of the math). Compiles as plain C++17 and as CUDA.
 //
-// Semantics (docs/INTERFACES.md section 2, shared DESIGN.md section 3):
+// Semantics (docs/INTERFACES.md section 2, docs/native.md):
 //   pixel coordinate x = loc_x * W - 0.5, y = loc_y * H - 0.5  (grid_sample, align_corners=False)
 //   bilinear interpolation of the 4 neighbouring pixel centres; a corner outside the map
 //   contributes 0 (zero padding).
