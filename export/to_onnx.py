@@ -44,7 +44,7 @@ from runtime.contract import (FORMAT_VERSION, IMAGES, MASK_STRIDE, MSDA_EXPORT_D
 from runtime.errors import RuntimeErrorBase  # noqa: E402
 DEFAULT_OPSET = 17
 MIN_OPSET = 16          # GridSample
-GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (DESIGN.md section 3)
+GRIDSAMPLE_BAD_OPSET = 20   # TensorRT 10.13 computes opset-20 GridSample wrongly (docs/export.md)
 
 
 class ExportError(RuntimeErrorBase, RuntimeError):

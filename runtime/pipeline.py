@@ -1,4 +1,4 @@
-"""The near-online pipeline (paper Sec. 3.4, Fig. 4; shared DESIGN.md section 4).
+"""The near-online pipeline (paper Sec. 3.4, Fig. 4; docs/runtime.md).
 
 decode -> preprocess -> encoder ONCE per frame -> ring buffer of the last T
 frames' features -> decoder per clip (stride 1, overlap T-1) -> per-clip
