@@ -55,9 +55,6 @@ class DecoderGraph(nn.Module):
         feats = dict(memory=memory, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                      mask_features=mask_features, query_feat=query_feat, query_points=query_points,
                      query_embed=query_embed, valid_hw=valid_hw)
-        # decode_clip passes sem_logits through (init_sem_logits, a training output) and never reads
-        # it otherwise; a placeholder keeps it out of the graph.
-        feats["sem_logits"] = memory.new_zeros(())
         from mdqe.ops.msda import level_sizes_hint
 
         sizes = level_sizes_from_mask(mask_features.shape[2], mask_features.shape[3], self.model.cfg.num_feature_levels)

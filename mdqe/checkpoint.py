@@ -154,8 +154,12 @@ def safe_torch_load(path: str, allow_numpy: bool = False):
                 allowed.append(_resolve(name))
             except (ImportError, AttributeError) as exc:
                 raise CheckpointError(f"{path}: cannot resolve numpy global {name}: {exc}") from err
-        except (RuntimeError, EOFError, ValueError, OSError) as err:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_reason(err)})") from None
+        except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, TypeError, AttributeError,
+                MemoryError, OverflowError, UnicodeDecodeError) as err:
+            # torch's weights-only unpickler fails on corrupt bytes with any of these (measured on
+            # seeded random files: UnpicklingError, IndexError, KeyError, ...)
+            raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or another "
+                                  f"format: {type(err).__name__}: {_reason(err)})") from None
     raise CheckpointError(f"{path}: too many distinct numpy globals")
 
 

@@ -20,6 +20,11 @@ from reliability_utils import make_model_dir, make_video, run_cli, snapshot
 # ----------------------------------------------------------------------------------------------
 # input files (built once)
 # ----------------------------------------------------------------------------------------------
+# 512 seeded random bytes on which torch's weights-only unpickler raises IndexError (not an
+# UnpicklingError): a corrupt checkpoint must still be a one-line bad-input error
+CORRUPT_PT = np.random.default_rng(17).bytes(512)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_inputs")
@@ -30,7 +35,7 @@ def files(tmp_path_factory):
     f["empty_dir"] = str(d / "empty")
     for name, data in (("empty.mp4", b""), ("corrupt.mp4", os.urandom(4096)), ("empty.json", b""),
                        ("corrupt.json", b'{"videos": [1, 2'), ("list.json", b"[1, 2, 3]"),
-                       ("object.json", b'{"a": 1}'), ("empty.pt", b""), ("corrupt.pt", os.urandom(512)),
+                       ("object.json", b'{"a": 1}'), ("empty.pt", b""), ("corrupt.pt", CORRUPT_PT),
                        ("empty.safetensors", b""), ("corrupt.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json"),
                        ("text.txt", b"hello")):
         p = d / name

@@ -154,3 +154,18 @@ def test_export_close_call_uses_fp64_bound_with_margin():
     assert "margin" in V.format_report("encoder", res)
     clear = V.compare({"x": np.array([1e-6], np.float32)}, {"x": np.zeros(1, np.float32)}, ["x"], V.FP32_ATOL)
     assert not V.needs_reference_error(clear)
+
+
+def test_every_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
+    """torch's weights-only unpickler fails on random bytes with UnpicklingError, IndexError,
+    KeyError, UnicodeDecodeError, ...: every one becomes CheckpointError (exit 2), never a traceback."""
+    from mdqe.checkpoint import CheckpointError, safe_torch_load
+
+    kinds = set()
+    for seed in range(300):
+        path = tmp_path / f"{seed}.pt"
+        path.write_bytes(np.random.default_rng(seed).bytes(512))
+        with pytest.raises(CheckpointError, match="not a readable torch checkpoint") as exc:
+            safe_torch_load(str(path))
+        kinds.add(exc.value.args[0].split("format: ")[-1].split(":")[0])
+    assert {"IndexError", "KeyError"} <= kinds, kinds
