@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import sys
 
-from runtime.infer import main as runtime_main   # first: it caps the BLAS threads before numpy loads
+from runtime.infer import run   # first: it caps the BLAS threads before numpy loads
+from runtime.cli import cli_main
 
 from .backend import register
 
 
+@cli_main
 def main(argv=None) -> int:
     register()
-    return runtime_main(argv)
+    return run(argv, prog="python -m mdqe.infer")
 
 
 if __name__ == "__main__":

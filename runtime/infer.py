@@ -95,9 +95,10 @@ def add_postprocess_args(p: argparse.ArgumentParser) -> None:
                    help="paper preset only: zero the similarity of pairs with embedding cosine below this")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m runtime.infer", __doc__.split("\n\n")[0], show_defaults=True,
-                    also=("python -m mdqe.infer (adds --backend torch)", "mdqe-infer"))
+def build_parser(prog: str = "python -m runtime.infer") -> argparse.ArgumentParser:
+    also = (("python -m mdqe.infer (adds --backend torch)", "mdqe-infer") if prog == "python -m runtime.infer"
+            else ("mdqe-infer", "python -m runtime.infer (without --backend torch)"))
+    p = make_parser(prog, __doc__.split("\n\n")[0], show_defaults=True, also=also)
     add_model_arg(p, help="exported model directory (encoder.onnx, decoder.onnx, export.json); "
                           "optional for --backend fake")
     add_video_arg(p)
@@ -194,7 +195,13 @@ def exit_status(timing: dict) -> int:
 
 @cli_main
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(argv)
+
+
+def run(argv=None, prog: str = "python -m runtime.infer") -> int:
+    """The command's body (``main`` without the exit-code wrapper); ``prog`` names the command in
+    --help and errors (mdqe.infer runs it with the torch backend registered)."""
+    args = build_parser(prog).parse_args(argv)
     if args.model is None and args.backend != "fake":
         raise UsageError("--model DIR is required (except with --backend fake)")
     options = options_from_args(args)               # bad options (ParamError): one line, exit 2, before any work
