@@ -130,8 +130,10 @@ class MaskPostprocessor:
         out = []
         for m in maps:
             b = self.block(m)
-            out.append((self.paste(b) if with_masks and b is not None else None, self.rle(b)) if b is not None
-                       else (None, None))
+            if b is None:
+                out.append((None, None))
+            else:
+                out.append((self.paste(b) if with_masks else None, self.rle(b)))
         return out
 
     def _bilinear(self, logits: np.ndarray) -> np.ndarray:

@@ -355,19 +355,17 @@ class ClipTracker:
             inter, area_t, area_d = native_pp.bit_intersections(self.TB, np.arange(n), pos, dbits, np.arange(K),
                                                                 np.arange(n_ov))
             num = inter.astype(np.float32)
-            den = area_t.astype(np.float32)[:, None] + area_d.astype(np.float32)[None, :] - num
-            valid = (area_t > 0)[:, None] & (area_d > 0)[None, :]
-            return np.where(valid, num / (den + np.float32(1e-6)), 0.0).astype(np.float32)
-        tb = np.stack([self.SUM[:n, p] > 0 for p in pos], axis=1).reshape(n, -1)
-        db = (dets.masks[:, :n_ov] > 0).reshape(K, -1)
-        t_any, d_any = tb.any(axis=1), db.any(axis=1)
-        cols = np.flatnonzero(tb.any(axis=0) & db.any(axis=0))
-        if cols.size:
-            num = tb[:, cols].astype(np.float32) @ db[:, cols].T.astype(np.float32)
         else:
-            num = np.zeros((n, K), np.float32)
-        den = tb.sum(axis=1).astype(np.float32)[:, None] + db.sum(axis=1).astype(np.float32)[None, :] - num
-        valid = t_any[:, None] & d_any[None, :]
+            tb = np.stack([self.SUM[:n, p] > 0 for p in pos], axis=1).reshape(n, -1)
+            db = (dets.masks[:, :n_ov] > 0).reshape(K, -1)
+            area_t, area_d = tb.sum(axis=1), db.sum(axis=1)
+            cols = np.flatnonzero(tb.any(axis=0) & db.any(axis=0))
+            if cols.size:
+                num = tb[:, cols].astype(np.float32) @ db[:, cols].T.astype(np.float32)
+            else:
+                num = np.zeros((n, K), np.float32)
+        den = area_t.astype(np.float32)[:, None] + area_d.astype(np.float32)[None, :] - num
+        valid = (area_t > 0)[:, None] & (area_d > 0)[None, :]
         return np.where(valid, num / (den + np.float32(1e-6)), 0.0).astype(np.float32)
 
     def _similarity(self, dets: ClipDetections, c: int) -> np.ndarray:

@@ -104,6 +104,14 @@ MDQE_PP_CLONES int64_t pack_positive(const float* x, int64_t n, uint64_t* words)
     return total;
 }
 
+// bit set of one row (x > 0) into its rw words, zeroed without packing when the vectorised count
+// finds no positive; returns the number of set bits
+int64_t row_bits(const float* row, int64_t w, uint64_t* words) {
+    if (count_positive(row, w)) return pack_positive(row, w, words);
+    std::fill(words, words + (w + 63) / 64, uint64_t{0});
+    return 0;
+}
+
 MDQE_PP_CLONES void add_into(float* dst, const float* src, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
@@ -128,7 +136,7 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
     const int64_t h2 = h / 2, w2 = w / 2, nf = (F + frame_step - 1) / frame_step;
     const int64_t P = nf * h2 * w2, rw = (w + 63) / 64;
     std::vector<float> positives(static_cast<size_t>(std::max<int64_t>(h * w, 1)));
-    std::vector<uint64_t> row_bits(static_cast<size_t>(h * rw));
+    std::vector<uint64_t> frame_bits(static_cast<size_t>(h * rw));   // when the caller wants no bits
     std::vector<uint8_t> row_positive(static_cast<size_t>(std::max<int64_t>(h, 1)));
     for (int64_t k = 0; k < K; ++k) {
         const float* v = masks + idx[k] * T * h * w;
@@ -139,21 +147,18 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
         for (int64_t f = 0; f < F; ++f) {
             const bool sampled = f % frame_step == 0;
             float* out = soft + k * P + (f / frame_step) * h2 * w2;
-            uint64_t* fbits = bits ? bits + (k * F + f) * h * rw : row_bits.data();
+            uint64_t* fbits = bits ? bits + (k * F + f) * h * rw : frame_bits.data();
             int64_t np = 0;
             // rows: blank test, bit set, the positive logits (by their bits), the NMS sample
             for (int64_t y = 0; y < h; ++y) {
                 const float* row = v + (f * h + y) * w;
                 uint64_t* rb = fbits + y * rw;
-                row_positive[y] = count_positive(row, w) > 0;
+                row_positive[y] = row_bits(row, w, rb) > 0;
                 if (row_positive[y]) {
                     any = true;
-                    pack_positive(row, w, rb);
                     for (int64_t q = 0; q < rw; ++q)
                         for (uint64_t word = rb[q]; word; word &= word - 1)
                             positives[np++] = row[q * 64 + __builtin_ctzll(word)];
-                } else {
-                    std::fill(rb, rb + rw, uint64_t{0});
                 }
                 if (sampled && y % 2 == 0 && y / 2 < h2) copy_even(row, w2, out + (y / 2) * w2);
             }
@@ -204,17 +209,11 @@ int mdqe_pp_soft_iou_max(const float* soft, int64_t K, int64_t P, const int64_t*
     return 0;
 }
 
-// bits of the rows of one [h, w] map (rows of rw words; rows without a positive are zeroed after
-// a vectorised count); returns the number of set bits
+// bits of the rows of one [h, w] map (rows of rw words); returns the number of set bits
 static int64_t map_bits(const float* m, int64_t h, int64_t w, uint64_t* bits) {
     const int64_t rw = (w + 63) / 64;
     int64_t a = 0;
-    for (int64_t y = 0; y < h; ++y) {
-        if (count_positive(m + y * w, w))
-            a += pack_positive(m + y * w, w, bits + y * rw);
-        else
-            std::fill(bits + y * rw, bits + (y + 1) * rw, uint64_t{0});
-    }
+    for (int64_t y = 0; y < h; ++y) a += row_bits(m + y * w, w, bits + y * rw);
     return a;
 }
 
