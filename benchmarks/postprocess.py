@@ -104,8 +104,8 @@ def old_masks(post: MaskPostprocessor, items):
     return encode_rles(masks)
 
 
-def new_masks(post: MaskPostprocessor, items):
-    return [rle for _, rle in post.finals([logits for _, logits in items])]
+def new_masks(post: MaskPostprocessor, frame_maps):
+    return [rle for _, rle in post.finals(frame_maps)]
 
 
 def run(impl: str, clips, warmup: int):
@@ -126,16 +126,20 @@ def run(impl: str, clips, warmup: int):
         t1 = clock()
         pairs = tr.update(d)
         t2 = clock()
-        items = tr.pop_frame(s)
-        rles = old_masks(post, items) if impl == "old" else new_masks(post, items)
+        if impl == "old":
+            items = tr.pop_frame(s)
+            ids, rles = [tid for tid, _ in items], old_masks(post, items)
+        else:                                  # as runtime.pipeline: the maps read in place
+            frame_maps = tr.pop_frame_maps(s)
+            ids, rles = frame_maps.ids, new_masks(post, frame_maps)
         t3 = clock()
-        log.append((pairs, [(tid, r) for (tid, _), r in zip(items, rles)]))
+        log.append((pairs, list(zip(ids, rles))))
         if s >= warmup:
             times["filter"].append(t1 - t0)
             times["tracker"].append(t2 - t1)
             times["masks"].append(t3 - t2)
             dets_n.append(len(d))
-            live.append(len(items))
+            live.append(len(ids))
             n_rle += sum(r is not None for r in rles)
     res = {k: 1e3 * float(np.mean(v)) for k, v in times.items()}
     res["total"] = sum(res.values())

@@ -214,11 +214,11 @@ def _mask_terms(masks_all: np.ndarray, valid: np.ndarray, F: int):
     None). The native kernels when loaded, else numpy (same results)."""
     step = 2 if F >= 5 else 1
     if native_pp.available():
-        scan = native_pp.scan_candidates(masks_all, valid, F, step)
-        kept = np.flatnonzero(scan.nonblank)
-        quality = (scan.quality_sum[kept].astype(np.float32)
-                   / (scan.quality_count[kept].astype(np.float32) + np.float32(1e-6)))
-        return kept, quality, native_pp.soft_iou_max(scan, kept), scan.bits
+        terms = native_pp.filter_masks(masks_all, valid, F, step)
+        kept = np.flatnonzero(terms.nonblank)
+        quality = (terms.quality_sum[kept].astype(np.float32)
+                   / (terms.quality_count[kept].astype(np.float32) + np.float32(1e-6)))
+        return kept, quality, terms.overlap[kept], terms.bits
     K = len(valid)
     h, w = masks_all.shape[-2:]
     # one visit per candidate, on its own (contiguous) logits while they are in cache: max of every

@@ -79,7 +79,7 @@ def check_msda_form(name, what: str = "MSDeformAttn form", error: type = ValueEr
 # ------------------------------------------------------------------------------------------------
 CPU_KERNEL_LIBRARY = "libmdqe_msda.so"                       # C ABI CPU kernel (runtime/native/msda.py)
 CPU_KERNEL_ABI_VERSION = 1                                   # mdqe_msda_abi_version() of that library
-POSTPROCESS_ABI_VERSION = 1                                  # mdqe_pp_abi_version(): its post-processing kernels
+POSTPROCESS_ABI_VERSION = 2                                  # mdqe_pp_abi_version(): its post-processing kernels
 TRT_PLUGIN_LIBRARY = "libmdqe_trt_plugin.so"                 # getCreators(): --dynamicPlugins / loadLibrary
 TRT_PLUGIN_STATIC_LIBRARY = "libmdqe_trt_plugin_static.so"   # registers itself when loaded: --staticPlugins
 

@@ -29,6 +29,36 @@ from .rle import decode_rle, rle_from_block, rles_from_counts
 Block = Tuple[int, int, np.ndarray]      # (y0, x0, bool [bh, bw]) inside an [H0, W0] frame
 
 
+class FrameMaps:
+    """Final mask logits of one frame, one [h,w] float32 map per track: map i (track ``ids[i]``) is
+    ``sums[rows[i], pos] / counts[i]`` of the tracker's logit sums [*, T, h, w] (the mean over the
+    clips that matched the track), read in place: valid until the tracker's next call.
+    ``FrameMaps.stack(ids, maps)`` wraps ready maps (counts 1)."""
+    __slots__ = ("ids", "sums", "rows", "pos", "counts")
+
+    def __init__(self, ids: Sequence[int], sums: np.ndarray, rows: np.ndarray, pos: int, counts: np.ndarray):
+        self.ids, self.sums, self.pos = list(ids), sums, int(pos)
+        self.rows, self.counts = np.asarray(rows, np.int64), np.asarray(counts, np.int32)
+
+    @classmethod
+    def stack(cls, ids: Sequence[int], maps: Sequence[np.ndarray]) -> "FrameMaps":
+        if not len(maps):
+            return cls([], np.zeros((0, 1, 1, 1), np.float32), [], 0, [])
+        sums = np.stack([np.asarray(m, np.float32) for m in maps])[:, None]
+        return cls(ids, sums, np.arange(len(maps)), 0, np.ones(len(maps), np.int32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def maps(self) -> np.ndarray:
+        """[n,h,w] float32 mean logits (a copy)."""
+        return self.sums[self.rows, self.pos] / self.counts.astype(np.float32)[:, None, None]
+
+    def items(self) -> List[Tuple[int, np.ndarray]]:
+        """[(track id, [h,w] logits)]."""
+        return list(zip(self.ids, self.maps()))
+
+
 def nearest_index(n_out: int, n_in: int) -> np.ndarray:
     """torch ``interpolate(mode="nearest")`` source index of each of n_out outputs."""
     if n_out == n_in:
@@ -109,24 +139,27 @@ class MaskPostprocessor:
             return None
         return int(ya), int(xa), blk
 
-    def finals(self, maps: Sequence[np.ndarray], with_masks: bool = False) -> List[Tuple[Optional[np.ndarray], Optional[dict]]]:
-        """Final masks of several [h,w] logit maps: [(uint8 [H0,W0] or None when not ``with_masks``,
-        COCO RLE)] with (None, None) for a mask empty at the original size. The native kernel
-        (runtime/native/postprocess.py) when loaded and ``resize="nearest"``, else ``block``/``rle``
-        (same results)."""
+    def finals(self, maps, with_masks: bool = False) -> List[Tuple[Optional[np.ndarray], Optional[dict]]]:
+        """Final masks of several [h,w] logit maps (a sequence, or FrameMaps read in place): [(uint8
+        [H0,W0] or None when not ``with_masks``, COCO RLE)] with (None, None) for a mask empty at the
+        original size. The native kernel (runtime/native/postprocess.py) when loaded and
+        ``resize="nearest"``, else ``block``/``rle`` (same results)."""
         if not len(maps):
             return []
         if self.resize == "nearest" and native_pp.available():
-            stack = np.stack([np.asarray(m, np.float32) for m in maps])
-            ys, xs = self._taps(*stack.shape[1:])
+            fm = maps if isinstance(maps, FrameMaps) else FrameMaps.stack(range(len(maps)), maps)
+            ys, xs = self._taps(*fm.sums.shape[2:])
             H0, W0 = self.g.original
-            runs = native_pp.mask_runs(stack, ys, xs)
+            divisors = None if bool((fm.counts == 1).all()) else fm.counts
+            runs = native_pp.mask_runs(fm.sums, ys, xs, rows=fm.rows, pos=fm.pos, divisors=divisors)
             live = [i for i, r in enumerate(runs) if r is not None]
             rles = rles_from_counts([runs[i] for i in live], H0, W0)
-            out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(maps)
+            out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(fm)
             for i, r in zip(live, rles):
                 out[i] = (decode_rle(r) if with_masks else None, r)
             return out
+        if isinstance(maps, FrameMaps):
+            maps = maps.maps()
         out = []
         for m in maps:
             b = self.block(m)

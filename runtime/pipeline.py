@@ -150,9 +150,9 @@ class StreamState:
         """Pop frame f: [(track id, uint8 mask [H0,W0] or None if not ``masks``, RLE dict)] for the
         tracks whose mask is not empty at the original size (empty ones stay null)."""
         with self.timer("postprocess"):
-            items = self.tracker.pop_frame(f)
-            finals = self.post.finals([logits for _, logits in items], with_masks=masks)
-            return [(tid, mask, rle) for (tid, _), (mask, rle) in zip(items, finals) if rle is not None]
+            frame_maps = self.tracker.pop_frame_maps(f)
+            finals = self.post.finals(frame_maps, with_masks=masks)
+            return [(tid, mask, rle) for tid, (mask, rle) in zip(frame_maps.ids, finals) if rle is not None]
 
 
 class VideoLoop:

@@ -52,6 +52,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .clip_filter import ClipDetections, FilterParams, ParamError, check_number
+from .masks import FrameMaps
 from .native import postprocess as native_pp
 
 PRESETS = ("ytvis", "ovis", "paper")
@@ -210,6 +211,7 @@ class ClipTracker:
         self.ended: Dict[int, Tuple[np.ndarray, np.ndarray, int]] = {}   # tid -> (VSUM, VMAX, n_clips)
         self._ids: List[int] = []          # live track ids, creation order; row i holds _ids[i]
         self._alloc = False
+        self._popped: Optional[Tuple[np.ndarray, int]] = None   # (rows, pos) whose sums still await zeroing
         self._decay_w = memory_weights(max(15, params.memory_clips, 3), params.memory_decay)
 
     # -- state arrays, one row per live track ------------------------------------------------
@@ -389,6 +391,7 @@ class ClipTracker:
             raise ParamError("use runtime.tracker.make_tracker for the paper style")
         if self.finished:
             raise RuntimeError("update() after finish()")
+        self._flush()
         if not self._alloc:
             self._setup(dets)
         self.clip_index += 1
@@ -479,24 +482,39 @@ class ClipTracker:
         self.MEM[rows] = acc / np.maximum(wsum, 1.0)[:, None]
 
     # -- streaming output ------------------------------------------------------------------
-    def pop_frame(self, frame: int) -> List[Tuple[int, np.ndarray]]:
-        """Final mask logits of ``frame`` [h,w] per track (mean over the clips that matched the
-        track and cover the frame), as [(track id, logits)] by id; forgets the frame."""
+    def pop_frame_maps(self, frame: int) -> FrameMaps:
+        """Final mask logits of ``frame`` per track (mean over the clips that matched the track and
+        cover the frame), by id, read in place from the sums: valid until the next call of this
+        tracker, which zeroes them (the frame is forgotten)."""
+        self._flush()
         if not self._alloc or not self.num_live:
-            return []
+            return FrameMaps.stack([], [])
         n, pos = self.num_live, frame % self.T
         cnt = self.CNT[:n, pos]
         rows = np.flatnonzero(cnt > 0)
-        maps = self.SUM[rows, pos] / cnt[rows].astype(np.float32)[:, None, None]
-        out = [(self._ids[r], m) for r, m in zip(rows.tolist(), maps)]
-        self.SUM[rows, pos] = 0
+        out = FrameMaps([self._ids[r] for r in rows.tolist()], self.SUM, rows, pos, cnt[rows])
         self.CNT[rows, pos] = 0
         if self._native:
             self.TB[rows, pos] = 0
+        self._popped = (rows, pos)
         return out
+
+    def pop_frame(self, frame: int) -> List[Tuple[int, np.ndarray]]:
+        """``pop_frame_maps`` as [(track id, [h,w] logits)] (copies)."""
+        items = self.pop_frame_maps(frame).items()
+        self._flush()
+        return items
+
+    def _flush(self) -> None:
+        """Zero the sums of the last popped frame (deferred so that its FrameMaps reads them in place)."""
+        if self._popped is not None:
+            rows, pos = self._popped
+            self.SUM[rows, pos] = 0
+            self._popped = None
 
     def finish(self) -> None:
         """Close the last window (after the last clip); idempotent."""
+        self._flush()
         if not self.finished:
             if self.clip_index >= 0:
                 self._close_window(self.clip_index + 1, final=True)

@@ -40,6 +40,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .clip_filter import ClipDetections
+from .masks import FrameMaps
 from .tracker import TrackerParams, TrackSummary, bi_softmax
 
 
@@ -182,6 +183,11 @@ class PaperClipTracker:
             if entry is not None:
                 out.append((tid, entry[0] / entry[1]))
         return out
+
+    def pop_frame_maps(self, frame: int) -> FrameMaps:
+        """``pop_frame`` as FrameMaps (the interface of runtime.tracker.ClipTracker)."""
+        items = self.pop_frame(frame)
+        return FrameMaps.stack([tid for tid, _ in items], [m for _, m in items])
 
     def finish(self) -> None:
         """Nothing to close (per-track clip scores); for the common tracker interface."""

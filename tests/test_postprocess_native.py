@@ -92,28 +92,33 @@ def test_filter_clip_all_blank_and_single_candidate():
     np.testing.assert_allclose(a.scores, b.scores, rtol=2e-6)
 
 
-def test_soft_iou_max_and_quality_match_the_numpy_forms():
-    rng = np.random.default_rng(0)
-    m = (rng.standard_normal((12, 4, 20, 26)) * 6).astype(np.float32)
+@pytest.mark.parametrize("F,step", [(4, 1), (6, 2), (5, 2)])
+def test_filter_masks_match_the_numpy_forms(F, step):
+    """nonblank, mask quality, the NMS sample's sums and the soft-IoU overlap of the fused kernel
+    against float64 / numpy references, blank candidates interleaved (they are out of the NMS)."""
+    rng = np.random.default_rng(F * 10 + step)
+    m = (rng.standard_normal((12, 6, 20, 26)) * 6).astype(np.float32)
     m[3] = -30.0                                          # blank
-    idx = np.arange(12)
-    scan = npp.scan_candidates(m, idx, 4, 1)
-    soft, nonblank, qsum, qcnt, ssum, hcnt = scan[:6]
-    assert nonblank.tolist() == [i != 3 for i in range(12)]
-    sample = m[:, :, 0::2, 0::2]
+    m[7, :, :, :] = -30.0
+    m[7, F - 1, 5, 7] = 1.0                               # positive only off the sample (odd row)
+    idx = rng.permutation(12)                             # rank order != query order
+    terms = npp.filter_masks(m, idx, F, step)
+    ranked = m[idx, :F]
+    assert terms.nonblank.tolist() == [q not in (3,) for q in idx.tolist()]
+    sample = ranked[:, ::step, 0::2, 0::2]
     ref_soft = 1 / (1 + np.exp(-sample.astype(np.float64)))
-    np.testing.assert_allclose(soft.reshape(sample.shape), ref_soft, rtol=3e-7, atol=1e-30)
-    np.testing.assert_allclose(ssum, ref_soft.reshape(12, -1).sum(1), rtol=1e-6)
-    assert hcnt.tolist() == (soft > 0.5).sum(1).tolist()
-    for k in range(12):
-        assert scan.hard_index[k, :hcnt[k]].tolist() == np.flatnonzero(soft[k] > 0.5).tolist()
-    pos = [1 / (1 + np.exp(-x[x > 0].astype(np.float64))) for x in m]
-    np.testing.assert_allclose(qsum, [p[p > 0.5].sum() for p in pos], rtol=1e-6)
-    assert qcnt.tolist() == [int((p > 0.5).sum()) for p in pos]
-    kept = np.flatnonzero(nonblank)
-    np.testing.assert_allclose(npp.soft_iou_max(scan, kept),
-                               soft_iou_max(sample[kept], predownsampled=True), rtol=2e-6, atol=1e-7)
-    assert npp.soft_iou_max(scan, kept[:1]).tolist() == [0.0]
+    np.testing.assert_allclose(terms.soft_sum, ref_soft.reshape(12, -1).sum(1), rtol=1e-6)
+    assert terms.hard_count.tolist() == (ref_soft.reshape(12, -1) > 0.5).sum(1).tolist()
+    pos = [1 / (1 + np.exp(-x[x > 0].astype(np.float64))) for x in ranked]
+    np.testing.assert_allclose(terms.quality_sum, [p[p > 0.5].sum() for p in pos], rtol=1e-6)
+    assert terms.quality_count.tolist() == [int((p > 0.5).sum()) for p in pos]
+    kept = np.flatnonzero(terms.nonblank)
+    np.testing.assert_allclose(terms.overlap[kept], soft_iou_max(sample[kept], predownsampled=True),
+                               rtol=2e-6, atol=1e-7)
+    assert terms.overlap[kept[0]] == 0.0 and not terms.overlap[~terms.nonblank].any()
+    np.testing.assert_array_equal(terms.bits, npp.positive_bits(m, idx, np.arange(F)))
+    with pytest.raises(ValueError, match="F <= 6"):
+        npp.filter_masks(m, idx, 7, 1)
 
 
 def test_bit_sets_intersections_and_accumulate_are_exact():
@@ -194,21 +199,27 @@ def test_tracker_and_masks_native_equal_numpy_over_a_video():
             out["pred_logits"][5:15] -= 10               # others for good (their tracks are released)
         clips.append(out)
 
-    def run():
+    def run(in_place=True):
         post = MaskPostprocessor(geom, 4, t.mask_resize)
         tr = make_tracker(5, t, num_frames=4)
         log = []
         for s, out in enumerate(clips):
             d = filter_clip(out, 4, post.valid_hw(), f, start=s, embedding=t.embedding)
             log.append(tr.update(d))
-            items = tr.pop_frame(s)
-            log.append([(tid, r) for (tid, _), (_, r) in zip(items, post.finals([m for _, m in items]))])
+            if in_place:           # as runtime.pipeline: the sums read in place, zeroed on the next call
+                fm = tr.pop_frame_maps(s)
+                log.append([(tid, r) for tid, (_, r) in zip(fm.ids, post.finals(fm))])
+            else:                  # copies of the mean maps, the sums zeroed at once
+                items = tr.pop_frame(s)
+                log.append([(tid, r) for (tid, _), (_, r) in zip(items, post.finals([m for _, m in items]))])
         tr.finish()
         assert tr.ended, "no track was released"
         return log, [(s.track_id, s.scores.tolist()) for s in tr.summaries()]
 
     (log_n, sum_n), (log_p, sum_p) = both(run)
-    assert log_n == log_p
+    log_c, sum_c = run(in_place=False)
+    assert log_n == log_p == log_c
+    assert sum_n == sum_c
     assert [i for i, _ in sum_n] == [i for i, _ in sum_p] and len(sum_n) >= 9
     for (_, a), (_, b) in zip(sum_n, sum_p):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-8)

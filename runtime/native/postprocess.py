@@ -6,16 +6,16 @@ masks' RLE (runtime.masks) use these when the library has them, and their numpy 
 (the tests check both give the same results). ``MDQE_POSTPROCESS=numpy`` in the environment forces
 the numpy form (``use_native(False)`` does the same in-process).
 
-    scan_candidates(masks [Q,T,h,w], idx [K], F, frame_step) -> ScanResult (soft [K,P] sample sigmoid,
-        nonblank, mask-quality terms, soft sums, hard pixels, bits [K,F,wpf] of logits > 0)
-    soft_iou_max(scan, rows [n]) -> [n] float32
+    filter_masks(masks [Q,T,h,w], idx [K], F, frame_step) -> MaskTerms (nonblank, mask-quality terms,
+        NMS sample sums, soft-IoU NMS overlap among the non-blank ones, bits [K,F,wpf] of logits > 0)
     positive_bits(X [*,T,h,w], rx [n], fx [F]) -> [n,F,wpf] uint64 bit sets of X > 0
     bit_intersections(A [*,TA,wpf], ra [na], fa [F], B [*,TB,wpf], rb [nb], fb [F])
         -> inter [na,nb] int64, area_a [na], area_b [nb]
     accumulate(S [*,TS,h,w], rs [n], fs [F], X [*,TX,h,w], rx [n], bits=None)
         (in place: S[rs[k], fs[f]] += X[rx[k], f]; bits [*,TS,wpf] refreshed for those maps)
-    mask_runs(L [n,h,w], (r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W)
-        -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks
+    mask_runs(L [n,h,w], (r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W, rows=None, pos=0, divisors=None)
+        -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks;
+        with rows: map i = L[rows[i], pos] / divisors[i] of sums L [*,T,h,w] (no copy of the maps)
 """
 from __future__ import annotations
 
@@ -42,13 +42,12 @@ def _library():
             lib.mdqe_pp_abi_version.restype = ctypes.c_int
             if lib.mdqe_pp_abi_version() == POSTPROCESS_ABI_VERSION:
                 for name, args in (
-                        ("mdqe_pp_scan_candidates", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P]),
-                        ("mdqe_pp_soft_iou_max", [_P, _I, _I, _P, _I, _P, _P, _P, _P]),
+                        ("mdqe_pp_filter_masks", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]),
                         ("mdqe_pp_positive_bits", [_P, _I, _P, _I, _P, _I, _I, _I, _P]),
                         ("mdqe_pp_bit_intersections", [_P, _I, _P, _I, _P, _P, _I, _P, _I, _P, _I, _I, _P, _P, _P]),
                         ("mdqe_pp_accumulate", [_P, _I, _P, _P, _P, _I, _P, _I, _I, _I, _I, _P]),
-                        ("mdqe_pp_mask_runs", [_P, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P, _P, _P, _I, _P, _I,
-                                               _P])):
+                        ("mdqe_pp_mask_runs", [_P, _I, _P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P, _P,
+                                               _P, _I, _P, _I, _P])):
                     fn = getattr(lib, name)
                     fn.restype, fn.argtypes = ctypes.c_int, args
                 _state["lib"] = lib
@@ -99,52 +98,36 @@ def _i64(a) -> np.ndarray:
     return np.ascontiguousarray(a, np.int64)
 
 
-class ScanResult(NamedTuple):
-    """What scan_candidates gives for K candidates (P = sampled pixels per candidate)."""
-    soft: np.ndarray            # [K,P] float32 sigmoid of the NMS sample
+class MaskTerms(NamedTuple):
+    """What filter_masks gives for K candidates (rank order)."""
     nonblank: np.ndarray        # [K] bool: some logit > 0
     quality_sum: np.ndarray     # [K] float64: sum of sigmoid > 0.5 over the whole mask
     quality_count: np.ndarray   # [K] int64: their number
-    soft_sum: np.ndarray        # [K] float64: sum of soft
-    hard_count: np.ndarray      # [K] int64: soft > 0.5 in the sample
-    hard_index: np.ndarray      # [K,P] int32: their positions (first hard_count[k] of row k)
-    bits: np.ndarray            # [K,F,wpf] uint64 bit sets of the logits > 0
+    soft_sum: np.ndarray        # [K] float64: sum of the NMS sample's sigmoid
+    hard_count: np.ndarray      # [K] int64: sample values > 0.5
+    overlap: np.ndarray         # [K] float32: max soft IoU with a higher-ranked non-blank one (0: none, blank)
+    bits: np.ndarray            # [K,F,wpf] uint64 bit sets of the logits > 0 (scratch)
 
 
-def scan_candidates(masks: np.ndarray, idx, F: int, frame_step: int) -> ScanResult:
-    """See the module docstring; masks [Q,T,h,w] float32 logits, idx the K candidate queries.
-    soft, hard_index and bits are scratch buffers: valid until this thread's next scan."""
+def filter_masks(masks: np.ndarray, idx, F: int, frame_step: int) -> MaskTerms:
+    """See the module docstring; masks [Q,T,h,w] float32 logits, idx the K candidate queries in rank
+    order. ``bits`` is a scratch buffer: valid until this thread's next call."""
     masks, idx = _f32(masks), _i64(idx)
     Q, T, h, w = masks.shape
     if idx.size and (idx.min() < 0 or idx.max() >= Q):
         raise ValueError(f"candidate index out of range [0, {Q})")
+    if not 1 <= int(F) <= T or int(frame_step) < 1:
+        raise ValueError(f"filter_masks: need 1 <= F <= {T} and frame_step >= 1, got {F}, {frame_step}")
     K = idx.size
-    nf = -(-int(F) // int(frame_step))
-    P = nf * (h // 2) * (w // 2)
-    soft = scratch("scan.soft", (K, P), np.float32)
     nonblank = np.zeros(K, np.uint8)
     qsum, ssum = np.zeros(K, np.float64), np.zeros(K, np.float64)
     qcnt, hcnt = np.zeros(K, np.int64), np.zeros(K, np.int64)
-    bits = scratch("scan.bits", (K, int(F), words_per_map(h, w)), np.uint64)
-    hard = scratch("scan.hard", (K, P), np.int32)
-    _check(_library().mdqe_pp_scan_candidates(_ptr(masks), T, h, w, _ptr(idx), K, int(F), int(frame_step),
-                                              _ptr(soft), _ptr(nonblank), _ptr(qsum), _ptr(qcnt), _ptr(ssum),
-                                              _ptr(hcnt), _ptr(hard), _ptr(bits)), "mdqe_pp_scan_candidates")
-    return ScanResult(soft, nonblank.astype(bool), qsum, qcnt, ssum, hcnt, hard, bits)
-
-
-def soft_iou_max(scan: "ScanResult", rows) -> np.ndarray:
-    """[n] max soft IoU of each of ``rows`` (rank order, indices into the scanned candidates) with
-    any earlier one (0 for the first)."""
-    rows = _i64(rows)
-    K, P = scan.soft.shape
-    if rows.size and (rows.min() < 0 or rows.max() >= K):
-        raise ValueError(f"row index out of range [0, {K})")
-    out = np.zeros(rows.size, np.float32)
-    _check(_library().mdqe_pp_soft_iou_max(_ptr(scan.soft), K, P, _ptr(rows), rows.size, _ptr(scan.soft_sum),
-                                           _ptr(scan.hard_count), _ptr(scan.hard_index), _ptr(out)),
-           "mdqe_pp_soft_iou_max")
-    return out
+    overlap = np.zeros(K, np.float32)
+    bits = scratch("filter.bits", (K, int(F), words_per_map(h, w)), np.uint64)
+    _check(_library().mdqe_pp_filter_masks(_ptr(masks), T, h, w, _ptr(idx), K, int(F), int(frame_step),
+                                           _ptr(nonblank), _ptr(qsum), _ptr(qcnt), _ptr(ssum), _ptr(hcnt),
+                                           _ptr(overlap), _ptr(bits)), "mdqe_pp_filter_masks")
+    return MaskTerms(nonblank.astype(bool), qsum, qcnt, ssum, hcnt, overlap, bits)
 
 
 def words_per_map(h: int, w: int) -> int:
@@ -208,10 +191,26 @@ def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarr
                                          _ptr(bits) if bits is not None else None), "mdqe_pp_accumulate")
 
 
-def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray]) -> List[Optional[np.ndarray]]:
-    """COCO run lengths of each of the n maps L [n,h,w] resampled by the taps and thresholded at 0."""
-    L = _f32(L)
-    n, h, w = L.shape
+def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray], rows=None, pos: int = 0,
+              divisors=None) -> List[Optional[np.ndarray]]:
+    """COCO run lengths of n maps resampled by the taps and thresholded at 0: the maps L [n,h,w], or
+    with ``rows`` the maps L[rows[i], pos] / divisors[i] of L [*,T,h,w] (float32 division; None: 1)."""
+    if rows is None:
+        L = _f32(L)
+        n, h, w = L.shape
+        S, TS, rows, pos = L, 1, np.arange(n, dtype=np.int64), 0
+    else:
+        if L.dtype != np.float32 or not L.flags.c_contiguous or L.ndim != 4:
+            raise ValueError("mask_runs: sums must be C-contiguous float32 [*, T, h, w]")
+        S, rows = L, _i64(rows)
+        n, TS, (h, w) = rows.size, L.shape[1], L.shape[2:]
+        if (n and (rows.min() < 0 or rows.max() >= L.shape[0])) or not 0 <= int(pos) < TS:
+            raise ValueError(f"mask_runs: row or frame index out of range for sums of shape {L.shape}")
+    div = None
+    if divisors is not None:
+        div = np.ascontiguousarray(divisors, np.int32)
+        if div.shape != (n,) or (n and div.min() < 1):
+            raise ValueError("mask_runs: divisors must be n integers >= 1")
     r0, r1, c0, c1 = (_i64(t) for t in (ytaps[0], ytaps[1], xtaps[0], xtaps[1]))
     a0, a1, b0, b1 = (_f32(t) for t in (ytaps[2], ytaps[3], xtaps[2], xtaps[3]))
     H, W = r0.size, c0.size
@@ -221,9 +220,9 @@ def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.nda
     offsets = np.zeros(n + 1, np.int64)
     while True:
         counts = scratch("runs.counts", (cap,), np.uint32)
-        status = _library().mdqe_pp_mask_runs(_ptr(L), n, h, w, _ptr(r0), _ptr(r1), _ptr(a0), _ptr(a1), H,
-                                              _ptr(c0), _ptr(c1), _ptr(b0), _ptr(b1), W, _ptr(counts), cap,
-                                              _ptr(offsets))
+        status = _library().mdqe_pp_mask_runs(_ptr(S), TS, _ptr(rows), int(pos), _ptr(div) if div is not None else None,
+                                              n, h, w, _ptr(r0), _ptr(r1), _ptr(a0), _ptr(a1), H, _ptr(c0), _ptr(c1),
+                                              _ptr(b0), _ptr(b1), W, _ptr(counts), cap, _ptr(offsets))
         if status == 2:                      # MDQE_PP_ERR_CAPACITY: more runs than room
             cap = n * (H * W + 2)
             continue

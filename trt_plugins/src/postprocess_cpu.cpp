@@ -8,6 +8,13 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MDQE_PP_X86 1
+#else
+#define MDQE_PP_X86 0
+#endif
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define MDQE_PP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -92,7 +99,7 @@ MDQE_PP_CLONES int32_t count_positive(const float* row, int64_t n) {
 }
 
 // bits (x > 0) of n values into words (LSB first); returns the number of set bits
-MDQE_PP_CLONES int64_t pack_positive(const float* x, int64_t n, uint64_t* words) {
+int64_t pack_positive_scalar(const float* x, int64_t n, uint64_t* words) {
     int64_t total = 0;
     for (int64_t q = 0; q * 64 < n; ++q) {
         const int64_t len = std::min<int64_t>(64, n - q * 64);
@@ -104,16 +111,79 @@ MDQE_PP_CLONES int64_t pack_positive(const float* x, int64_t n, uint64_t* words)
     return total;
 }
 
-// bit set of one row (x > 0) into its rw words, zeroed without packing when the vectorised count
-// finds no positive; returns the number of set bits
-int64_t row_bits(const float* row, int64_t w, uint64_t* words) {
-    if (count_positive(row, w)) return pack_positive(row, w, words);
-    std::fill(words, words + (w + 63) / 64, uint64_t{0});
-    return 0;
+// dst[i] += src[i] over n values (float32, no FMA), with the bits of the sums > 0 as above
+int64_t add_positive_scalar(float* dst, const float* src, int64_t n, uint64_t* words) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+    return words ? pack_positive_scalar(dst, n, words) : 0;
 }
 
-MDQE_PP_CLONES void add_into(float* dst, const float* src, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+#if MDQE_PP_X86
+// The same with AVX2: one compare and movemask per 8 values (x > 0 ordered: NaN gives 0, as in C).
+__attribute__((target("avx2"))) int64_t pack_positive_avx2(const float* x, int64_t n, uint64_t* words) {
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t total = 0, q = 0;
+    for (; (q + 1) * 64 <= n; ++q) {
+        uint64_t word = 0;
+        for (int k = 0; k < 8; ++k) {
+            const __m256 v = _mm256_loadu_ps(x + q * 64 + 8 * k);
+            word |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ))))
+                    << (8 * k);
+        }
+        words[q] = word;
+        total += __builtin_popcountll(word);
+    }
+    if (q * 64 < n) total += pack_positive_scalar(x + q * 64, n - q * 64, words + q);
+    return total;
+}
+
+__attribute__((target("avx2"))) int64_t add_positive_avx2(float* dst, const float* src, int64_t n, uint64_t* words) {
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t total = 0, q = 0;
+    for (; (q + 1) * 64 <= n; ++q) {
+        uint64_t word = 0;
+        for (int k = 0; k < 8; ++k) {
+            float* d = dst + q * 64 + 8 * k;
+            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(src + q * 64 + 8 * k));
+            _mm256_storeu_ps(d, v);
+            word |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ))))
+                    << (8 * k);
+        }
+        if (words) {
+            words[q] = word;
+            total += __builtin_popcountll(word);
+        }
+    }
+    if (q * 64 < n) total += add_positive_scalar(dst + q * 64, src + q * 64, n - q * 64, words ? words + q : nullptr);
+    return total;
+}
+
+bool have_avx2() {
+    static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+    return yes;
+}
+#endif
+
+int64_t pack_positive(const float* x, int64_t n, uint64_t* words) {
+#if MDQE_PP_X86
+    if (have_avx2()) return pack_positive_avx2(x, n, words);
+#endif
+    return pack_positive_scalar(x, n, words);
+}
+
+// dst += src over n values; words (NULL: none) get the bits of the sums > 0; returns their number
+int64_t add_positive(float* dst, const float* src, int64_t n, uint64_t* words) {
+#if MDQE_PP_X86
+    if (have_avx2()) return add_positive_avx2(dst, src, n, words);
+#endif
+    return add_positive_scalar(dst, src, n, words);
+}
+
+// bit set of one row (x > 0) into its rw words; returns the number of set bits
+int64_t row_bits(const float* row, int64_t w, uint64_t* words) { return pack_positive(row, w, words); }
+
+// dst[i] = src[i] / d (float32 division) for i < n
+MDQE_PP_CLONES void divide_into(float* dst, const float* src, int64_t n, float d) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i] / d;
 }
 
 bool bad(int64_t v) { return v < 0; }
@@ -124,29 +194,33 @@ extern "C" {
 
 int mdqe_pp_abi_version(void) { return MDQE_PP_ABI_VERSION; }
 
-int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w, const int64_t* idx, int64_t K,
-                            int64_t F, int64_t frame_step, float* soft, uint8_t* nonblank, double* quality_sum,
-                            int64_t* quality_count, double* soft_sum, int64_t* hard_count, int32_t* hard_index,
-                            uint64_t* bits) {
+int mdqe_pp_filter_masks(const float* masks, int64_t T, int64_t h, int64_t w, const int64_t* idx, int64_t K, int64_t F,
+                         int64_t frame_step, uint8_t* nonblank, double* quality_sum, int64_t* quality_count,
+                         double* soft_sum, int64_t* hard_count, float* overlap, uint64_t* bits) {
     if (bad(T) || bad(h) || bad(w) || bad(K) || bad(F) || F > T || frame_step < 1) return MDQE_PP_ERR_BAD_ARGUMENT;
     if (K == 0) return 0;
-    if (!masks || !idx || !soft || !nonblank || !quality_sum || !quality_count || !soft_sum || !hard_count ||
-        !hard_index)
+    if (!masks || !idx || !nonblank || !quality_sum || !quality_count || !soft_sum || !hard_count || !overlap)
         return MDQE_PP_ERR_BAD_ARGUMENT;
     const int64_t h2 = h / 2, w2 = w / 2, nf = (F + frame_step - 1) / frame_step;
     const int64_t P = nf * h2 * w2, rw = (w + 63) / 64;
     std::vector<float> positives(static_cast<size_t>(std::max<int64_t>(h * w, 1)));
+    std::vector<float> soft(static_cast<size_t>(std::max<int64_t>(P, 1)));   // one candidate's NMS sample
     std::vector<uint64_t> frame_bits(static_cast<size_t>(h * rw));   // when the caller wants no bits
     std::vector<uint8_t> row_positive(static_cast<size_t>(std::max<int64_t>(h, 1)));
-    for (int64_t k = 0; k < K; ++k) {
+    std::vector<int32_t> hard_all;                  // hard pixels of the candidates scanned so far
+    std::vector<int64_t> hard_at(static_cast<size_t>(K), 0);
+    // Candidates in reverse rank order: when candidate k is scanned, its sample is in cache and the hard
+    // pixels of every later (lower-ranked) candidate j are known, so num[k, j] is summed right away
+    // and no [K, P] array of samples is kept.
+    for (int64_t k = K - 1; k >= 0; --k) {
         const float* v = masks + idx[k] * T * h * w;
         double qs = 0.0, ss = 0.0;
         int64_t qc = 0, hc = 0;
         bool any = false;
-        int32_t* hard = hard_index + k * P;
+        hard_at[k] = static_cast<int64_t>(hard_all.size());
         for (int64_t f = 0; f < F; ++f) {
             const bool sampled = f % frame_step == 0;
-            float* out = soft + k * P + (f / frame_step) * h2 * w2;
+            float* out = soft.data() + (f / frame_step) * h2 * w2;
             uint64_t* fbits = bits ? bits + (k * F + f) * h * rw : frame_bits.data();
             int64_t np = 0;
             // rows: blank test, bit set, the positive logits (by their bits), the NMS sample
@@ -165,13 +239,21 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
             sigmoid_quality(positives.data(), np, &qs, &qc);
             if (!sampled) continue;
             sigmoid_inplace(out, h2 * w2, &ss);
-            // soft > 0.5 needs a positive logit (exp_f32(t) >= 1 for t >= 0): only rows with one
+            // soft > 0.5 needs a positive logit (exp_f32(t) >= 1 for t >= 0): only the sampled pixels
+            // (even columns of even rows) whose bit is set, in ascending order
             for (int64_t y2 = 0; y2 < h2; ++y2) {
                 if (!row_positive[2 * y2]) continue;
                 const float* o = out + y2 * w2;
+                const uint64_t* rb = fbits + 2 * y2 * rw;
                 const int32_t base = static_cast<int32_t>((f / frame_step) * h2 * w2 + y2 * w2);
-                for (int64_t x = 0; x < w2; ++x)
-                    if (o[x] > 0.5f) hard[hc++] = base + static_cast<int32_t>(x);
+                for (int64_t q = 0; q < rw; ++q)
+                    for (uint64_t word = rb[q] & 0x5555555555555555ULL; word; word &= word - 1) {
+                        const int64_t x = (q * 64 + __builtin_ctzll(word)) / 2;
+                        if (x < w2 && o[x] > 0.5f) {
+                            hard_all.push_back(base + static_cast<int32_t>(x));
+                            ++hc;
+                        }
+                    }
             }
         }
         nonblank[k] = any ? 1 : 0;
@@ -179,32 +261,24 @@ int mdqe_pp_scan_candidates(const float* masks, int64_t T, int64_t h, int64_t w,
         quality_count[k] = qc;
         soft_sum[k] = ss;
         hard_count[k] = hc;
-    }
-    return 0;
-}
-
-int mdqe_pp_soft_iou_max(const float* soft, int64_t K, int64_t P, const int64_t* rows, int64_t n,
-                         const double* soft_sum, const int64_t* hard_count, const int32_t* hard_index, float* out) {
-    if (bad(K) || bad(P) || bad(n) || n > K) return MDQE_PP_ERR_BAD_ARGUMENT;
-    if (n == 0) return 0;
-    if (!soft || !rows || !soft_sum || !hard_count || !hard_index || !out) return MDQE_PP_ERR_BAD_ARGUMENT;
-    out[0] = 0.0f;
-    for (int64_t j = 1; j < n; ++j) {
-        const int32_t* hard = hard_index + rows[j] * P;
-        const int64_t nh = hard_count[rows[j]];
-        float best = 0.0f;
-        for (int64_t i = 0; i < j; ++i) {
-            const float* si = soft + rows[i] * P;
-            double part[4] = {0.0, 0.0, 0.0, 0.0};   // four chains: the adds' latency, not one chain
+        overlap[k] = 0.0f;
+        if (!any) continue;                           // blank: out of the NMS
+        // soft IoU of k (higher-ranked) with each later non-blank j: num = sum of k's sample over j's
+        // hard pixels, in four chains (pixel q to chain q % 4, the last hard_count % 4 to chain 0), in
+        // double, as (c0 + c1) + (c2 + c3); overlap[j] = max over such k
+        for (int64_t j = k + 1; j < K; ++j) {
+            if (!nonblank[j]) continue;
+            const int32_t* hard = hard_all.data() + hard_at[j];
+            const int64_t nh = hard_count[j];
+            double part[4] = {0.0, 0.0, 0.0, 0.0};
             int64_t q = 0;
             for (; q + 4 <= nh; q += 4)
-                for (int l = 0; l < 4; ++l) part[l] += si[hard[q + l]];
-            for (; q < nh; ++q) part[0] += si[hard[q]];
+                for (int l = 0; l < 4; ++l) part[l] += soft[hard[q + l]];
+            for (; q < nh; ++q) part[0] += soft[hard[q]];
             const double num = (part[0] + part[1]) + (part[2] + part[3]);
-            const double den = soft_sum[rows[i]] + static_cast<double>(hard_count[rows[j]]) - num + 1.0;
-            best = std::max(best, static_cast<float>(num / den));
+            const double den = ss + static_cast<double>(nh) - num + 1.0;
+            overlap[j] = std::max(overlap[j], static_cast<float>(num / den));
         }
-        out[j] = best;
     }
     return 0;
 }
@@ -279,12 +353,13 @@ int mdqe_pp_accumulate(float* S, int64_t TS, const int64_t* rs, const int64_t* f
                        const int64_t* rx, int64_t n, int64_t F, int64_t h, int64_t w, uint64_t* bits) {
     if (bad(TS) || bad(TX) || bad(n) || bad(F) || bad(h) || bad(w)) return MDQE_PP_ERR_BAD_ARGUMENT;
     if (n && F && (!S || !rs || !fs || !X || !rx)) return MDQE_PP_ERR_BAD_ARGUMENT;
-    const int64_t hw = h * w, wpf = h * ((w + 63) / 64);
+    const int64_t hw = h * w, rw = (w + 63) / 64, wpf = h * rw;
     for (int64_t k = 0; k < n; ++k)
         for (int64_t f = 0; f < F; ++f) {
             float* dst = S + (rs[k] * TS + fs[f]) * hw;
-            add_into(dst, X + (rx[k] * TX + f) * hw, hw);
-            if (bits) map_bits(dst, h, w, bits + (rs[k] * TS + fs[f]) * wpf);
+            const float* src = X + (rx[k] * TX + f) * hw;
+            uint64_t* b = bits ? bits + (rs[k] * TS + fs[f]) * wpf : nullptr;
+            for (int64_t y = 0; y < h; ++y) add_positive(dst + y * w, src + y * w, w, b ? b + y * rw : nullptr);
         }
     return 0;
 }
@@ -351,18 +426,29 @@ MDQE_PP_CLONES static int mask_runs_one(const float* L, int64_t h, int64_t w, co
     return 0;
 }
 
-int mdqe_pp_mask_runs(const float* L, int64_t n, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1,
-                      const float* a0, const float* a1, int64_t H, const int64_t* c0, const int64_t* c1,
-                      const float* b0, const float* b1, int64_t W, uint32_t* counts, int64_t cap, int64_t* offsets) {
-    if (bad(n) || bad(h) || bad(w) || H < 1 || W < 1 || bad(cap)) return MDQE_PP_ERR_BAD_ARGUMENT;
-    if (!offsets || (n && (!L || !r0 || !r1 || !a0 || !a1 || !c0 || !c1 || !b0 || !b1 || !counts)))
+int mdqe_pp_mask_runs(const float* S, int64_t TS, const int64_t* rows, int64_t pos, const int32_t* divisors, int64_t n,
+                      int64_t h, int64_t w, const int64_t* r0, const int64_t* r1, const float* a0, const float* a1,
+                      int64_t H, const int64_t* c0, const int64_t* c1, const float* b0, const float* b1, int64_t W,
+                      uint32_t* counts, int64_t cap, int64_t* offsets) {
+    if (bad(n) || bad(h) || bad(w) || TS < 1 || pos < 0 || pos >= TS || H < 1 || W < 1 || bad(cap))
         return MDQE_PP_ERR_BAD_ARGUMENT;
-    std::vector<float> horT;
+    if (!offsets || (n && (!S || !rows || !r0 || !r1 || !a0 || !a1 || !c0 || !c1 || !b0 || !b1 || !counts)))
+        return MDQE_PP_ERR_BAD_ARGUMENT;
+    for (int64_t i = 0; i < n; ++i)
+        if (rows[i] < 0 || (divisors && divisors[i] < 1)) return MDQE_PP_ERR_BAD_ARGUMENT;
+    const int64_t hw = h * w;
+    std::vector<float> horT, mean;
     std::vector<uint32_t> runs;
     int64_t used = 0;
     offsets[0] = 0;
     for (int64_t i = 0; i < n; ++i) {
-        mask_runs_one(L + i * h * w, h, w, r0, r1, a0, a1, H, c0, c1, b0, b1, W, horT, runs);
+        const float* L = S + (rows[i] * TS + pos) * hw;
+        if (divisors && divisors[i] != 1) {          // the mean of the summed logits, as numpy divides
+            mean.resize(static_cast<size_t>(hw));
+            divide_into(mean.data(), L, hw, static_cast<float>(divisors[i]));
+            L = mean.data();
+        }
+        mask_runs_one(L, h, w, r0, r1, a0, a1, H, c0, c1, b0, b1, W, horT, runs);
         if (used + static_cast<int64_t>(runs.size()) > cap) return MDQE_PP_ERR_CAPACITY;
         std::copy(runs.begin(), runs.end(), counts + used);
         used += static_cast<int64_t>(runs.size());

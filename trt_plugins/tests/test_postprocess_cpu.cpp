@@ -12,39 +12,39 @@ namespace {
 
 double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-void test_scan_and_soft_iou() {
-    // masks [Q=3, T=2, h=2, w=4]; candidates 2, 0 (query 1 never read); F = 2, every frame sampled
+void test_filter_masks() {
+    // masks [Q=3, T=2, h=2, w=4]; F = 2, every frame sampled (sample: rows 0, columns 0 and 2)
     std::vector<float> m(3 * 2 * 2 * 4, -3.0f);
     auto at = [&](int q, int t, int y, int x) -> float& { return m[((q * 2 + t) * 2 + y) * 4 + x]; };
     at(2, 0, 0, 0) = 2.0f;   // sampled (row 0, column 0)
     at(2, 1, 1, 3) = 1.0f;   // not sampled (row 1)
-    at(1, 0, 0, 0) = 9.0f;   // not a candidate
-    const int64_t idx[2] = {2, 0};
-    const int64_t P = 2 * 1 * 2;   // nf * (h/2) * (w/2)
-    std::vector<float> soft(2 * P);
+    at(1, 0, 0, 0) = 9.0f;   // sampled
     uint8_t nonblank[2];
     double qsum[2], ssum[2];
     int64_t qcnt[2], hcnt[2];
+    float overlap[2];
     std::vector<uint64_t> bits(2 * 2 * 2);   // [K, F, h * 1 word]
-    std::vector<int32_t> hard(2 * P);
-    CHECK(mdqe_pp_scan_candidates(m.data(), 2, 2, 4, idx, 2, 2, 1, soft.data(), nonblank, qsum, qcnt, ssum, hcnt,
-                                  hard.data(), bits.data()) == 0);
+    // candidates 2, 0 (query 1 never read): 0 is blank
+    const int64_t idx[2] = {2, 0};
+    CHECK(mdqe_pp_filter_masks(m.data(), 2, 2, 4, idx, 2, 2, 1, nonblank, qsum, qcnt, ssum, hcnt, overlap,
+                               bits.data()) == 0);
     CHECK(nonblank[0] == 1 && nonblank[1] == 0);
     CHECK(qcnt[0] == 2 && std::fabs(qsum[0] - (sig(2.0) + sig(1.0))) < 1e-6);
     CHECK(qcnt[1] == 0 && qsum[1] == 0.0);
-    CHECK(std::fabs(soft[0] - sig(2.0)) < 1e-6 && std::fabs(soft[1] - sig(-3.0)) < 1e-7);
-    CHECK(hcnt[0] == 1 && hcnt[1] == 0 && hard[0] == 0);
+    CHECK(hcnt[0] == 1 && hcnt[1] == 0);
     CHECK(std::fabs(ssum[0] - (sig(2.0) + 3 * sig(-3.0))) < 1e-6);
     CHECK(bits[0] == 1u && bits[1] == 0u && bits[2] == 0u && bits[3] == (uint64_t{1} << 3));
-    // soft IoU of row 0 (rank 0) then row 1: num = soft[1, p] where soft[0, p] > 0.5 ... reversed here:
-    // rows {1, 0}: j = 1 is row 0 with hard pixel p = 0; num = soft[1, 0]
-    const int64_t rows[2] = {1, 0};
-    float out[2];
-    CHECK(mdqe_pp_soft_iou_max(soft.data(), 2, P, rows, 2, ssum, hcnt, hard.data(), out) == 0);
-    const double num = sig(-3.0);
-    CHECK(out[0] == 0.0f && std::fabs(out[1] - num / (ssum[1] + 1 - num + 1)) < 1e-7);
-    CHECK(mdqe_pp_scan_candidates(m.data(), 2, 2, 4, idx, 2, 3, 1, soft.data(), nonblank, qsum, qcnt, ssum, hcnt,
-                                  hard.data(), nullptr) == MDQE_PP_ERR_BAD_ARGUMENT);   // F > T
+    CHECK(overlap[0] == 0.0f && overlap[1] == 0.0f);
+    // candidates 2, 1: the second one's hard pixel is p = 0 (frame 0, row 0, column 0), where the
+    // first one's sample is sigmoid(2): num = sig(2), den = ssum[0] + 1 - num + 1
+    const int64_t idx2[2] = {2, 1};
+    CHECK(mdqe_pp_filter_masks(m.data(), 2, 2, 4, idx2, 2, 2, 1, nonblank, qsum, qcnt, ssum, hcnt, overlap,
+                               nullptr) == 0);
+    CHECK(nonblank[0] == 1 && nonblank[1] == 1 && hcnt[1] == 1);
+    const double num = sig(2.0);
+    CHECK(overlap[0] == 0.0f && std::fabs(overlap[1] - num / (ssum[0] + 1 - num + 1)) < 1e-7);
+    CHECK(mdqe_pp_filter_masks(m.data(), 2, 2, 4, idx, 2, 3, 1, nonblank, qsum, qcnt, ssum, hcnt, overlap,
+                               nullptr) == MDQE_PP_ERR_BAD_ARGUMENT);   // F > T
 }
 
 void test_bits_intersections_accumulate() {
@@ -75,19 +75,37 @@ void test_mask_runs() {
     const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
     uint32_t counts[16];
     int64_t offsets[3];
-    CHECK(mdqe_pp_mask_runs(L, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16, offsets) == 0);
+    CHECK(mdqe_pp_mask_runs(L, 1, r, 0, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+                            offsets) == 0);
     // column-major pixels: x=0: 0 1 0, x=1: 1 1 0 -> runs 1,1,1,2,1
     CHECK(offsets[0] == 0 && offsets[1] == 5 && offsets[2] == 5);
     CHECK(counts[0] == 1 && counts[1] == 1 && counts[2] == 1 && counts[3] == 2 && counts[4] == 1);
-    CHECK(mdqe_pp_mask_runs(L, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 3, offsets) ==
-          MDQE_PP_ERR_CAPACITY);
+    CHECK(mdqe_pp_mask_runs(L, 1, r, 0, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 3,
+                            offsets) == MDQE_PP_ERR_CAPACITY);
+    // maps taken from sums S [2 tracks, 2 frames, 3, 2] at frame 1, divided by their counts: the
+    // smallest subnormal / 1 stays positive, / 2 rounds (to even) to 0, as numpy's division does
+    const float tiny = 1.40129846e-45f;
+    float S[2 * 2 * 3 * 2] = {0};
+    S[(0 * 2 + 1) * 6 + 1] = tiny;      // track 0, frame 1, pixel (0, 1)
+    S[(1 * 2 + 1) * 6 + 1] = tiny;      // track 1, frame 1, pixel (0, 1)
+    S[(1 * 2 + 1) * 6 + 2] = 4.0f;      // track 1, frame 1, pixel (1, 0)
+    const int64_t tracks[2] = {0, 1};
+    const int32_t div[2] = {1, 2};
+    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, div, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+                            offsets) == 0);
+    // track 0: x=0: 0 0 0, x=1: 1 0 0 -> runs 3,1,2; track 1: only (1, 0) -> runs 1,1,4
+    CHECK(offsets[1] == 3 && counts[0] == 3 && counts[1] == 1 && counts[2] == 2);
+    CHECK(offsets[2] == 6 && counts[3] == 1 && counts[4] == 1 && counts[5] == 4);
+    const int32_t zero_div[2] = {1, 0};
+    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, zero_div, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+                            offsets) == MDQE_PP_ERR_BAD_ARGUMENT);
 }
 
 }  // namespace
 
 int main() {
     CHECK(mdqe_pp_abi_version() == MDQE_PP_ABI_VERSION);
-    test_scan_and_soft_iou();
+    test_filter_masks();
     test_bits_intersections_accumulate();
     test_mask_runs();
     return mdqe_test::finish("post-processing kernels: all checks passed");

@@ -12,34 +12,27 @@
 extern "C" {
 #endif
 
-#define MDQE_PP_ABI_VERSION 1
+#define MDQE_PP_ABI_VERSION 2
 #define MDQE_PP_ERR_BAD_ARGUMENT 1
 #define MDQE_PP_ERR_CAPACITY 2
 
 __attribute__((visibility("default"))) int mdqe_pp_abi_version(void);
 
-/* Per-clip filter pass over K candidate queries idx[k] of masks [Q, T, h, w] (logits), on the
- * first F frames. For candidate k:
+/* The per-clip filter's mask terms for K candidate queries idx[k] (in rank order) of masks [Q, T, h, w]
+ * (logits), on the first F frames. For candidate k:
  *   nonblank[k]      = any logit > 0;
  *   quality_sum[k]   = sum of sigmoid(x) over the pixels with sigmoid(x) > 0.5, quality_count[k]
  *                      their number (the authors' mask quality);
- *   soft[k, :]       = sigmoid of the NMS sample: frames 0, frame_step, ... < F, rows and columns
- *                      0, 2, ... < 2*(h/2), 2*(w/2) ([K, nf, h/2, w/2]);
- *   soft_sum[k], hard_count[k] = sum of soft[k, :] and the number of soft[k, :] > 0.5, whose
- *                      positions are hard_index[k, 0 .. hard_count[k]) (ascending; [K, P] int32);
+ *   the NMS sample   = sigmoid of frames 0, frame_step, ... < F, rows and columns 0, 2, ... <
+ *                      2*(h/2), 2*(w/2); soft_sum[k] its sum, hard_count[k] its values > 0.5;
+ *   overlap[k]       = the authors' soft-IoU NMS overlap among the non-blank candidates: max over
+ *                      non-blank i < k of num / (soft_sum[i] + hard_count[k] - num + 1), num = the sum
+ *                      of i's sample over k's hard pixels (0 for the first non-blank one and for blank ones);
  *   bits[k, f] (NULL or [K, F, wpf], see below) = the bit set of frame f's logits > 0. */
-__attribute__((visibility("default"))) int mdqe_pp_scan_candidates(
+__attribute__((visibility("default"))) int mdqe_pp_filter_masks(
     const float* masks, int64_t T, int64_t h, int64_t w, const int64_t* idx, int64_t K, int64_t F,
-    int64_t frame_step, float* soft, uint8_t* nonblank, double* quality_sum, int64_t* quality_count,
-    double* soft_sum, int64_t* hard_count, int32_t* hard_index, uint64_t* bits);
-
-/* The authors' soft-IoU NMS overlap over the n rows rows[0..n) of soft [K, P] (in rank order):
- * out[j] = max over i < j of num / (soft_sum[ri] + hard_count[rj] - num + 1) with
- * num = sum_p soft[ri, p] * (soft[rj, p] > 0.5) over the hard pixels hard_index[rj, 0 .. hard_count[rj])
- * (as mdqe_pp_scan_candidates gives them); out[0] = 0. */
-__attribute__((visibility("default"))) int mdqe_pp_soft_iou_max(
-    const float* soft, int64_t K, int64_t P, const int64_t* rows, int64_t n, const double* soft_sum,
-    const int64_t* hard_count, const int32_t* hard_index, float* out);
+    int64_t frame_step, uint8_t* nonblank, double* quality_sum, int64_t* quality_count, double* soft_sum,
+    int64_t* hard_count, float* overlap, uint64_t* bits);
 
 /* Bit sets of binary masks (logit > 0): a map [h, w] becomes h rows of rw = ceil(w / 64) uint64
  * words (pixel x of a row is bit x % 64 of word x / 64); wpf = h * rw words per map.
@@ -61,15 +54,17 @@ __attribute__((visibility("default"))) int mdqe_pp_accumulate(
     float* S, int64_t TS, const int64_t* rs, const int64_t* fs, const float* X, int64_t TX, const int64_t* rx,
     int64_t n, int64_t F, int64_t h, int64_t w, uint64_t* bits);
 
-/* Final masks of n logit maps L [n, h, w] as COCO run lengths (column-major, starting with 0s)
- * of the [H, W] frame, where pixel (y, x) = (a0[y]*H(r0[y], x) + a1[y]*H(r1[y], x)) > 0 and
- * H(r, x) = b0[x]*L[r, c0[x]] + b1[x]*L[r, c1[x]] (separable resampling taps, float32, no FMA).
- * Runs of mask i go to counts[offsets[i] .. offsets[i + 1]); an empty mask has none.
- * counts has capacity cap; MDQE_PP_ERR_CAPACITY when it is too small. */
+/* Final masks of n logit maps as COCO run lengths (column-major, starting with 0s) of the [H, W] frame.
+ * Map i is L_i = S[rows[i], pos] / divisors[i] (S [*, TS, h, w]; float32 division as numpy's; divisors
+ * NULL: no division; a stack [n, h, w] is TS = 1, rows 0 .. n-1, pos 0). Pixel (y, x) of the frame is
+ * (a0[y]*H(r0[y], x) + a1[y]*H(r1[y], x)) > 0 with H(r, x) = b0[x]*L_i[r, c0[x]] + b1[x]*L_i[r, c1[x]]
+ * (separable resampling taps, float32, no FMA). Runs of mask i go to counts[offsets[i] .. offsets[i + 1]);
+ * an empty mask has none. counts has capacity cap; MDQE_PP_ERR_CAPACITY when it is too small. */
 __attribute__((visibility("default"))) int mdqe_pp_mask_runs(
-    const float* L, int64_t n, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1,
-    const float* a0, const float* a1, int64_t H, const int64_t* c0, const int64_t* c1, const float* b0,
-    const float* b1, int64_t W, uint32_t* counts, int64_t cap, int64_t* offsets);
+    const float* S, int64_t TS, const int64_t* rows, int64_t pos, const int32_t* divisors, int64_t n, int64_t h,
+    int64_t w, const int64_t* r0, const int64_t* r1, const float* a0, const float* a1, int64_t H,
+    const int64_t* c0, const int64_t* c1, const float* b0, const float* b1, int64_t W, uint32_t* counts,
+    int64_t cap, int64_t* offsets);
 
 #ifdef __cplusplus
 }
