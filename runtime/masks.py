@@ -32,13 +32,16 @@ Block = Tuple[int, int, np.ndarray]      # (y0, x0, bool [bh, bw]) inside an [H0
 class FrameMaps:
     """Final mask logits of one frame, one [h,w] float32 map per track: map i (track ``ids[i]``) is
     ``sums[rows[i], pos] / counts[i]`` of the tracker's logit sums [*, T, h, w] (the mean over the
-    clips that matched the track), read in place: valid until the tracker's next call.
-    ``FrameMaps.stack(ids, maps)`` wraps ready maps (counts 1)."""
-    __slots__ = ("ids", "sums", "rows", "pos", "counts")
+    clips that matched the track), read in place: valid until the tracker's next call. ``bits``
+    (optional, [n, wpf] uint64): the bit sets of those sums > 0 (runtime/native/postprocess.py), which
+    bound the native kernel's work. ``FrameMaps.stack(ids, maps)`` wraps ready maps (counts 1)."""
+    __slots__ = ("ids", "sums", "rows", "pos", "counts", "bits")
 
-    def __init__(self, ids: Sequence[int], sums: np.ndarray, rows: np.ndarray, pos: int, counts: np.ndarray):
+    def __init__(self, ids: Sequence[int], sums: np.ndarray, rows: np.ndarray, pos: int, counts: np.ndarray,
+                 bits: Optional[np.ndarray] = None):
         self.ids, self.sums, self.pos = list(ids), sums, int(pos)
         self.rows, self.counts = np.asarray(rows, np.int64), np.asarray(counts, np.int32)
+        self.bits = bits
 
     @classmethod
     def stack(cls, ids: Sequence[int], maps: Sequence[np.ndarray]) -> "FrameMaps":
@@ -151,7 +154,7 @@ class MaskPostprocessor:
             ys, xs = self._taps(*fm.sums.shape[2:])
             H0, W0 = self.g.original
             divisors = None if bool((fm.counts == 1).all()) else fm.counts
-            runs = native_pp.mask_runs(fm.sums, ys, xs, rows=fm.rows, pos=fm.pos, divisors=divisors)
+            runs = native_pp.mask_runs(fm.sums, ys, xs, rows=fm.rows, pos=fm.pos, divisors=divisors, bits=fm.bits)
             live = [i for i, r in enumerate(runs) if r is not None]
             rles = rles_from_counts([runs[i] for i in live], H0, W0)
             out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(fm)

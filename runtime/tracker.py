@@ -492,7 +492,8 @@ class ClipTracker:
         n, pos = self.num_live, frame % self.T
         cnt = self.CNT[:n, pos]
         rows = np.flatnonzero(cnt > 0)
-        out = FrameMaps([self._ids[r] for r in rows.tolist()], self.SUM, rows, pos, cnt[rows])
+        out = FrameMaps([self._ids[r] for r in rows.tolist()], self.SUM, rows, pos, cnt[rows],
+                        bits=self.TB[rows, pos] if self._native else None)      # (a copy)
         self.CNT[rows, pos] = 0
         if self._native:
             self.TB[rows, pos] = 0

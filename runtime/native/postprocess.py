@@ -13,9 +13,11 @@ the numpy form (``use_native(False)`` does the same in-process).
         -> inter [na,nb] int64, area_a [na], area_b [nb]
     accumulate(S [*,TS,h,w], rs [n], fs [F], X [*,TX,h,w], rx [n], bits=None)
         (in place: S[rs[k], fs[f]] += X[rx[k], f]; bits [*,TS,wpf] refreshed for those maps)
-    mask_runs(L [n,h,w], (r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W, rows=None, pos=0, divisors=None)
+    mask_runs(L [n,h,w], (r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W, rows=None, pos=0, divisors=None,
+              bits=None)
         -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks;
-        with rows: map i = L[rows[i], pos] / divisors[i] of sums L [*,T,h,w] (no copy of the maps)
+        with rows: map i = L[rows[i], pos] / divisors[i] of sums L [*,T,h,w] (no copy of the maps);
+        bits [n,wpf]: the bit sets of those sums > 0 (bound the work)
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ def _library():
                         ("mdqe_pp_positive_bits", [_P, _I, _P, _I, _P, _I, _I, _I, _P]),
                         ("mdqe_pp_bit_intersections", [_P, _I, _P, _I, _P, _P, _I, _P, _I, _P, _I, _I, _P, _P, _P]),
                         ("mdqe_pp_accumulate", [_P, _I, _P, _P, _P, _I, _P, _I, _I, _I, _I, _P]),
-                        ("mdqe_pp_mask_runs", [_P, _I, _P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P, _P,
-                                               _P, _I, _P, _I, _P])):
+                        ("mdqe_pp_mask_runs", [_P, _I, _P, _I, _P, _P, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P,
+                                               _P, _P, _I, _P, _I, _P])):
                     fn = getattr(lib, name)
                     fn.restype, fn.argtypes = ctypes.c_int, args
                 _state["lib"] = lib
@@ -192,9 +194,11 @@ def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarr
 
 
 def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray], rows=None, pos: int = 0,
-              divisors=None) -> List[Optional[np.ndarray]]:
+              divisors=None, bits: Optional[np.ndarray] = None) -> List[Optional[np.ndarray]]:
     """COCO run lengths of n maps resampled by the taps and thresholded at 0: the maps L [n,h,w], or
-    with ``rows`` the maps L[rows[i], pos] / divisors[i] of L [*,T,h,w] (float32 division; None: 1)."""
+    with ``rows`` the maps L[rows[i], pos] / divisors[i] of L [*,T,h,w] (float32 division; None: 1).
+    ``bits`` [n,wpf] uint64: the bit sets of the (undivided) maps > 0, exact (see positive_bits); they
+    bound the pixels read, else the kernel scans the maps."""
     if rows is None:
         L = _f32(L)
         n, h, w = L.shape
@@ -211,6 +215,10 @@ def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.nda
         div = np.ascontiguousarray(divisors, np.int32)
         if div.shape != (n,) or (n and div.min() < 1):
             raise ValueError("mask_runs: divisors must be n integers >= 1")
+    if bits is not None:
+        bits = np.ascontiguousarray(bits, np.uint64)
+        if bits.shape != (n, words_per_map(h, w)):
+            raise ValueError(f"mask_runs: bits must be [{n}, {words_per_map(h, w)}], got {bits.shape}")
     r0, r1, c0, c1 = (_i64(t) for t in (ytaps[0], ytaps[1], xtaps[0], xtaps[1]))
     a0, a1, b0, b1 = (_f32(t) for t in (ytaps[2], ytaps[3], xtaps[2], xtaps[3]))
     H, W = r0.size, c0.size
@@ -221,7 +229,7 @@ def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.nda
     while True:
         counts = scratch("runs.counts", (cap,), np.uint32)
         status = _library().mdqe_pp_mask_runs(_ptr(S), TS, _ptr(rows), int(pos), _ptr(div) if div is not None else None,
-                                              n, h, w, _ptr(r0), _ptr(r1), _ptr(a0), _ptr(a1), H, _ptr(c0), _ptr(c1),
+                                              _ptr(bits) if bits is not None else None, n, h, w, _ptr(r0), _ptr(r1), _ptr(a0), _ptr(a1), H, _ptr(c0), _ptr(c1),
                                               _ptr(b0), _ptr(b1), W, _ptr(counts), cap, _ptr(offsets))
         if status == 2:                      # MDQE_PP_ERR_CAPACITY: more runs than room
             cap = n * (H * W + 2)

@@ -118,43 +118,55 @@ int64_t add_positive_scalar(float* dst, const float* src, int64_t n, uint64_t* w
 }
 
 #if MDQE_PP_X86
-// The same with AVX2: one compare and movemask per 8 values (x > 0 ordered: NaN gives 0, as in C).
+// The same with AVX2: one compare and movemask per 8 values (x > 0 ordered: NaN gives 0, as in C); the
+// last n % 8 values as above.
+__attribute__((target("avx2"))) inline uint64_t positive_mask8(__m256 v) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ)));
+}
+
 __attribute__((target("avx2"))) int64_t pack_positive_avx2(const float* x, int64_t n, uint64_t* words) {
-    const __m256 zero = _mm256_setzero_ps();
-    int64_t total = 0, q = 0;
-    for (; (q + 1) * 64 <= n; ++q) {
-        uint64_t word = 0;
-        for (int k = 0; k < 8; ++k) {
-            const __m256 v = _mm256_loadu_ps(x + q * 64 + 8 * k);
-            word |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ))))
-                    << (8 * k);
+    int64_t total = 0, i = 0;
+    uint64_t word = 0;
+    for (; i + 8 <= n; i += 8) {
+        word |= positive_mask8(_mm256_loadu_ps(x + i)) << (i % 64);
+        if (i % 64 == 56) {
+            words[i / 64] = word;
+            total += __builtin_popcountll(word);
+            word = 0;
         }
-        words[q] = word;
+    }
+    if (i < n) {                        // the tail joins the partial word
+        for (int64_t b = i; b < n; ++b) word |= static_cast<uint64_t>(x[b] > 0.0f) << (b % 64);
+    }
+    if (n % 64) {
+        words[n / 64] = word;
         total += __builtin_popcountll(word);
     }
-    if (q * 64 < n) total += pack_positive_scalar(x + q * 64, n - q * 64, words + q);
     return total;
 }
 
 __attribute__((target("avx2"))) int64_t add_positive_avx2(float* dst, const float* src, int64_t n, uint64_t* words) {
-    const __m256 zero = _mm256_setzero_ps();
-    int64_t total = 0, q = 0;
-    for (; (q + 1) * 64 <= n; ++q) {
-        uint64_t word = 0;
-        for (int k = 0; k < 8; ++k) {
-            float* d = dst + q * 64 + 8 * k;
-            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(d), _mm256_loadu_ps(src + q * 64 + 8 * k));
-            _mm256_storeu_ps(d, v);
-            word |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ))))
-                    << (8 * k);
-        }
-        if (words) {
-            words[q] = word;
+    int64_t total = 0, i = 0;
+    uint64_t word = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_loadu_ps(src + i));
+        _mm256_storeu_ps(dst + i, v);
+        word |= positive_mask8(v) << (i % 64);
+        if (i % 64 == 56) {
+            if (words) words[i / 64] = word;
             total += __builtin_popcountll(word);
+            word = 0;
         }
     }
-    if (q * 64 < n) total += add_positive_scalar(dst + q * 64, src + q * 64, n - q * 64, words ? words + q : nullptr);
-    return total;
+    for (int64_t b = i; b < n; ++b) {
+        dst[b] += src[b];
+        word |= static_cast<uint64_t>(dst[b] > 0.0f) << (b % 64);
+    }
+    if (n % 64) {
+        if (words) words[n / 64] = word;
+        total += __builtin_popcountll(word);
+    }
+    return words ? total : 0;
 }
 
 bool have_avx2() {
@@ -180,11 +192,6 @@ int64_t add_positive(float* dst, const float* src, int64_t n, uint64_t* words) {
 
 // bit set of one row (x > 0) into its rw words; returns the number of set bits
 int64_t row_bits(const float* row, int64_t w, uint64_t* words) { return pack_positive(row, w, words); }
-
-// dst[i] = src[i] / d (float32 division) for i < n
-MDQE_PP_CLONES void divide_into(float* dst, const float* src, int64_t n, float d) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = src[i] / d;
-}
 
 bool bad(int64_t v) { return v < 0; }
 
@@ -364,22 +371,46 @@ int mdqe_pp_accumulate(float* S, int64_t TS, const int64_t* rs, const int64_t* f
     return 0;
 }
 
-MDQE_PP_CLONES static int mask_runs_one(const float* L, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1,
-                                        const float* a0, const float* a1, int64_t H, const int64_t* c0,
-                                        const int64_t* c1, const float* b0, const float* b1, int64_t W,
-                                        std::vector<float>& horT, std::vector<uint32_t>& runs) {
+// The bounding box (rows pr0..pr1, columns pc0..pc1; pr0 = -1 when none) of the pixels of a map whose
+// bit is set (rows of rw words).
+static void bits_box(const uint64_t* bits, int64_t h, int64_t rw, int64_t& pr0, int64_t& pr1, int64_t& pc0,
+                     int64_t& pc1) {
+    for (int64_t r = 0; r < h; ++r) {
+        const uint64_t* words = bits + r * rw;
+        for (int64_t q = 0; q < rw; ++q) {
+            if (!words[q]) continue;
+            if (pr0 < 0) pr0 = r;
+            pr1 = r;
+            pc0 = std::min<int64_t>(pc0, q * 64 + __builtin_ctzll(words[q]));
+            pc1 = std::max<int64_t>(pc1, q * 64 + 63 - __builtin_clzll(words[q]));
+        }
+    }
+}
+
+// Runs of one map L / d (d = 1: no division). The box of its positive pixels comes from mbits (the bit
+// set of L > 0) when given, else from L; L > 0 covers every L / d > 0 (a positive x / d may only
+// underflow to 0), and outputs outside the taps of the positive box are exactly non-positive.
+MDQE_PP_CLONES static int mask_runs_one(const float* L, float d, const uint64_t* mbits, int64_t h, int64_t w,
+                                        const int64_t* r0, const int64_t* r1, const float* a0, const float* a1,
+                                        int64_t H, const int64_t* c0, const int64_t* c1, const float* b0,
+                                        const float* b1, int64_t W, std::vector<float>& horT,
+                                        std::vector<uint32_t>& runs) {
     runs.clear();
     int64_t pr0 = -1, pr1 = -1, pc0 = w, pc1 = -1;
-    for (int64_t r = 0; r < h; ++r) {
-        const float* row = L + r * w;
-        if (!count_positive(row, w)) continue;
-        if (pr0 < 0) pr0 = r;
-        pr1 = r;
-        for (int64_t x = 0; x < w; ++x)
-            if (row[x] > 0.0f) {
-                pc0 = std::min(pc0, x);
-                pc1 = std::max(pc1, x);
-            }
+    if (mbits) {
+        bits_box(mbits, h, (w + 63) / 64, pr0, pr1, pc0, pc1);
+    } else {
+        for (int64_t r = 0; r < h; ++r) {
+            const float* row = L + r * w;
+            if (!count_positive(row, w)) continue;
+            if (pr0 < 0) pr0 = r;
+            pr1 = r;
+            for (int64_t x = 0; x < w; ++x)
+                if (row[x] > 0.0f) {
+                    pc0 = std::min(pc0, x);
+                    pc1 = std::max(pc1, x);
+                }
+        }
     }
     if (pr0 < 0) return 0;
     // output rows/cols whose taps reach the positive rows/cols (taps are monotone)
@@ -390,9 +421,16 @@ MDQE_PP_CLONES static int mask_runs_one(const float* L, int64_t h, int64_t w, co
     horT.resize(static_cast<size_t>(nx * nr));
     for (int64_t r = 0; r < nr; ++r) {
         const float* row = L + (lo + r) * w;
-        for (int64_t x = 0; x < nx; ++x) {
-            const int64_t X = xa + x;
-            horT[x * nr + r] = b0[X] * row[c0[X]] + b1[X] * row[c1[X]];
+        if (d == 1.0f) {
+            for (int64_t x = 0; x < nx; ++x) {
+                const int64_t X = xa + x;
+                horT[x * nr + r] = b0[X] * row[c0[X]] + b1[X] * row[c1[X]];
+            }
+        } else {                                    // the mean's values, as a divided map holds them
+            for (int64_t x = 0; x < nx; ++x) {
+                const int64_t X = xa + x;
+                horT[x * nr + r] = b0[X] * (row[c0[X]] / d) + b1[X] * (row[c1[X]] / d);
+            }
         }
     }
     uint64_t last = 0, pos;
@@ -426,29 +464,26 @@ MDQE_PP_CLONES static int mask_runs_one(const float* L, int64_t h, int64_t w, co
     return 0;
 }
 
-int mdqe_pp_mask_runs(const float* S, int64_t TS, const int64_t* rows, int64_t pos, const int32_t* divisors, int64_t n,
-                      int64_t h, int64_t w, const int64_t* r0, const int64_t* r1, const float* a0, const float* a1,
-                      int64_t H, const int64_t* c0, const int64_t* c1, const float* b0, const float* b1, int64_t W,
-                      uint32_t* counts, int64_t cap, int64_t* offsets) {
+int mdqe_pp_mask_runs(const float* S, int64_t TS, const int64_t* rows, int64_t pos, const int32_t* divisors,
+                      const uint64_t* bits, int64_t n, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1,
+                      const float* a0, const float* a1, int64_t H, const int64_t* c0, const int64_t* c1,
+                      const float* b0, const float* b1, int64_t W, uint32_t* counts, int64_t cap,
+                      int64_t* offsets) {
     if (bad(n) || bad(h) || bad(w) || TS < 1 || pos < 0 || pos >= TS || H < 1 || W < 1 || bad(cap))
         return MDQE_PP_ERR_BAD_ARGUMENT;
     if (!offsets || (n && (!S || !rows || !r0 || !r1 || !a0 || !a1 || !c0 || !c1 || !b0 || !b1 || !counts)))
         return MDQE_PP_ERR_BAD_ARGUMENT;
     for (int64_t i = 0; i < n; ++i)
         if (rows[i] < 0 || (divisors && divisors[i] < 1)) return MDQE_PP_ERR_BAD_ARGUMENT;
-    const int64_t hw = h * w;
-    std::vector<float> horT, mean;
+    const int64_t hw = h * w, wpf = h * ((w + 63) / 64);
+    std::vector<float> horT;
     std::vector<uint32_t> runs;
     int64_t used = 0;
     offsets[0] = 0;
     for (int64_t i = 0; i < n; ++i) {
-        const float* L = S + (rows[i] * TS + pos) * hw;
-        if (divisors && divisors[i] != 1) {          // the mean of the summed logits, as numpy divides
-            mean.resize(static_cast<size_t>(hw));
-            divide_into(mean.data(), L, hw, static_cast<float>(divisors[i]));
-            L = mean.data();
-        }
-        mask_runs_one(L, h, w, r0, r1, a0, a1, H, c0, c1, b0, b1, W, horT, runs);
+        const float d = divisors ? static_cast<float>(divisors[i]) : 1.0f;
+        mask_runs_one(S + (rows[i] * TS + pos) * hw, d, bits ? bits + i * wpf : nullptr, h, w, r0, r1, a0, a1, H,
+                      c0, c1, b0, b1, W, horT, runs);
         if (used + static_cast<int64_t>(runs.size()) > cap) return MDQE_PP_ERR_CAPACITY;
         std::copy(runs.begin(), runs.end(), counts + used);
         used += static_cast<int64_t>(runs.size());

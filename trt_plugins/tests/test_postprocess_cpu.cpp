@@ -75,12 +75,12 @@ void test_mask_runs() {
     const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
     uint32_t counts[16];
     int64_t offsets[3];
-    CHECK(mdqe_pp_mask_runs(L, 1, r, 0, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+    CHECK(mdqe_pp_mask_runs(L, 1, r, 0, nullptr, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
                             offsets) == 0);
     // column-major pixels: x=0: 0 1 0, x=1: 1 1 0 -> runs 1,1,1,2,1
     CHECK(offsets[0] == 0 && offsets[1] == 5 && offsets[2] == 5);
     CHECK(counts[0] == 1 && counts[1] == 1 && counts[2] == 1 && counts[3] == 2 && counts[4] == 1);
-    CHECK(mdqe_pp_mask_runs(L, 1, r, 0, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 3,
+    CHECK(mdqe_pp_mask_runs(L, 1, r, 0, nullptr, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 3,
                             offsets) == MDQE_PP_ERR_CAPACITY);
     // maps taken from sums S [2 tracks, 2 frames, 3, 2] at frame 1, divided by their counts: the
     // smallest subnormal / 1 stays positive, / 2 rounds (to even) to 0, as numpy's division does
@@ -91,13 +91,19 @@ void test_mask_runs() {
     S[(1 * 2 + 1) * 6 + 2] = 4.0f;      // track 1, frame 1, pixel (1, 0)
     const int64_t tracks[2] = {0, 1};
     const int32_t div[2] = {1, 2};
-    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, div, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, div, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
                             offsets) == 0);
     // track 0: x=0: 0 0 0, x=1: 1 0 0 -> runs 3,1,2; track 1: only (1, 0) -> runs 1,1,4
     CHECK(offsets[1] == 3 && counts[0] == 3 && counts[1] == 1 && counts[2] == 2);
     CHECK(offsets[2] == 6 && counts[3] == 1 && counts[4] == 1 && counts[5] == 4);
+    // the same with the bit sets of the sums > 0 bounding the work (words of 2 bits per row)
+    const uint64_t sbits[2 * 3] = {2, 0, 0, 2, 1, 0};   // track 0: (0, 1); track 1: (0, 1), (1, 0)
+    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, div, sbits, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+                            offsets) == 0);
+    CHECK(offsets[1] == 3 && counts[0] == 3 && counts[1] == 1 && counts[2] == 2);
+    CHECK(offsets[2] == 6 && counts[3] == 1 && counts[4] == 1 && counts[5] == 4);
     const int32_t zero_div[2] = {1, 0};
-    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, zero_div, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
+    CHECK(mdqe_pp_mask_runs(S, 2, tracks, 1, zero_div, nullptr, 2, 3, 2, r, r, one, zero, 3, c, c, one, zero, 2, counts, 16,
                             offsets) == MDQE_PP_ERR_BAD_ARGUMENT);
 }
 

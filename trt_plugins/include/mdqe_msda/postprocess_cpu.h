@@ -56,13 +56,15 @@ __attribute__((visibility("default"))) int mdqe_pp_accumulate(
 
 /* Final masks of n logit maps as COCO run lengths (column-major, starting with 0s) of the [H, W] frame.
  * Map i is L_i = S[rows[i], pos] / divisors[i] (S [*, TS, h, w]; float32 division as numpy's; divisors
- * NULL: no division; a stack [n, h, w] is TS = 1, rows 0 .. n-1, pos 0). Pixel (y, x) of the frame is
+ * NULL: no division; a stack [n, h, w] is TS = 1, rows 0 .. n-1, pos 0). bits (NULL or [n, wpf], see
+ * above) = the bit sets of S[rows[i], pos] > 0, which bound the work (else the maps are scanned).
+ * Pixel (y, x) of the frame is
  * (a0[y]*H(r0[y], x) + a1[y]*H(r1[y], x)) > 0 with H(r, x) = b0[x]*L_i[r, c0[x]] + b1[x]*L_i[r, c1[x]]
  * (separable resampling taps, float32, no FMA). Runs of mask i go to counts[offsets[i] .. offsets[i + 1]);
  * an empty mask has none. counts has capacity cap; MDQE_PP_ERR_CAPACITY when it is too small. */
 __attribute__((visibility("default"))) int mdqe_pp_mask_runs(
-    const float* S, int64_t TS, const int64_t* rows, int64_t pos, const int32_t* divisors, int64_t n, int64_t h,
-    int64_t w, const int64_t* r0, const int64_t* r1, const float* a0, const float* a1, int64_t H,
+    const float* S, int64_t TS, const int64_t* rows, int64_t pos, const int32_t* divisors, const uint64_t* bits,
+    int64_t n, int64_t h, int64_t w, const int64_t* r0, const int64_t* r1, const float* a0, const float* a1, int64_t H,
     const int64_t* c0, const int64_t* c1, const float* b0, const float* b1, int64_t W, uint32_t* counts,
     int64_t cap, int64_t* offsets);
 
