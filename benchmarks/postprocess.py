@@ -2,6 +2,9 @@
 
     python -m benchmarks.postprocess [--clips 60] [--warmup 10] [--report results.json]
 
+Also prints one read of the candidates' mask logits (the native bit-set pass alone) per clip: the
+floor, on the machine at hand, for any filter that reads them once.
+
 Synthetic decoder outputs shaped like the R50 model's at 360p: input 384x640 (a 360x640
 video), stride-4 mask logits 96x160, Q = 196 queries, C = 40 classes, T = 4, raw clip queries
 of 256 dims. Per clip, 30 moving objects of different sizes (with crossings) plus 20
@@ -41,7 +44,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from runtime.cli import EXIT_VERIFY, add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
-from runtime.clip_filter import filter_clip  # noqa: E402
+from runtime.clip_filter import candidates, filter_clip  # noqa: E402
 from runtime.masks import MaskPostprocessor  # noqa: E402
 from runtime.native import postprocess as native_pp  # noqa: E402
 from runtime.rle import encode_rles  # noqa: E402
@@ -150,6 +153,47 @@ def run(impl: str, clips, warmup: int):
     return res, log
 
 
+def read_floor(clips, warmup: int) -> dict:
+    """Time of one read of the filter's candidate mask logits per clip (the native bit-set pass: one
+    compare per pixel and nothing else), on fresh outputs as in ``run``: a lower bound for any filter
+    that reads every candidate's logits once, on this machine."""
+    f, _ = preset("ytvis")
+    clock = time.process_time if CLOCK == "cpu" else time.perf_counter
+    times, sizes = [], []
+    for s, stored in enumerate(clips):
+        out = {k: v.copy() for k, v in stored.items()}
+        _, valid = candidates(out, f, "pred_queries")
+        t0 = clock()
+        native_pp.positive_bits(out["pred_masks"], valid, np.arange(T))
+        t1 = clock()
+        if s >= warmup:
+            times.append(t1 - t0)
+            sizes.append(valid.size * T * H * W * 4)
+    ms = 1e3 * float(np.mean(times))
+    return {"ms": ms, "candidates_mb": float(np.mean(sizes)) / 1e6, "gb_per_s": float(np.mean(sizes)) / 1e6 / ms}
+
+
+def cpu_facts() -> dict:
+    """CPU model and SIMD level (/proc/cpuinfo on Linux)."""
+    facts = {"machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+    except OSError:
+        return facts
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and "model" not in facts:
+            facts["model"] = value.strip()
+        elif key in ("cpu family", "model") and f"x86_{key.replace(' ', '_')}" not in facts:
+            facts[f"x86_{key.replace(' ', '_')}"] = value.strip()
+        elif key == "flags" and "avx2" not in facts:
+            flags = set(value.split())
+            facts["avx2"], facts["avx512f"] = "avx2" in flags, "avx512f" in flags
+    return facts
+
+
 @cli_main
 def main(argv=None) -> int:
     ap = make_parser("python -m benchmarks.postprocess", __doc__.split("\n")[0])
@@ -173,15 +217,15 @@ def main(argv=None) -> int:
         return 2
     (new, new_log), (num, num_log), (old, _) = (run(k, clips, args.warmup) for k in ("new", "numpy", "old"))
     native_pp.use_native(True)
+    floor = read_floor(clips, args.warmup)
     same = new_log == num_log
-    res = {"new": new, "numpy": num, "old": old, "native_equals_numpy": same}
+    res = {"new": new, "numpy": num, "old": old, "native_equals_numpy": same, "read_floor": floor}
     stages = ("filter", "tracker", "masks", "total")
     res["ratio_numpy_over_new"] = {k: res["numpy"][k] / res["new"][k] for k in stages}
     res["ratio_old_over_new"] = {k: res["old"][k] / res["new"][k] for k in stages}
     res["setup"] = {"input": [384, 640], "video": [360, 640], "mask": [H, W], "queries": Q, "classes": C, "T": T,
                     "objects": N_OBJ, "duplicates": N_DUP, "clips_timed": args.clips - args.warmup, "clock": args.clock,
-                    "cpu": platform.processor() or platform.machine(), "numpy": np.__version__,
-                    "opencv": cv2.__version__}
+                    "cpu": cpu_facts(), "numpy": np.__version__, "opencv": cv2.__version__}
     print(f"per clip, {args.clock} time, {args.clips - args.warmup} clips after {args.warmup} warm-up")
     print(f"{'stage':8s} {'new ms':>8s} {'numpy ms':>9s} {'old ms':>8s} {'numpy/new':>10s} {'old/new':>8s}")
     for k in stages:
@@ -190,6 +234,11 @@ def main(argv=None) -> int:
     print(f"new: {res['new']['detections_per_clip']:.1f} detections/clip, {res['new']['tracks_per_frame']:.1f} "
           f"track masks/frame, median total {res['new']['total_median']:.3f} ms; "
           f"old: {res['old']['detections_per_clip']:.1f} detections/clip, {res['old']['tracks_per_frame']:.1f} track masks/frame")
+    print(f"one read of the candidates' logits ({floor['candidates_mb']:.1f} MB/clip, compare only): "
+          f"{floor['ms']:.3f} ms ({floor['gb_per_s']:.1f} GB/s), a floor for the filter on this machine")
+    cpu = res["setup"]["cpu"]
+    print(f"cpu: {cpu.get('model', cpu['machine'])}, {cpu['cores']} cores, AVX2 {cpu.get('avx2')}, "
+          f"AVX-512 {cpu.get('avx512f')}")
     print("native kernels and numpy: " + ("same track ids and RLEs on every clip" if same else "RESULTS DIFFER"))
     if args.report:
         from runtime.atomic import write_json

@@ -242,6 +242,24 @@ def _mask_terms(masks_all: np.ndarray, valid: np.ndarray, F: int):
     overlap = soft_iou_max(sample[:len(kept)], predownsampled=True) if len(kept) else np.zeros(0, np.float32)
     return kept, _quality(positives), overlap, None
 
+def candidates(outputs: dict, params: FilterParams = FilterParams(), embedding: str = "pred_queries"):
+    """Steps 1-2 of the authors' filter: (class probabilities [Q,C] float32, the candidate queries [K]
+    in rank order: above the score threshold (at least the best one), no duplicate embedding, at most
+    ``max_queries``). Their masks are what the rest of the filter reads."""
+    logits = np.asarray(outputs["pred_logits"], np.float32)
+    emb_all = np.asarray(outputs[embedding], np.float32)
+    probs = sigmoid(logits)
+    qscore = probs.max(axis=1)
+    order = np.argsort(-qscore, kind="stable")
+    srt = qscore[order]
+    valid = order[srt >= min(np.float32(params.score_thr), srt[0])] if order.size else order
+    if valid.size > 1:
+        u = _unit(emb_all[valid])
+        sim = np.triu(u @ u.T, 1).max(axis=0)
+        valid = valid[sim < params.dup_cos][:params.max_queries]
+    return probs, valid
+
+
 def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterParams = FilterParams(),
                 start: int = 0, embedding: str = "pred_queries") -> ClipDetections:
     """Filter one clip's decoder ``outputs`` (pred_logits [Q,C], pred_masks [Q,T,h,w] and the
@@ -253,18 +271,9 @@ def filter_clip(outputs: dict, num_real_frames: int, valid_hw, params: FilterPar
     """
     if params.style == "paper":
         return filter_clip_paper(outputs, num_real_frames, valid_hw, params, start, embedding)
-    logits = np.asarray(outputs["pred_logits"], np.float32)
     masks_all = np.ascontiguousarray(outputs["pred_masks"], np.float32)
     emb_all = np.asarray(outputs[embedding], np.float32)
-    probs = sigmoid(logits)
-    qscore = probs.max(axis=1)
-    order = np.argsort(-qscore, kind="stable")
-    srt = qscore[order]
-    valid = order[srt >= min(np.float32(params.score_thr), srt[0])] if order.size else order
-    if valid.size > 1:
-        u = _unit(emb_all[valid])
-        sim = np.triu(u @ u.T, 1).max(axis=0)
-        valid = valid[sim < params.dup_cos][:params.max_queries]
+    probs, valid = candidates(outputs, params, embedding)
     F = int(num_real_frames)
     kept, quality, overlap, bits = _mask_terms(masks_all, valid, F)
     valid, cls = valid[kept], probs[valid][kept]

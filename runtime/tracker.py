@@ -450,8 +450,9 @@ class ClipTracker:
             return
         src, qs = dets.mask_source()
         fps = [(dets.start + i) % T for i in range(dets.num_frames)]
-        if self._native:
-            native_pp.accumulate(self.SUM, rows, fps, src, qs[ks], bits=self.TB)
+        if self._native:    # a map with no term yet is overwritten: popped sums are never zeroed
+            fresh = self.CNT[rows][:, fps] == 0
+            native_pp.accumulate(self.SUM, rows, fps, src, qs[ks], bits=self.TB, fresh=fresh)
         else:
             for i, fp in enumerate(fps):
                 for r, q in zip(rows.tolist(), qs[ks].tolist()):    # in place: no gathered copies
@@ -507,10 +508,13 @@ class ClipTracker:
         return items
 
     def _flush(self) -> None:
-        """Zero the sums of the last popped frame (deferred so that its FrameMaps reads them in place)."""
+        """Zero the sums of the last popped frame (deferred so that its FrameMaps reads them in place).
+        With the native kernels they stay: the next term of a map with CNT 0 overwrites it, and nothing
+        else reads a sum whose CNT is 0 (its bit set is zeroed at the pop)."""
         if self._popped is not None:
             rows, pos = self._popped
-            self.SUM[rows, pos] = 0
+            if not self._native:
+                self.SUM[rows, pos] = 0
             self._popped = None
 
     def finish(self) -> None:

@@ -230,3 +230,18 @@ def test_environment_switch_selects_the_numpy_form():
     env = dict(os.environ, MDQE_POSTPROCESS="numpy")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_postprocess_benchmark_runs_and_checks_native_against_numpy(tmp_path):
+    """The benchmark's code path on 3 clips: its report holds every stage of the three implementations,
+    the read floor and the CPU facts, and native == numpy (else it exits 3)."""
+    import json
+    from benchmarks import postprocess as bench
+    report = tmp_path / "pp.json"
+    assert bench.main(["--clips", "3", "--warmup", "1", "--report", str(report)]) == 0
+    res = json.loads(report.read_text())
+    assert res["native_equals_numpy"] is True
+    for impl in ("new", "numpy", "old"):
+        assert set(res[impl]) >= {"filter", "tracker", "masks", "total"} and res[impl]["total"] > 0
+    assert res["read_floor"]["ms"] > 0 and 10 < res["read_floor"]["candidates_mb"] < 15
+    assert "avx2" in res["setup"]["cpu"] or res["setup"]["cpu"]["machine"] != "x86_64"

@@ -11,8 +11,9 @@ the numpy form (``use_native(False)`` does the same in-process).
     positive_bits(X [*,T,h,w], rx [n], fx [F]) -> [n,F,wpf] uint64 bit sets of X > 0
     bit_intersections(A [*,TA,wpf], ra [na], fa [F], B [*,TB,wpf], rb [nb], fb [F])
         -> inter [na,nb] int64, area_a [na], area_b [nb]
-    accumulate(S [*,TS,h,w], rs [n], fs [F], X [*,TX,h,w], rx [n], bits=None)
-        (in place: S[rs[k], fs[f]] += X[rx[k], f]; bits [*,TS,wpf] refreshed for those maps)
+    accumulate(S [*,TS,h,w], rs [n], fs [F], X [*,TX,h,w], rx [n], bits=None, fresh=None)
+        (in place: S[rs[k], fs[f]] += X[rx[k], f], or = where fresh[k, f]; bits [*,TS,wpf] refreshed
+        for those maps)
     mask_runs(L [n,h,w], (r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W, rows=None, pos=0, divisors=None,
               bits=None)
         -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks;
@@ -47,7 +48,7 @@ def _library():
                         ("mdqe_pp_filter_masks", [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]),
                         ("mdqe_pp_positive_bits", [_P, _I, _P, _I, _P, _I, _I, _I, _P]),
                         ("mdqe_pp_bit_intersections", [_P, _I, _P, _I, _P, _P, _I, _P, _I, _P, _I, _I, _P, _P, _P]),
-                        ("mdqe_pp_accumulate", [_P, _I, _P, _P, _P, _I, _P, _I, _I, _I, _I, _P]),
+                        ("mdqe_pp_accumulate", [_P, _I, _P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _P]),
                         ("mdqe_pp_mask_runs", [_P, _I, _P, _I, _P, _P, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P,
                                                _P, _P, _I, _P, _I, _P])):
                     fn = getattr(lib, name)
@@ -170,10 +171,12 @@ def bit_intersections(A: np.ndarray, ra, fa, B: np.ndarray, rb, fb):
     return inter, area_a, area_b
 
 
-def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarray] = None) -> None:
+def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarray] = None,
+               fresh: Optional[np.ndarray] = None) -> None:
     """In place: S[rs[k], fs[f]] += X[rx[k], f] for every k and f < len(fs) (S [*,TS,h,w] float32
-    C-contiguous, X [*,TX,h,w]; the rs[k] differ); ``bits`` [*,TS,wpf] uint64 (C-contiguous), when
-    given, gets the bit sets of the updated maps."""
+    C-contiguous, X [*,TX,h,w]; the rs[k] differ); where ``fresh`` [n, F] (bool) is set the map holds
+    no term yet and is overwritten (its memory need not be zero). ``bits`` [*,TS,wpf] uint64
+    (C-contiguous), when given, gets the bit sets of the updated maps."""
     if S.dtype != np.float32 or not S.flags.c_contiguous or not S.flags.writeable:
         raise ValueError("accumulate needs a writable C-contiguous float32 S")
     if bits is not None and (bits.dtype != np.uint64 or not bits.flags.c_contiguous
@@ -183,14 +186,19 @@ def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarr
     rs, fs, rx = _i64(rs), _i64(fs), _i64(rx)
     if S.shape[2:] != X.shape[2:] or rs.size != rx.size or fs.size > X.shape[1]:
         raise ValueError(f"accumulate: S {S.shape}, X {X.shape}, {rs.size} rows / {rx.size} sources, {fs.size} frames")
-    if rs.size and (rs.min() < 0 or rs.max() >= S.shape[0] or rx.min() < 0 or rx.max() >= X.shape[0]
-                    or np.unique(rs).size != rs.size):
-        raise ValueError("accumulate: row index out of range or repeated")
+    if rs.size and (rs.min() < 0 or rs.max() >= S.shape[0] or rx.min() < 0 or rx.max() >= X.shape[0]):
+        raise ValueError("accumulate: row index out of range")
+    if rs.size > 1 and (np.diff(np.sort(rs)) == 0).any():
+        raise ValueError("accumulate: repeated row index")
     if fs.size and (fs.min() < 0 or fs.max() >= S.shape[1]):
         raise ValueError("accumulate: frame index out of range")
+    if fresh is not None:
+        fresh = np.ascontiguousarray(fresh, np.uint8)
+        if fresh.shape != (rs.size, fs.size):
+            raise ValueError(f"accumulate: fresh must be [{rs.size}, {fs.size}], got {fresh.shape}")
     _check(_library().mdqe_pp_accumulate(_ptr(S), S.shape[1], _ptr(rs), _ptr(fs), _ptr(X), X.shape[1], _ptr(rx),
-                                         rs.size, fs.size, S.shape[2], S.shape[3],
-                                         _ptr(bits) if bits is not None else None), "mdqe_pp_accumulate")
+                                         _ptr(fresh) if fresh is not None else None, rs.size, fs.size, S.shape[2],
+                                         S.shape[3], _ptr(bits) if bits is not None else None), "mdqe_pp_accumulate")
 
 
 def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray], rows=None, pos: int = 0,

@@ -357,7 +357,8 @@ int mdqe_pp_bit_intersections(const uint64_t* A, int64_t TA, const int64_t* ra, 
 }
 
 int mdqe_pp_accumulate(float* S, int64_t TS, const int64_t* rs, const int64_t* fs, const float* X, int64_t TX,
-                       const int64_t* rx, int64_t n, int64_t F, int64_t h, int64_t w, uint64_t* bits) {
+                       const int64_t* rx, const uint8_t* fresh, int64_t n, int64_t F, int64_t h, int64_t w,
+                       uint64_t* bits) {
     if (bad(TS) || bad(TX) || bad(n) || bad(F) || bad(h) || bad(w)) return MDQE_PP_ERR_BAD_ARGUMENT;
     if (n && F && (!S || !rs || !fs || !X || !rx)) return MDQE_PP_ERR_BAD_ARGUMENT;
     const int64_t hw = h * w, rw = (w + 63) / 64, wpf = h * rw;
@@ -366,6 +367,11 @@ int mdqe_pp_accumulate(float* S, int64_t TS, const int64_t* rs, const int64_t* f
             float* dst = S + (rs[k] * TS + fs[f]) * hw;
             const float* src = X + (rx[k] * TX + f) * hw;
             uint64_t* b = bits ? bits + (rs[k] * TS + fs[f]) * wpf : nullptr;
+            if (fresh && fresh[k * F + f]) {             // the map's first term: no read of the old sum
+                std::memcpy(dst, src, static_cast<size_t>(hw) * sizeof(float));
+                if (b) map_bits(dst, h, w, b);
+                continue;
+            }
             for (int64_t y = 0; y < h; ++y) add_positive(dst + y * w, src + y * w, w, b ? b + y * rw : nullptr);
         }
     return 0;

@@ -62,9 +62,20 @@ void test_bits_intersections_accumulate() {
     CHECK(inter[0] == 3 && inter[1] == 2 && inter[2] == 2 && inter[3] == 2 && area_a[0] == 3 && area_b[1] == 2);
     std::vector<uint64_t> sbits(2 * 2, ~uint64_t{0});
     const int64_t rs[1] = {1}, rx[1] = {0};
-    CHECK(mdqe_pp_accumulate(s.data(), 1, rs, f0, a.data(), 1, rx, 1, 1, 1, 70, sbits.data()) == 0);
+    CHECK(mdqe_pp_accumulate(s.data(), 1, rs, f0, a.data(), 1, rx, nullptr, 1, 1, 1, 70, sbits.data()) == 0);
     CHECK(s[70 + 5] == 1.0f && s[70 + 0] == -1.0f && s[0] == 0.0f);
     CHECK(sbits[0] == ~uint64_t{0} && sbits[2] == (uint64_t{1} << 5) && sbits[3] == ((uint64_t{1} << 2) | (uint64_t{1} << 5)));
+    // again: map 1 += map 1 (2 - 1 = 1 at pixels 5 and 66), then a fresh term overwrites what map 0 held
+    const int64_t r1[1] = {1};
+    CHECK(mdqe_pp_accumulate(s.data(), 1, rs, f0, a.data(), 1, r1, nullptr, 1, 1, 1, 70, sbits.data()) == 0);
+    CHECK(s[70 + 5] == 3.0f && s[70 + 66] == 3.0f && s[70 + 69] == 0.0f && s[70 + 0] == -2.0f);
+    CHECK(sbits[2] == (uint64_t{1} << 5) && sbits[3] == (uint64_t{1} << 2));
+    s[3] = 7.0f;                                // stale memory of map 0
+    const uint8_t fresh[1] = {1};
+    const int64_t r0[1] = {0};
+    CHECK(mdqe_pp_accumulate(s.data(), 1, r0, f0, a.data(), 1, r1, fresh, 1, 1, 1, 70, sbits.data()) == 0);
+    CHECK(s[3] == -1.0f && s[5] == 2.0f && s[66] == 2.0f && s[69] == -1.0f);
+    CHECK(sbits[0] == (uint64_t{1} << 5) && sbits[1] == (uint64_t{1} << 2));
 }
 
 void test_mask_runs() {

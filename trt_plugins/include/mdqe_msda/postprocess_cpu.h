@@ -48,11 +48,13 @@ __attribute__((visibility("default"))) int mdqe_pp_bit_intersections(
     const uint64_t* B, int64_t TB, const int64_t* rb, int64_t nb, const int64_t* fb,
     int64_t F, int64_t wpf, int64_t* inter, int64_t* area_a, int64_t* area_b);
 
-/* S[rs[k], fs[f]] += X[rx[k], f] for k < n, f < F (S [*, TS, h, w], X [*, TX, h, w]; the rs[k] differ);
- * bits (NULL or [*, TS, wpf]) get the bit sets of the updated maps. */
+/* S[rs[k], fs[f]] += X[rx[k], f] for k < n, f < F (S [*, TS, h, w], X [*, TX, h, w]; the rs[k] differ),
+ * or S[rs[k], fs[f]] = X[rx[k], f] where fresh[k, f] (NULL or [n, F]: the sum holds no term yet, whatever
+ * its memory holds; 0 + x and x differ only in the sign of a zero, which no > 0 test sees); bits (NULL or
+ * [*, TS, wpf]) get the bit sets of the updated maps. */
 __attribute__((visibility("default"))) int mdqe_pp_accumulate(
     float* S, int64_t TS, const int64_t* rs, const int64_t* fs, const float* X, int64_t TX, const int64_t* rx,
-    int64_t n, int64_t F, int64_t h, int64_t w, uint64_t* bits);
+    const uint8_t* fresh, int64_t n, int64_t F, int64_t h, int64_t w, uint64_t* bits);
 
 /* Final masks of n logit maps as COCO run lengths (column-major, starting with 0s) of the [H, W] frame.
  * Map i is L_i = S[rows[i], pos] / divisors[i] (S [*, TS, h, w]; float32 division as numpy's; divisors
