@@ -98,6 +98,7 @@ class MaskPostprocessor:
         self.stride = stride
         self.resize = resize
         self._axes = {}
+        self._native_taps = {}
 
     def valid_hw(self):
         """(h, w) of the valid (unpadded) area at mask resolution."""
@@ -151,10 +152,13 @@ class MaskPostprocessor:
             return []
         if self.resize == "nearest" and native_pp.available():
             fm = maps if isinstance(maps, FrameMaps) else FrameMaps.stack(range(len(maps)), maps)
-            ys, xs = self._taps(*fm.sums.shape[2:])
+            hw = fm.sums.shape[2:]
+            taps = self._native_taps.get(hw)
+            if taps is None:
+                taps = self._native_taps[hw] = native_pp.prepare_taps(*self._taps(*hw))
             H0, W0 = self.g.original
             divisors = None if bool((fm.counts == 1).all()) else fm.counts
-            runs = native_pp.mask_runs(fm.sums, ys, xs, rows=fm.rows, pos=fm.pos, divisors=divisors, bits=fm.bits)
+            runs = native_pp.mask_runs(fm.sums, taps, rows=fm.rows, pos=fm.pos, divisors=divisors, bits=fm.bits)
             live = [i for i, r in enumerate(runs) if r is not None]
             rles = rles_from_counts([runs[i] for i in live], H0, W0)
             out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(fm)

@@ -14,7 +14,7 @@ the numpy form (``use_native(False)`` does the same in-process).
     accumulate(S [*,TS,h,w], rs [n], fs [F], X [*,TX,h,w], rx [n], bits=None, fresh=None)
         (in place: S[rs[k], fs[f]] += X[rx[k], f], or = where fresh[k, f]; bits [*,TS,wpf] refreshed
         for those maps)
-    mask_runs(L [n,h,w], (r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W, rows=None, pos=0, divisors=None,
+    mask_runs(L [n,h,w], Taps (prepare_taps of (r0, r1, a0, a1) over H and (c0, c1, b0, b1) over W), rows=None, pos=0, divisors=None,
               bits=None)
         -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks;
         with rows: map i = L[rows[i], pos] / divisors[i] of sums L [*,T,h,w] (no copy of the maps);
@@ -201,12 +201,41 @@ def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarr
                                          S.shape[3], _ptr(bits) if bits is not None else None), "mdqe_pp_accumulate")
 
 
-def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray], rows=None, pos: int = 0,
-              divisors=None, bits: Optional[np.ndarray] = None) -> List[Optional[np.ndarray]]:
+class Taps(NamedTuple):
+    """Separable resampling taps, converted and checked once (prepare_taps): rows (r0, r1, a0, a1) over
+    H outputs, columns (c0, c1, b0, b1) over W; reach: the largest source row and column they read."""
+    r0: np.ndarray
+    r1: np.ndarray
+    a0: np.ndarray
+    a1: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+    row_reach: int
+    col_reach: int
+
+
+def prepare_taps(ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray]) -> Taps:
+    """Taps for mask_runs: int64 / float32 C-contiguous, checked (non-negative, equal lengths per axis)."""
+    r0, r1, c0, c1 = (_i64(t) for t in (ytaps[0], ytaps[1], xtaps[0], xtaps[1]))
+    a0, a1, b0, b1 = (_f32(t) for t in (ytaps[2], ytaps[3], xtaps[2], xtaps[3]))
+    if not (r0.size == r1.size == a0.size == a1.size >= 1 and c0.size == c1.size == b0.size == b1.size >= 1):
+        raise ValueError("resampling taps: each axis needs equal, non-empty index and weight arrays")
+    if min(r0.min(), r1.min(), c0.min(), c1.min()) < 0:
+        raise ValueError("resampling taps: negative source index")
+    return Taps(r0, r1, a0, a1, c0, c1, b0, b1, int(max(r0.max(), r1.max())), int(max(c0.max(), c1.max())))
+
+
+def mask_runs(L: np.ndarray, ytaps, xtaps=None, rows=None, pos: int = 0, divisors=None,
+              bits: Optional[np.ndarray] = None) -> List[Optional[np.ndarray]]:
     """COCO run lengths of n maps resampled by the taps and thresholded at 0: the maps L [n,h,w], or
     with ``rows`` the maps L[rows[i], pos] / divisors[i] of L [*,T,h,w] (float32 division; None: 1).
-    ``bits`` [n,wpf] uint64: the bit sets of the (undivided) maps > 0, exact (see positive_bits); they
-    bound the pixels read, else the kernel scans the maps."""
+    Taps: ``ytaps`` a prepared Taps (prepare_taps; ``xtaps`` None), or the raw (r0, r1, a0, a1) and
+    (c0, c1, b0, b1). ``bits`` [n,wpf] uint64: the bit sets of the (undivided) maps > 0, exact (see
+    positive_bits); they bound the pixels read, else the kernel scans the maps. The run-length arrays
+    are views of a scratch buffer: valid until this thread's next call."""
+    taps = ytaps if isinstance(ytaps, Taps) else prepare_taps(ytaps, xtaps)
     if rows is None:
         L = _f32(L)
         n, h, w = L.shape
@@ -227,22 +256,22 @@ def mask_runs(L: np.ndarray, ytaps: Sequence[np.ndarray], xtaps: Sequence[np.nda
         bits = np.ascontiguousarray(bits, np.uint64)
         if bits.shape != (n, words_per_map(h, w)):
             raise ValueError(f"mask_runs: bits must be [{n}, {words_per_map(h, w)}], got {bits.shape}")
-    r0, r1, c0, c1 = (_i64(t) for t in (ytaps[0], ytaps[1], xtaps[0], xtaps[1]))
-    a0, a1, b0, b1 = (_f32(t) for t in (ytaps[2], ytaps[3], xtaps[2], xtaps[3]))
-    H, W = r0.size, c0.size
-    if min(r0.min(), c0.min()) < 0 or r1.max() >= h or c1.max() >= w:
+    if taps.row_reach >= h or taps.col_reach >= w:
         raise ValueError("resampling taps out of range of the maps")
+    H, W = taps.r0.size, taps.c0.size
     cap = max(4096, n * 2 * (W + 2) + n * 2)
     offsets = np.zeros(n + 1, np.int64)
     while True:
         counts = scratch("runs.counts", (cap,), np.uint32)
         status = _library().mdqe_pp_mask_runs(_ptr(S), TS, _ptr(rows), int(pos), _ptr(div) if div is not None else None,
-                                              _ptr(bits) if bits is not None else None, n, h, w, _ptr(r0), _ptr(r1), _ptr(a0), _ptr(a1), H, _ptr(c0), _ptr(c1),
-                                              _ptr(b0), _ptr(b1), W, _ptr(counts), cap, _ptr(offsets))
+                                              _ptr(bits) if bits is not None else None, n, h, w, _ptr(taps.r0),
+                                              _ptr(taps.r1), _ptr(taps.a0), _ptr(taps.a1), H, _ptr(taps.c0),
+                                              _ptr(taps.c1), _ptr(taps.b0), _ptr(taps.b1), W, _ptr(counts), cap,
+                                              _ptr(offsets))
         if status == 2:                      # MDQE_PP_ERR_CAPACITY: more runs than room
             cap = n * (H * W + 2)
             continue
         _check(status, "mdqe_pp_mask_runs")
         break
-    # (copies: counts is a scratch buffer)
-    return [counts[offsets[i]:offsets[i + 1]].copy() if offsets[i + 1] > offsets[i] else None for i in range(n)]
+    bounds = offsets.tolist()
+    return [counts[a:b] if b > a else None for a, b in zip(bounds[:-1], bounds[1:])]

@@ -127,6 +127,13 @@ __attribute__((target("avx2"))) inline uint64_t positive_mask8(__m256 v) {
 __attribute__((target("avx2"))) int64_t pack_positive_avx2(const float* x, int64_t n, uint64_t* words) {
     int64_t total = 0, i = 0;
     uint64_t word = 0;
+    for (; i + 64 <= n; i += 64) {      // whole words: eight independent masks, fixed shifts
+        uint64_t m[8];
+        for (int k = 0; k < 8; ++k) m[k] = positive_mask8(_mm256_loadu_ps(x + i + 8 * k)) << (8 * k);
+        const uint64_t w = ((m[0] | m[1]) | (m[2] | m[3])) | ((m[4] | m[5]) | (m[6] | m[7]));
+        words[i / 64] = w;
+        total += __builtin_popcountll(w);
+    }
     for (; i + 8 <= n; i += 8) {
         word |= positive_mask8(_mm256_loadu_ps(x + i)) << (i % 64);
         if (i % 64 == 56) {
@@ -148,6 +155,17 @@ __attribute__((target("avx2"))) int64_t pack_positive_avx2(const float* x, int64
 __attribute__((target("avx2"))) int64_t add_positive_avx2(float* dst, const float* src, int64_t n, uint64_t* words) {
     int64_t total = 0, i = 0;
     uint64_t word = 0;
+    for (; i + 64 <= n; i += 64) {      // whole words: eight independent masks, fixed shifts
+        uint64_t m[8];
+        for (int k = 0; k < 8; ++k) {
+            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(dst + i + 8 * k), _mm256_loadu_ps(src + i + 8 * k));
+            _mm256_storeu_ps(dst + i + 8 * k, v);
+            m[k] = positive_mask8(v) << (8 * k);
+        }
+        const uint64_t w = ((m[0] | m[1]) | (m[2] | m[3])) | ((m[4] | m[5]) | (m[6] | m[7]));
+        if (words) words[i / 64] = w;
+        total += __builtin_popcountll(w);
+    }
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_loadu_ps(src + i));
         _mm256_storeu_ps(dst + i, v);
