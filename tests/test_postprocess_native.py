@@ -245,3 +245,15 @@ def test_postprocess_benchmark_runs_and_checks_native_against_numpy(tmp_path):
         assert set(res[impl]) >= {"filter", "tracker", "masks", "total"} and res[impl]["total"] > 0
     assert res["read_floor"]["ms"] > 0 and 10 < res["read_floor"]["candidates_mb"] < 15
     assert "avx2" in res["setup"]["cpu"] or res["setup"]["cpu"]["machine"] != "x86_64"
+
+
+def test_portable_kernel_paths_equal_numpy_too():
+    """MDQE_PP_SIMD=off selects the kernels' portable bit-set and memory-update paths (what a
+    non-x86 machine such as a Jetson runs) instead of AVX2: the comparisons with numpy above pass
+    with them as well (in a fresh process, where the switch is read)."""
+    env = dict(os.environ, MDQE_PP_SIMD="off")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+           "-k", "not portable and not benchmark and not environment"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout

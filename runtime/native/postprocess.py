@@ -4,7 +4,8 @@
 The per-clip filter (runtime.clip_filter), the tracker's mask IoU (runtime.tracker) and the final
 masks' RLE (runtime.masks) use these when the library has them, and their numpy form otherwise
 (the tests check both give the same results). ``MDQE_POSTPROCESS=numpy`` in the environment forces
-the numpy form (``use_native(False)`` does the same in-process).
+the numpy form (``use_native(False)`` does the same in-process); ``MDQE_PP_SIMD=off`` keeps the
+kernels but selects their portable bit-set paths instead of AVX2 (what non-x86 machines run).
 
     filter_masks(masks [Q,T,h,w], idx [K], F, frame_step) -> MaskTerms (nonblank, mask-quality terms,
         NMS sample sums, soft-IoU NMS overlap among the non-blank ones, bits [K,F,wpf] of logits > 0)

@@ -5,6 +5,7 @@
 #include "mdqe_msda/postprocess_cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -187,8 +188,15 @@ __attribute__((target("avx2"))) int64_t add_positive_avx2(float* dst, const floa
     return words ? total : 0;
 }
 
+// The AVX2 paths run when the CPU has AVX2, unless MDQE_PP_SIMD=off in the environment selects the
+// portable ones (what non-x86 machines such as a Jetson run; the tests compare both).
 bool have_avx2() {
-    static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+    static const bool yes = [] {
+        const char* v = std::getenv("MDQE_PP_SIMD");
+        if (v && std::strcmp(v, "off") == 0) return false;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
     return yes;
 }
 #endif
