@@ -9,14 +9,16 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+// MDQE_PP_PORTABLE (a compile definition) leaves the x86 paths out, as on a non-x86 machine
+// (.ci/native_checks.sh compiles it so).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MDQE_PP_PORTABLE)
 #include <immintrin.h>
 #define MDQE_PP_X86 1
 #else
 #define MDQE_PP_X86 0
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if MDQE_PP_X86 && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define MDQE_PP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MDQE_PP_CLONES
