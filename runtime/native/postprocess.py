@@ -24,6 +24,7 @@ kernels but selects their portable bit-set paths instead of AVX2 (what non-x86 m
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
 from typing import List, NamedTuple, Optional, Sequence
@@ -71,7 +72,16 @@ def use_native(enabled: bool) -> bool:
 
 
 def _ptr(a: np.ndarray) -> int:
-    return a.ctypes.data
+    return a.__array_interface__["data"][0]          # (cheaper than a.ctypes.data)
+
+
+def _out_of_range(a: np.ndarray, hi: int) -> bool:
+    """Some index of ``a`` outside [0, hi) (a Python pass for the short index lists of a clip: numpy's
+    reductions cost more per call than the whole list)."""
+    if a.size <= 256:
+        v = a.tolist()
+        return bool(v) and (min(v) < 0 or max(v) >= hi)
+    return bool(a.size) and bool(a.min() < 0 or a.max() >= hi)
 
 
 def _check(status: int, name: str) -> None:
@@ -87,7 +97,7 @@ def scratch(name: str, shape, dtype) -> np.ndarray:
     clip cost more in page faults than the kernels that fill them. Valid until the next request of
     the same ``name`` in this thread."""
     pool = _scratch.__dict__.setdefault("pool", {})
-    n = int(np.prod(shape))
+    n = math.prod(int(d) for d in shape)
     buf = pool.get(name)
     if buf is None or buf.dtype != np.dtype(dtype) or buf.size < n:
         buf = pool[name] = np.empty(max(n, 1), dtype)
@@ -118,7 +128,7 @@ def filter_masks(masks: np.ndarray, idx, F: int, frame_step: int) -> MaskTerms:
     order. ``bits`` is a scratch buffer: valid until this thread's next call."""
     masks, idx = _f32(masks), _i64(idx)
     Q, T, h, w = masks.shape
-    if idx.size and (idx.min() < 0 or idx.max() >= Q):
+    if _out_of_range(idx, Q):
         raise ValueError(f"candidate index out of range [0, {Q})")
     if not 1 <= int(F) <= T or int(frame_step) < 1:
         raise ValueError(f"filter_masks: need 1 <= F <= {T} and frame_step >= 1, got {F}, {frame_step}")
@@ -144,7 +154,7 @@ def positive_bits(X: np.ndarray, rx, fx) -> np.ndarray:
     """[n, F, wpf] uint64 bit sets of X[rx[k], fx[f]] > 0 (X [*,T,h,w] float32)."""
     X = _f32(X)
     rx, fx = _i64(rx), _i64(fx)
-    if (rx.size and (rx.min() < 0 or rx.max() >= X.shape[0])) or (fx.size and (fx.min() < 0 or fx.max() >= X.shape[1])):
+    if _out_of_range(rx, X.shape[0]) or _out_of_range(fx, X.shape[1]):
         raise ValueError(f"index out of range for maps of shape {X.shape}")
     h, w = X.shape[2:]
     bits = np.empty((rx.size, fx.size, words_per_map(h, w)), np.uint64)
@@ -161,7 +171,7 @@ def bit_intersections(A: np.ndarray, ra, fa, B: np.ndarray, rb, fb):
     if A.shape[2:] != B.shape[2:] or fa.size != fb.size:
         raise ValueError(f"bit sets {A.shape} and {B.shape} / frame lists {fa.size}, {fb.size} disagree")
     for name, r, f, X in (("A", ra, fa, A), ("B", rb, fb, B)):
-        if (r.size and (r.min() < 0 or r.max() >= X.shape[0])) or (f.size and (f.min() < 0 or f.max() >= X.shape[1])):
+        if _out_of_range(r, X.shape[0]) or _out_of_range(f, X.shape[1]):
             raise ValueError(f"index out of range for {name} of shape {X.shape}")
     inter = np.zeros((ra.size, rb.size), np.int64)
     area_a, area_b = np.zeros(ra.size, np.int64), np.zeros(rb.size, np.int64)
@@ -187,11 +197,11 @@ def accumulate(S: np.ndarray, rs, fs, X: np.ndarray, rx, bits: Optional[np.ndarr
     rs, fs, rx = _i64(rs), _i64(fs), _i64(rx)
     if S.shape[2:] != X.shape[2:] or rs.size != rx.size or fs.size > X.shape[1]:
         raise ValueError(f"accumulate: S {S.shape}, X {X.shape}, {rs.size} rows / {rx.size} sources, {fs.size} frames")
-    if rs.size and (rs.min() < 0 or rs.max() >= S.shape[0] or rx.min() < 0 or rx.max() >= X.shape[0]):
+    if _out_of_range(rs, S.shape[0]) or _out_of_range(rx, X.shape[0]):
         raise ValueError("accumulate: row index out of range")
-    if rs.size > 1 and (np.diff(np.sort(rs)) == 0).any():
+    if len(set(rs.tolist())) != rs.size:
         raise ValueError("accumulate: repeated row index")
-    if fs.size and (fs.min() < 0 or fs.max() >= S.shape[1]):
+    if _out_of_range(fs, S.shape[1]):
         raise ValueError("accumulate: frame index out of range")
     if fresh is not None:
         fresh = np.ascontiguousarray(fresh, np.uint8)
@@ -246,7 +256,7 @@ def mask_runs(L: np.ndarray, ytaps, xtaps=None, rows=None, pos: int = 0, divisor
             raise ValueError("mask_runs: sums must be C-contiguous float32 [*, T, h, w]")
         S, rows = L, _i64(rows)
         n, TS, (h, w) = rows.size, L.shape[1], L.shape[2:]
-        if (n and (rows.min() < 0 or rows.max() >= L.shape[0])) or not 0 <= int(pos) < TS:
+        if _out_of_range(rows, L.shape[0]) or not 0 <= int(pos) < TS:
             raise ValueError(f"mask_runs: row or frame index out of range for sums of shape {L.shape}")
     div = None
     if divisors is not None:
