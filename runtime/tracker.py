@@ -412,10 +412,8 @@ class ClipTracker:
             self.last_scores = S
             if n and K:
                 rows, cols = linear_sum_assignment(S, maximize=True)
-                for r, k in zip(rows, cols):
-                    if above[r, k]:
-                        matched_rows.append(int(r))
-                        matched_dets.append(int(k))
+                keep = above[rows, cols]                 # zero pairs stay unmatched
+                matched_rows, matched_dets = rows[keep].tolist(), cols[keep].tolist()
             free = dets.best > p.new_track_thr
             free[matched_dets] = False
             if n:          # too like a live track (mask IoU or similarity): not a new one
