@@ -62,21 +62,29 @@ PAPER = {
 # ----------------------------------------------------------------------------------------------
 # facts about this machine
 # ----------------------------------------------------------------------------------------------
+def cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo ('model name', 'cpu family', 'model', 'flags',
+    ...); {} where there is none."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break                                # end of the first processor's block
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_description() -> str:
     """e.g. '2-core x86_64 CPU (Intel(R) Xeon(R) ...)' from os.sched_getaffinity and /proc/cpuinfo."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 0
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpuinfo().get("model name", "")
     return f"{cores}-core {platform.machine()} CPU" + (f" ({model})" if model else "")
 
 

@@ -43,6 +43,7 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.fps import cpuinfo  # noqa: E402
 from runtime.cli import EXIT_VERIFY, add_report_arg, add_seed_arg, cli_main, make_parser  # noqa: E402
 from runtime.clip_filter import candidates, filter_clip  # noqa: E402
 from runtime.masks import MaskPostprocessor  # noqa: E402
@@ -174,13 +175,16 @@ def read_floor(clips, warmup: int) -> dict:
 
 
 def cpu_facts() -> dict:
-    """CPU model and SIMD level (/proc/cpuinfo on Linux)."""
+    """CPU model and SIMD level (/proc/cpuinfo on Linux, via benchmarks.fps.cpuinfo)."""
     facts = {"machine": platform.machine(), "cores": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info = fh.read()
-    except OSError:
-        return facts
+    info = cpuinfo()
+    for key, name in (("model name", "model"), ("cpu family", "x86_cpu_family"), ("model", "x86_model")):
+        if key in info:
+            facts[name] = info[key]
+    if "flags" in info:
+        flags = set(info["flags"].split())
+        facts["avx2"], facts["avx512f"] = "avx2" in flags, "avx512f" in flags
+    return facts
     for line in info.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()

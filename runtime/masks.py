@@ -157,8 +157,7 @@ class MaskPostprocessor:
             if taps is None:
                 taps = self._native_taps[hw] = native_pp.prepare_taps(*self._taps(*hw))
             H0, W0 = self.g.original
-            divisors = None if bool((fm.counts == 1).all()) else fm.counts
-            runs = native_pp.mask_runs(fm.sums, taps, rows=fm.rows, pos=fm.pos, divisors=divisors, bits=fm.bits)
+            runs = native_pp.mask_runs(fm.sums, taps, fm.rows, fm.pos, divisors=fm.counts, bits=fm.bits)
             live = [i for i, r in enumerate(runs) if r is not None]
             rles = rles_from_counts([runs[i] for i in live], H0, W0)
             out: List[Tuple[Optional[np.ndarray], Optional[dict]]] = [(None, None)] * len(fm)

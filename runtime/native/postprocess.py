@@ -15,11 +15,11 @@ kernels but selects their portable bit-set paths instead of AVX2 (what non-x86 m
     accumulate(S [*,TS,h,w], rs [n], fs [F], X [*,TX,h,w], rx [n], bits=None, fresh=None)
         (in place: S[rs[k], fs[f]] += X[rx[k], f], or = where fresh[k, f]; bits [*,TS,wpf] refreshed
         for those maps)
-    mask_runs(L [n,h,w], Taps (prepare_taps of (r0, r1, a0, a1) over H and (c0, c1, b0, b1) over W), rows=None, pos=0, divisors=None,
-              bits=None)
-        -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks;
-        with rows: map i = L[rows[i], pos] / divisors[i] of sums L [*,T,h,w] (no copy of the maps);
-        bits [n,wpf]: the bit sets of those sums > 0 (bound the work)
+    prepare_taps((r0, r1, a0, a1) over H, (c0, c1, b0, b1) over W) -> Taps (converted, checked once)
+    mask_runs(S [*,T,h,w], taps, rows [n], pos, divisors=None, bits=None)
+        -> list of n uint32 run-length arrays (column-major, COCO order) or None for empty masks of
+        the maps S[rows[i], pos] / divisors[i], read in place; bits [n,wpf]: the bit sets of those
+        sums > 0 (bound the work)
 """
 from __future__ import annotations
 
@@ -238,26 +238,19 @@ def prepare_taps(ytaps: Sequence[np.ndarray], xtaps: Sequence[np.ndarray]) -> Ta
     return Taps(r0, r1, a0, a1, c0, c1, b0, b1, int(max(r0.max(), r1.max())), int(max(c0.max(), c1.max())))
 
 
-def mask_runs(L: np.ndarray, ytaps, xtaps=None, rows=None, pos: int = 0, divisors=None,
+def mask_runs(S: np.ndarray, taps: Taps, rows, pos: int, divisors=None,
               bits: Optional[np.ndarray] = None) -> List[Optional[np.ndarray]]:
-    """COCO run lengths of n maps resampled by the taps and thresholded at 0: the maps L [n,h,w], or
-    with ``rows`` the maps L[rows[i], pos] / divisors[i] of L [*,T,h,w] (float32 division; None: 1).
-    Taps: ``ytaps`` a prepared Taps (prepare_taps; ``xtaps`` None), or the raw (r0, r1, a0, a1) and
-    (c0, c1, b0, b1). ``bits`` [n,wpf] uint64: the bit sets of the (undivided) maps > 0, exact (see
-    positive_bits); they bound the pixels read, else the kernel scans the maps. The run-length arrays
-    are views of a scratch buffer: valid until this thread's next call."""
-    taps = ytaps if isinstance(ytaps, Taps) else prepare_taps(ytaps, xtaps)
-    if rows is None:
-        L = _f32(L)
-        n, h, w = L.shape
-        S, TS, rows, pos = L, 1, np.arange(n, dtype=np.int64), 0
-    else:
-        if L.dtype != np.float32 or not L.flags.c_contiguous or L.ndim != 4:
-            raise ValueError("mask_runs: sums must be C-contiguous float32 [*, T, h, w]")
-        S, rows = L, _i64(rows)
-        n, TS, (h, w) = rows.size, L.shape[1], L.shape[2:]
-        if _out_of_range(rows, L.shape[0]) or not 0 <= int(pos) < TS:
-            raise ValueError(f"mask_runs: row or frame index out of range for sums of shape {L.shape}")
+    """COCO run lengths of the n maps S[rows[i], pos] / divisors[i] (sums S [*,T,h,w] float32, read in
+    place; float32 division, None: 1), resampled by ``taps`` (prepare_taps) and thresholded at 0.
+    ``bits`` [n,wpf] uint64: the bit sets of the (undivided) maps > 0, exact (see positive_bits); they
+    bound the pixels read, else the kernel computes them. The run-length arrays are views of a
+    scratch buffer: valid until this thread's next call."""
+    if S.dtype != np.float32 or not S.flags.c_contiguous or S.ndim != 4:
+        raise ValueError("mask_runs: sums must be C-contiguous float32 [*, T, h, w]")
+    rows = _i64(rows)
+    n, TS, (h, w) = rows.size, S.shape[1], S.shape[2:]
+    if _out_of_range(rows, S.shape[0]) or not 0 <= int(pos) < TS:
+        raise ValueError(f"mask_runs: row or frame index out of range for sums of shape {S.shape}")
     div = None
     if divisors is not None:
         div = np.ascontiguousarray(divisors, np.int32)

@@ -95,12 +95,6 @@ MDQE_PP_CLONES void copy_even(const float* src, int64_t n, float* dst) {
     for (int64_t x = 0; x < n; ++x) dst[x] = src[2 * x];
 }
 
-MDQE_PP_CLONES int32_t count_positive(const float* row, int64_t n) {
-    int32_t c = 0;
-    for (int64_t x = 0; x < n; ++x) c += row[x] > 0.0f;
-    return c;
-}
-
 // bits (x > 0) of n values into words (LSB first); returns the number of set bits
 int64_t pack_positive_scalar(const float* x, int64_t n, uint64_t* words) {
     int64_t total = 0;
@@ -218,9 +212,6 @@ int64_t add_positive(float* dst, const float* src, int64_t n, uint64_t* words) {
     return add_positive_scalar(dst, src, n, words);
 }
 
-// bit set of one row (x > 0) into its rw words; returns the number of set bits
-int64_t row_bits(const float* row, int64_t w, uint64_t* words) { return pack_positive(row, w, words); }
-
 bool bad(int64_t v) { return v < 0; }
 
 }  // namespace
@@ -262,7 +253,7 @@ int mdqe_pp_filter_masks(const float* masks, int64_t T, int64_t h, int64_t w, co
             for (int64_t y = 0; y < h; ++y) {
                 const float* row = v + (f * h + y) * w;
                 uint64_t* rb = fbits + y * rw;
-                row_positive[y] = row_bits(row, w, rb) > 0;
+                row_positive[y] = pack_positive(row, w, rb) > 0;
                 if (row_positive[y]) {
                     any = true;
                     for (int64_t q = 0; q < rw; ++q)
@@ -322,7 +313,7 @@ int mdqe_pp_filter_masks(const float* masks, int64_t T, int64_t h, int64_t w, co
 static int64_t map_bits(const float* m, int64_t h, int64_t w, uint64_t* bits) {
     const int64_t rw = (w + 63) / 64;
     int64_t a = 0;
-    for (int64_t y = 0; y < h; ++y) a += row_bits(m + y * w, w, bits + y * rw);
+    for (int64_t y = 0; y < h; ++y) a += pack_positive(m + y * w, w, bits + y * rw);
     return a;
 }
 
@@ -421,9 +412,9 @@ static void bits_box(const uint64_t* bits, int64_t h, int64_t rw, int64_t& pr0, 
     }
 }
 
-// Runs of one map L / d (d = 1: no division). The box of its positive pixels comes from mbits (the bit
-// set of L > 0) when given, else from L; L > 0 covers every L / d > 0 (a positive x / d may only
-// underflow to 0), and outputs outside the taps of the positive box are exactly non-positive.
+// Runs of one map L / d (d = 1: no division). The box of its positive pixels comes from mbits, the bit
+// set of L > 0: L > 0 covers every L / d > 0 (a positive x / d may only underflow to 0), and outputs
+// outside the taps of the positive box are exactly non-positive.
 MDQE_PP_CLONES static int mask_runs_one(const float* L, float d, const uint64_t* mbits, int64_t h, int64_t w,
                                         const int64_t* r0, const int64_t* r1, const float* a0, const float* a1,
                                         int64_t H, const int64_t* c0, const int64_t* c1, const float* b0,
@@ -431,21 +422,7 @@ MDQE_PP_CLONES static int mask_runs_one(const float* L, float d, const uint64_t*
                                         std::vector<uint32_t>& runs) {
     runs.clear();
     int64_t pr0 = -1, pr1 = -1, pc0 = w, pc1 = -1;
-    if (mbits) {
-        bits_box(mbits, h, (w + 63) / 64, pr0, pr1, pc0, pc1);
-    } else {
-        for (int64_t r = 0; r < h; ++r) {
-            const float* row = L + r * w;
-            if (!count_positive(row, w)) continue;
-            if (pr0 < 0) pr0 = r;
-            pr1 = r;
-            for (int64_t x = 0; x < w; ++x)
-                if (row[x] > 0.0f) {
-                    pc0 = std::min(pc0, x);
-                    pc1 = std::max(pc1, x);
-                }
-        }
-    }
+    bits_box(mbits, h, (w + 63) / 64, pr0, pr1, pc0, pc1);
     if (pr0 < 0) return 0;
     // output rows/cols whose taps reach the positive rows/cols (taps are monotone)
     const int64_t ya = std::lower_bound(r1, r1 + H, pr0) - r1, yb = std::upper_bound(r0, r0 + H, pr1) - r0;
@@ -512,12 +489,15 @@ int mdqe_pp_mask_runs(const float* S, int64_t TS, const int64_t* rows, int64_t p
     const int64_t hw = h * w, wpf = h * ((w + 63) / 64);
     std::vector<float> horT;
     std::vector<uint32_t> runs;
+    std::vector<uint64_t> map_words(bits ? 0 : static_cast<size_t>(wpf));   // bits of a map, when not given
     int64_t used = 0;
     offsets[0] = 0;
     for (int64_t i = 0; i < n; ++i) {
         const float d = divisors ? static_cast<float>(divisors[i]) : 1.0f;
-        mask_runs_one(S + (rows[i] * TS + pos) * hw, d, bits ? bits + i * wpf : nullptr, h, w, r0, r1, a0, a1, H,
-                      c0, c1, b0, b1, W, horT, runs);
+        const float* L = S + (rows[i] * TS + pos) * hw;
+        const uint64_t* mbits = bits ? bits + i * wpf : map_words.data();
+        if (!bits) map_bits(L, h, w, map_words.data());
+        mask_runs_one(L, d, mbits, h, w, r0, r1, a0, a1, H, c0, c1, b0, b1, W, horT, runs);
         if (used + static_cast<int64_t>(runs.size()) > cap) return MDQE_PP_ERR_CAPACITY;
         std::copy(runs.begin(), runs.end(), counts + used);
         used += static_cast<int64_t>(runs.size());

@@ -59,7 +59,7 @@ __attribute__((visibility("default"))) int mdqe_pp_accumulate(
 /* Final masks of n logit maps as COCO run lengths (column-major, starting with 0s) of the [H, W] frame.
  * Map i is L_i = S[rows[i], pos] / divisors[i] (S [*, TS, h, w]; float32 division as numpy's; divisors
  * NULL: no division; a stack [n, h, w] is TS = 1, rows 0 .. n-1, pos 0). bits (NULL or [n, wpf], see
- * above) = the bit sets of S[rows[i], pos] > 0, which bound the work (else the maps are scanned).
+ * above) = the bit sets of S[rows[i], pos] > 0, which bound the work (else the kernel computes them).
  * Pixel (y, x) of the frame is
  * (a0[y]*H(r0[y], x) + a1[y]*H(r1[y], x)) > 0 with H(r, x) = b0[x]*L_i[r, c0[x]] + b1[x]*L_i[r, c1[x]]
  * (separable resampling taps, float32, no FMA). Runs of mask i go to counts[offsets[i] .. offsets[i + 1]);
